@@ -1,0 +1,7 @@
+"""fairsk: deep models with guaranteed group fairness, as scikit-learn estimators."""
+
+from .layer import FairnessLayer
+
+__version__ = "0.1.0"
+
+__all__ = ["FairnessLayer", "__version__"]

@@ -1,0 +1,241 @@
+"""Fairness metrics: parity and residual gaps, a per-group report, a fair scorer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["parity_gap", "residual_gap", "fairness_report", "make_fair_scorer", "FairScorer", "encode_sensitive"]
+
+
+def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.ndarray, list]:
+    """Integer codes (n, a) for sensitive features of any kind, and the labels.
+
+    Accepts 1-D or 2-D arrays, lists, Series and DataFrames, with numbers, strings,
+    booleans or categories. Missing values (None / NaN) raise ``ValueError``.
+    """
+    if isinstance(sensitive_features, pd.DataFrame):
+        columns = [sensitive_features.iloc[:, j].to_numpy() for j in range(sensitive_features.shape[1])]
+    elif isinstance(sensitive_features, pd.Series):
+        columns = [sensitive_features.to_numpy()]
+    else:
+        arr = np.asarray(sensitive_features, dtype=object if _is_ragged(sensitive_features) else None)
+        if hasattr(sensitive_features, "detach"):  # torch tensor
+            arr = sensitive_features.detach().cpu().numpy()
+        if arr.ndim == 1:
+            columns = [arr]
+        elif arr.ndim == 2:
+            columns = [arr[:, j] for j in range(arr.shape[1])]
+        else:
+            raise ValueError(f"sensitive_features must be 1-D or 2-D, got shape {arr.shape}")
+    if not columns:
+        raise ValueError("sensitive_features has no columns")
+    length = len(columns[0])
+    if n is not None and length != n:
+        raise ValueError(f"sensitive_features has {length} rows but the data has {n}")
+    codes, labels = [], []
+    for col in columns:
+        if pd.isna(pd.Series(col, dtype=object)).any():
+            raise ValueError("sensitive_features contains missing values (None or NaN)")
+        col = np.asarray(col)
+        uniques, inverse = np.unique(col.astype(str) if col.dtype == object else col, return_inverse=True)
+        codes.append(inverse.reshape(-1))
+        labels.append(list(uniques))
+    return np.stack(codes, 1).astype(np.int64), labels
+
+
+def _is_ragged(x: Any) -> bool:
+    return isinstance(x, list) and bool(x) and isinstance(x[0], str)
+
+
+def _as_2d_float(y: Any, name: str) -> np.ndarray:
+    if hasattr(y, "detach"):
+        y = y.detach().cpu().numpy()
+    arr = np.asarray(y, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _group_means(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    k = int(codes.max()) + 1 if codes.size else 0
+    counts = np.bincount(codes, minlength=k).astype(np.float64)
+    sums = np.stack([np.bincount(codes, weights=values[:, j], minlength=k) for j in range(values.shape[1])], 1)
+    present = counts > 0
+    return sums[present] / counts[present, None]
+
+
+def parity_gap(y_pred: Any, sensitive_features: Any) -> float:
+    """Largest difference between two group means of the predictions.
+
+    With several sensitive attributes (a 2-D ``sensitive_features``) and several
+    output columns, the largest gap over attributes and columns ("marginal" parity,
+    as the fairness layer constrains it).
+
+    Examples
+    --------
+    >>> from fairsk.metrics import parity_gap
+    >>> parity_gap([0.0, 1.0, 2.0, 4.0], ["a", "a", "b", "b"])
+    2.5
+    """
+    pred = _as_2d_float(y_pred, "y_pred")
+    codes, _ = encode_sensitive(sensitive_features, pred.shape[0])
+    gap = 0.0
+    for a in range(codes.shape[1]):
+        m = _group_means(pred, codes[:, a])
+        gap = max(gap, float((m.max(0) - m.min(0)).max()))
+    return gap
+
+
+def residual_gap(y_true: Any, y_pred: Any, sensitive_features: Any) -> float:
+    """Largest ``|mean_g(y_pred) - mean_g(y_true)|`` over groups (and attributes).
+
+    Examples
+    --------
+    >>> from fairsk.metrics import residual_gap
+    >>> residual_gap([0.0, 1.0, 1.0, 1.0], [0.5, 0.5, 1.0, 1.2], [0, 0, 1, 1])
+    0.1
+    """
+    pred = _as_2d_float(y_pred, "y_pred")
+    true = _as_2d_float(y_true, "y_true")
+    if true.shape[0] != pred.shape[0]:
+        raise ValueError(f"y_true has {true.shape[0]} rows but y_pred has {pred.shape[0]}")
+    codes, _ = encode_sensitive(sensitive_features, pred.shape[0])
+    diff = pred - true
+    gap = 0.0
+    for a in range(codes.shape[1]):
+        gap = max(gap, float(np.abs(_group_means(diff, codes[:, a])).max()))
+    return round(gap, 12)
+
+
+def fairness_report(y_true: Any, y_pred: Any, sensitive_features: Any) -> pd.DataFrame:
+    """A per-group table: count, mean prediction, mean target, and their gaps.
+
+    One row per (attribute, group). ``parity_diff`` is the group's mean prediction
+    minus the overall mean prediction; ``residual`` is mean prediction minus mean
+    target.
+
+    Examples
+    --------
+    >>> from fairsk.metrics import fairness_report
+    >>> fairness_report([0, 1, 1, 1], [0.5, 0.5, 1.0, 1.0], ["a", "a", "b", "b"])
+                 count  mean_pred  mean_true  parity_diff  residual
+    attribute group
+    0         a      2       0.50       0.50        -0.25      0.00
+              b      2       1.00       1.00         0.25      0.00
+    """
+    pred = _as_2d_float(y_pred, "y_pred")[:, 0]
+    true = _as_2d_float(y_true, "y_true")[:, 0]
+    if true.shape[0] != pred.shape[0]:
+        raise ValueError(f"y_true has {true.shape[0]} rows but y_pred has {pred.shape[0]}")
+    codes, labels = encode_sensitive(sensitive_features, pred.shape[0])
+    names = (
+        list(sensitive_features.columns)
+        if isinstance(sensitive_features, pd.DataFrame)
+        else [getattr(sensitive_features, "name", None) or a for a in range(codes.shape[1])]
+    )
+    rows = []
+    overall = pred.mean()
+    for a in range(codes.shape[1]):
+        for g, label in enumerate(labels[a]):
+            mask = codes[:, a] == g
+            mp, mt = pred[mask].mean(), true[mask].mean()
+            rows.append((names[a], label, int(mask.sum()), mp, mt, mp - overall, mp - mt))
+    columns = ["attribute", "group", "count", "mean_pred", "mean_true", "parity_diff", "residual"]
+    df = pd.DataFrame(rows, columns=columns)
+    return df.set_index(["attribute", "group"])
+
+
+class FairScorer:
+    """Score, or ``-inf`` when the fairness gap of the model's output exceeds a budget.
+
+    Made by :func:`make_fair_scorer`. It requests ``sensitive_features`` through
+    scikit-learn's metadata routing, so ``GridSearchCV(..., scoring=scorer)`` passes
+    the groups of each validation fold to it; with an estimator that reads its groups
+    from ``X`` (``sensitive_columns``) no metadata is needed.
+    """
+
+    def __init__(self, score_func, max_gap, response_method, gap, atol, kwargs):
+        self.score_func = score_func
+        self.max_gap = max_gap
+        self.response_method = response_method
+        self.gap = gap
+        self.atol = atol
+        self.kwargs = kwargs
+
+    def __call__(self, estimator, X, y_true, sensitive_features=None, sample_weight=None) -> float:
+        kw = {} if sensitive_features is None else {"sensitive_features": sensitive_features}
+        groups = sensitive_features
+        if groups is None and getattr(estimator, "sensitive_columns", None) is not None:
+            groups = estimator._split_sensitive(X)[1]
+        if groups is None:
+            raise ValueError("the fair scorer needs sensitive_features (or an estimator with sensitive_columns)")
+        out = getattr(estimator, self.response_method)(X, **kw)
+        measured = parity_gap(out, groups) if self.gap == "parity" else residual_gap(y_true, out, groups)
+        if measured > self.max_gap + self.atol:
+            return -np.inf
+        pred = out if self.response_method == "predict" else estimator.predict(X, **kw)
+        extra = {} if sample_weight is None else {"sample_weight": sample_weight}
+        return float(self.score_func(y_true, pred, **extra, **self.kwargs))
+
+    def get_metadata_routing(self):
+        from sklearn.utils.metadata_routing import MetadataRequest
+
+        request = MetadataRequest(owner=type(self).__name__)
+        request.score.add_request(param="sensitive_features", alias=True)
+        request.score.add_request(param="sample_weight", alias=None)
+        return request
+
+    def __repr__(self) -> str:
+        name = getattr(self.score_func, "__name__", repr(self.score_func))
+        return f"make_fair_scorer({name}, max_gap={self.max_gap}, response_method={self.response_method!r})"
+
+
+def make_fair_scorer(
+    score_func: Callable | None = None,
+    *,
+    max_gap: float = 0.0,
+    response_method: str = "predict",
+    gap: str = "parity",
+    atol: float = 1e-6,
+    **kwargs: Any,
+) -> FairScorer:
+    """A scorer for model selection under a fairness budget.
+
+    Returns ``score_func(y_true, estimator.predict(X))``, or ``-inf`` when the gap
+    of ``response_method``'s output over the groups exceeds ``max_gap``, so that
+    ``GridSearchCV`` picks the best model among those that are fair enough.
+
+    Parameters
+    ----------
+    score_func : callable, default=accuracy_score
+        ``score_func(y_true, y_pred, **kwargs)``; greater is better.
+    max_gap : float, default=0.0
+        The budget on the gap.
+    response_method : str, default="predict"
+        The output the gap is measured on (``"decision_function"`` for the
+        classifier's guarantee on logits).
+    gap : {"parity", "residual"}, default="parity"
+        :func:`parity_gap` or :func:`residual_gap`.
+    atol : float, default=1e-6
+        Slack on the budget for rounding.
+
+    Examples
+    --------
+    >>> from sklearn.metrics import r2_score
+    >>> from fairsk.metrics import make_fair_scorer
+    >>> make_fair_scorer(r2_score, max_gap=0.05)
+    make_fair_scorer(r2_score, max_gap=0.05, response_method='predict')
+    """
+    if gap not in ("parity", "residual"):
+        raise ValueError(f"gap must be 'parity' or 'residual', got {gap!r}")
+    if score_func is None:
+        from sklearn.metrics import accuracy_score as score_func
+    return FairScorer(score_func, float(max_gap), response_method, gap, float(atol), kwargs)
