@@ -1,0 +1,128 @@
+"""The torch side of the estimators: the body + fairness layer module, the skorch net
+with stratified batches and weighted loss, and the stratified batch sampler."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+from skorch import NeuralNet
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from .layer import FairnessLayer
+
+
+class MLP(nn.Module):
+    """The default body: ``Linear -> ReLU`` for each hidden layer, then ``Linear``."""
+
+    def __init__(self, n_features_in: int, n_outputs: int, hidden_layer_sizes=(64,)):
+        super().__init__()
+        layers, width = [], n_features_in
+        for h in hidden_layer_sizes:
+            layers += [nn.Linear(width, int(h)), nn.ReLU()]
+            width = int(h)
+        layers.append(nn.Linear(width, n_outputs))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def build_body(module, module_params: dict, n_features_in: int, n_outputs: int, hidden_layer_sizes) -> nn.Module:
+    """Instantiate the body; ``n_features_in``/``n_outputs`` are passed where accepted."""
+    if module is None:
+        return MLP(n_features_in, n_outputs, hidden_layer_sizes)
+    if isinstance(module, nn.Module):
+        raise TypeError("module must be a torch module *class* (parameters go in module__*), not an instance")
+    params = dict(module_params)
+    accepted = inspect.signature(module).parameters
+    for name, value in (("n_features_in", n_features_in), ("n_outputs", n_outputs)):
+        if name in accepted and name not in params:
+            params[name] = value
+    return module(**params)
+
+
+class FairModule(nn.Module):
+    """A body followed by :class:`FairnessLayer`; the layer is skipped without groups."""
+
+    def __init__(self, body: nn.Module, layer: FairnessLayer):
+        super().__init__()
+        self.body = body
+        self.layer = layer
+
+    def forward(self, X, groups=None, y=None, sample_weight=None):
+        z = self.body(X)
+        if groups is None:
+            return z
+        if z.dim() == 2 and z.shape[1] == 1 and y is not None and y.dim() == 1:
+            y = y.unsqueeze(1)
+        return self.layer(z, groups, y)
+
+
+class StratifiedBatchSampler:
+    """Mini-batches that keep the data's group shares (the paper's requirement).
+
+    Each sample gets the position ``(rank in its shuffled stratum + u) / stratum size``;
+    sorting by position and cutting into batches spreads every stratum evenly.
+    """
+
+    def __init__(self, strata: np.ndarray, batch_size: int, seed: int):
+        self.strata = np.asarray(strata)
+        self.batch_size = int(batch_size)
+        self.rng = np.random.default_rng(seed)
+
+    def __iter__(self):
+        n = len(self.strata)
+        position = np.empty(n)
+        for s in np.unique(self.strata):
+            idx = np.flatnonzero(self.strata == s)
+            perm = self.rng.permutation(idx)
+            position[perm] = (np.arange(len(idx)) + self.rng.uniform(size=len(idx))) / len(idx)
+        order = np.argsort(position, kind="stable")
+        for start in range(0, n, self.batch_size):
+            yield order[start : start + self.batch_size].tolist()
+
+    def __len__(self):
+        return -(-len(self.strata) // self.batch_size)
+
+
+class FairNet(NeuralNet):
+    """skorch net whose hooks add stratified batches and per-sample weights."""
+
+    def __init__(self, *args, batch_seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_seed = batch_seed
+
+    def get_iterator(self, dataset, training=False):
+        strata = _strata(dataset) if training else None
+        if strata is None:
+            return super().get_iterator(dataset, training=training)
+        self.batch_seed += 1
+        sampler = StratifiedBatchSampler(strata, self.batch_size, self.batch_seed)
+        return DataLoader(dataset, batch_sampler=sampler)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        y_true = y_true.to(y_pred.device)
+        loss = self.criterion_(y_pred, y_true)
+        if loss.dim() > 1:
+            loss = loss.reshape(loss.shape[0], -1).mean(1)
+        weight = X.get("sample_weight") if isinstance(X, dict) else None
+        if weight is None:
+            return loss.mean()
+        weight = weight.to(loss.dtype).to(loss.device)
+        return (loss * weight).sum() / weight.sum().clamp(min=1e-12)
+
+
+def _strata(dataset):
+    """Intersectional group code of every sample of a skorch dataset (or subset)."""
+    if isinstance(dataset, Subset):
+        inner = _strata(dataset.dataset)
+        return None if inner is None else inner[np.asarray(dataset.indices)]
+    X = getattr(dataset, "X", None)
+    if not isinstance(X, dict) or X.get("groups") is None:
+        return None
+    groups = np.asarray(X["groups"])
+    if groups.ndim == 1:
+        return groups
+    return np.unique(groups, axis=0, return_inverse=True)[1].reshape(-1)
