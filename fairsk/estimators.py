@@ -162,20 +162,19 @@ class _FairLayerBase(BaseEstimator):
             )
         out = np.empty_like(codes)
         for a, known in enumerate(self.group_labels_):
-            current = np.asarray(labels[a], dtype=object)[codes[:, a]]
-            lookup = {label: i for i, label in enumerate(known)}
-            unseen = sorted({str(v) for v in current if v not in lookup})
-            if unseen:
+            # map this call's labels (few) to the fit's codes; unseen labels get new codes
+            labels_a = np.asarray(labels[a], dtype=object)
+            mapped = pd.Index(np.asarray(known, dtype=object)).get_indexer(labels_a)
+            unseen = mapped < 0
+            if unseen.any():
                 warnings.warn(
-                    f"groups {unseen} of attribute {a} were not seen in fit; each is constrained "
-                    "as a group of its own in this call",
+                    f"groups {[str(v) for v in labels_a[unseen]]} of attribute {a} were not seen in fit; "
+                    "each is constrained as a group of its own in this call",
                     UserWarning,
                     stacklevel=3,
                 )
-            for label in np.unique(current):
-                if label not in lookup:
-                    lookup[label] = len(lookup)
-            out[:, a] = [lookup[v] for v in current]
+                mapped[unseen] = len(known) + np.arange(unseen.sum())
+            out[:, a] = mapped[codes[:, a]]
         return out
 
     # -- fitting --------------------------------------------------------------------
