@@ -258,6 +258,10 @@ class _FairLayerBase(BaseEstimator):
             out = self._layer()(z, torch.as_tensor(groups))
         return out.numpy()
 
+    def _score(self, metric, X, y, sample_weight, sensitive_features) -> float:
+        pred = self.predict(X, sensitive_features=sensitive_features)
+        return float(metric(y, pred, sample_weight=sample_weight))
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
@@ -342,7 +346,7 @@ class FairLayerRegressor(RegressorMixin, _FairLayerBase):
         """R^2 of the (projected) predictions."""
         from sklearn.metrics import r2_score
 
-        return float(r2_score(y, self.predict(X, sensitive_features=sensitive_features), sample_weight=sample_weight))
+        return self._score(r2_score, X, y, sample_weight, sensitive_features)
 
 
 class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
@@ -422,8 +426,7 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         """Accuracy of the labels from the projected logits."""
         from sklearn.metrics import accuracy_score
 
-        pred = self.predict(X, sensitive_features=sensitive_features)
-        return float(accuracy_score(y, pred, sample_weight=sample_weight))
+        return self._score(accuracy_score, X, y, sample_weight, sensitive_features)
 
 
 def _n_rows(X) -> int:

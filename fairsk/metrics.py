@@ -17,20 +17,17 @@ def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.
     Accepts 1-D or 2-D arrays, lists, Series and DataFrames, with numbers, strings,
     booleans or categories. Missing values (None / NaN) raise ``ValueError``.
     """
+    if hasattr(sensitive_features, "detach"):  # a torch tensor
+        sensitive_features = sensitive_features.detach().cpu().numpy()
     if isinstance(sensitive_features, pd.DataFrame):
         columns = [sensitive_features.iloc[:, j].to_numpy() for j in range(sensitive_features.shape[1])]
     elif isinstance(sensitive_features, pd.Series):
         columns = [sensitive_features.to_numpy()]
     else:
-        arr = np.asarray(sensitive_features, dtype=object if _is_ragged(sensitive_features) else None)
-        if hasattr(sensitive_features, "detach"):  # torch tensor
-            arr = sensitive_features.detach().cpu().numpy()
-        if arr.ndim == 1:
-            columns = [arr]
-        elif arr.ndim == 2:
-            columns = [arr[:, j] for j in range(arr.shape[1])]
-        else:
+        arr = np.asarray(sensitive_features)
+        if arr.ndim not in (1, 2):
             raise ValueError(f"sensitive_features must be 1-D or 2-D, got shape {arr.shape}")
+        columns = [arr] if arr.ndim == 1 else [arr[:, j] for j in range(arr.shape[1])]
     if not columns:
         raise ValueError("sensitive_features has no columns")
     length = len(columns[0])
@@ -45,10 +42,6 @@ def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.
         codes.append(inverse.reshape(-1))
         labels.append(list(uniques))
     return np.stack(codes, 1).astype(np.int64), labels
-
-
-def _is_ragged(x: Any) -> bool:
-    return isinstance(x, list) and bool(x) and isinstance(x[0], str)
 
 
 def _as_2d_float(y: Any, name: str) -> np.ndarray:
