@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fairsk import FairLayerClassifier, FairLayerRegressor
+from fairsk import FairLayerClassifier, FairLayerRegressor, StreamingFairPredictor
 
 #: Checks expected to fail, with the reason. Keep this list short and justified.
 EXPECTED_FAILED_CHECKS: dict = {
@@ -19,11 +19,17 @@ EXPECTED_FAILED_CHECKS: dict = {
 
 def _estimators():
     common = dict(max_epochs=40, random_state=0, solver="exact")
-    return [FairLayerRegressor(**common), FairLayerClassifier(**common)]
+    return [
+        FairLayerRegressor(**common),
+        FairLayerClassifier(**common),
+        StreamingFairPredictor(FairLayerRegressor(**common)),
+        StreamingFairPredictor(FairLayerClassifier(**common)),
+    ]
 
 
 def _expected_failures(estimator) -> dict:
-    return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
+    inner = getattr(estimator, "estimator", estimator)  # the streaming wrapper fits its estimator
+    return EXPECTED_FAILED_CHECKS.get(type(inner).__name__, {})
 
 
 @parametrize_with_checks(_estimators(), expected_failed_checks=_expected_failures)
