@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
+import torch
 from skorch import NeuralNet
 from torch import nn
 from torch.utils.data import DataLoader, Subset
@@ -51,7 +52,8 @@ class FairModule(nn.Module):
         self.body = body
         self.layer = layer
 
-    def forward(self, X, groups=None, y=None, sample_weight=None):
+    def forward(self, X, groups=None, y=None, **batch_extras):
+        # batch_extras: strata and sample weights, read by FairNet's hooks, not here
         z = self.body(X)
         if groups is None:
             return z
@@ -88,11 +90,13 @@ class StratifiedBatchSampler:
 
 
 class FairNet(NeuralNet):
-    """skorch net whose hooks add stratified batches and per-sample weights."""
+    """skorch net whose hooks add stratified batches, per-sample weights and, for the
+    penalty baselines, ``penalty * sum of squared pairwise group-mean gaps``."""
 
-    def __init__(self, *args, batch_seed: int = 0, **kwargs):
+    def __init__(self, *args, batch_seed: int = 0, penalty: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_seed = batch_seed
+        self.penalty = penalty
 
     def get_iterator(self, dataset, training=False):
         strata = _strata(dataset) if training else None
@@ -109,9 +113,13 @@ class FairNet(NeuralNet):
             loss = loss.reshape(loss.shape[0], -1).mean(1)
         weight = X.get("sample_weight") if isinstance(X, dict) else None
         if weight is None:
-            return loss.mean()
-        weight = weight.to(loss.dtype).to(loss.device)
-        return (loss * weight).sum() / weight.sum().clamp(min=1e-12)
+            total = loss.mean()
+        else:
+            weight = weight.to(loss.dtype).to(loss.device)
+            total = (loss * weight).sum() / weight.sum().clamp(min=1e-12)
+        if self.penalty and isinstance(X, dict) and X.get("strata") is not None:
+            total = total + self.penalty * squared_gaps(y_pred, X["strata"])
+        return total
 
 
 def _strata(dataset):
@@ -120,9 +128,24 @@ def _strata(dataset):
         inner = _strata(dataset.dataset)
         return None if inner is None else inner[np.asarray(dataset.indices)]
     X = getattr(dataset, "X", None)
-    if not isinstance(X, dict) or X.get("groups") is None:
+    if not isinstance(X, dict) or X.get("strata") is None:
         return None
-    groups = np.asarray(X["groups"])
+    groups = np.asarray(X["strata"])
     if groups.ndim == 1:
         return groups
     return np.unique(groups, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def squared_gaps(y_pred: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Sum over attributes, columns and pairs of groups of squared batch-mean gaps."""
+    groups = groups.reshape(groups.shape[0], -1).to(y_pred.device)
+    out = y_pred.reshape(y_pred.shape[0], -1)
+    total = out.new_zeros(())
+    for a in range(groups.shape[1]):
+        _, codes = torch.unique(groups[:, a], return_inverse=True)
+        k = int(codes.max()) + 1
+        counts = torch.bincount(codes, minlength=k).to(out.dtype)
+        means = out.new_zeros((k, out.shape[1])).index_add_(0, codes, out) / counts.unsqueeze(1)
+        diff = means.unsqueeze(0) - means.unsqueeze(1)
+        total = total + (diff**2).sum() / 2
+    return total

@@ -35,6 +35,13 @@ _PREDICT_CHUNK = 65536
 
 
 class _FairLayerBase(BaseEstimator):
+    # what the layer does where; the baselines (fairsk.baselines) override these
+    _layer_in_training = True
+    _layer_at_predict = True
+
+    def _penalty_weight(self) -> float:
+        return 0.0
+
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like"],
         "module": [type, None],
@@ -217,12 +224,15 @@ class _FairLayerBase(BaseEstimator):
                 iterator_valid__shuffle=False,
                 verbose=self.verbose,
                 batch_seed=seed,
+                penalty=self._penalty_weight(),
             )
             inputs = {"X": X_feat}
             if groups is not None:
-                inputs["groups"] = groups
-            if self.criterion == "eer" and groups is not None:
-                inputs["y"] = y_train.astype(np.float32)
+                inputs["strata"] = groups  # stratified batches (and the penalty baselines)
+                if self._layer_in_training:
+                    inputs["groups"] = groups
+                    if self.criterion == "eer":
+                        inputs["y"] = y_train.astype(np.float32)
             if weight is not None:
                 inputs["sample_weight"] = weight
             self.net_.fit(inputs, y_train)
@@ -251,7 +261,7 @@ class _FairLayerBase(BaseEstimator):
         X_feat = validate_data(self, X_feat, dtype=[np.float64, np.float32], reset=False)
         z = self._raw(X_feat)
         groups = self._encode_groups(sensitive, X_feat.shape[0], fit=False)
-        if groups is None or self.criterion == "eer":
+        if groups is None or self.criterion == "eer" or not self._layer_at_predict:
             # eer needs the targets: the layer acts in training only
             out = z if self.bounds is None else z.clamp(min=self.bounds[0], max=self.bounds[1])
         else:
