@@ -6,10 +6,9 @@ Two modes (``mode=``):
     Keeps, per attribute and group, the count, the sum of raw scores and the sum of
     emitted scores. For each call:
 
-    1. *plug-in shift*: the offline projection of the running raw means of the cells
-       (one group of every attribute; weights = counts) gives per-cell shifts (what the
-       batch projection of the whole stream so far would apply); the call's scores are
-       shifted by them;
+    1. *plug-in shift*: the exact offline projection of the running raw group means
+       (weights = counts) gives per-group shifts ``t_g`` (what the batch projection of
+       the whole stream so far would apply); the call's scores are shifted by them;
     2. *pooled projection*: the call's scores are then projected, exactly, so that
        the pooled means of **everything emitted so far** (history fixed, this call
        free) lie in one interval of width ``tolerance``. Moving a group's pooled
@@ -89,9 +88,8 @@ class StreamingFairPredictor(BaseEstimator):
     n_seen_ : int
         Samples emitted by :meth:`partial_predict` since fit or :meth:`reset`.
     dual_ : ndarray or float
-        ``"pooled"``: the plug-in shifts per cell (a combination of one group of
-        every attribute; cells in order of first appearance) and output column, i.e.
-        the offline projection's multipliers divided by the group counts;
+        ``"pooled"``: the plug-in shifts per (attribute, group) and output column
+        (the pooled constraint's multipliers divided by the group counts);
         ``"paper"``: the scalar dual variable.
     group_means_ : dict
         ``{(attribute, group): mean emitted score}`` (an array for several columns).
@@ -175,12 +173,8 @@ class StreamingFairPredictor(BaseEstimator):
         self._lock = threading.Lock()
         self._labels: list[dict] = []  # per attribute: label -> slot
         self._count: list[np.ndarray] = []  # per attribute: (k,)
-        self._out_sum: list[np.ndarray] = []  # (k, c) emitted sums
-        # raw statistics per cell (one group of every attribute), for the plug-in step
-        self._cells: dict = {}
-        self._cell_keys = np.zeros((0, 0), dtype=np.int64)
-        self._cell_count = np.zeros(0)
-        self._cell_raw = np.zeros((0, 0))
+        self._raw_sum: list[np.ndarray] = []  # (k, c)
+        self._out_sum: list[np.ndarray] = []  # (k, c)
         self._paper_steps = 0
         self.n_seen_ = 0
         self.dual_ = 0.0 if self.mode == "paper" else np.zeros((0, 0))
@@ -250,9 +244,8 @@ class StreamingFairPredictor(BaseEstimator):
                 self._labels.append({label: i for i, label in enumerate(known)})
                 k = len(known)
                 self._count.append(np.zeros(k))
+                self._raw_sum.append(np.zeros((k, c)))
                 self._out_sum.append(np.zeros((k, c)))
-            self._cell_keys = np.zeros((0, len(fitted)), dtype=np.int64)
-            self._cell_raw = np.zeros((0, c))
         if len(labels_local) != len(self._labels):
             raise ValueError(
                 f"sensitive_features has {len(labels_local)} attributes but the stream has {len(self._labels)}"
@@ -271,6 +264,7 @@ class StreamingFairPredictor(BaseEstimator):
                         )
                     lookup[label] = len(lookup)
                     self._count[a] = np.append(self._count[a], 0.0)
+                    self._raw_sum[a] = np.vstack([self._raw_sum[a], np.zeros((1, c))])
                     self._out_sum[a] = np.vstack([self._out_sum[a], np.zeros((1, c))])
                 mapping[i] = lookup[label]
             codes[:, a] = mapping[codes_local[:, a]]
@@ -279,17 +273,22 @@ class StreamingFairPredictor(BaseEstimator):
     def _step_pooled(self, z: np.ndarray, codes: np.ndarray) -> np.ndarray:
         tol = self._tol
         n, c = z.shape
-        # 1. plug-in shifts: the offline projection of the stream's raw cell means
-        cells = self._cell_ids(codes)
-        m = len(self._cell_count)
-        count = self._cell_count + np.bincount(cells, minlength=m)
-        raw = self._cell_raw + _group_sums(z, cells, m)
-        seen = count > 0
-        shift = np.zeros((m, c))
-        means = raw[seen] / count[seen, None]
-        shift[seen] = means - _project_cells(means, count[seen], self._cell_keys[seen], tol)
-        self.dual_ = shift
-        y = z - shift[cells]
+        # 1. plug-in shifts from the raw statistics including this call
+        y = z.copy()
+        shifts = []
+        for a in range(codes.shape[1]):
+            k = len(self._count[a])
+            count = self._count[a] + np.bincount(codes[:, a], minlength=k)
+            raw = self._raw_sum[a] + _group_sums(z, codes[:, a], k)
+            seen = count > 0
+            t = np.zeros((k, c))
+            if seen.sum() >= 2:
+                means = raw[seen] / count[seen, None]
+                start = _interval_start(torch.as_tensor(means), torch.as_tensor(count[seen]), tol).numpy()
+                t[seen] = means - np.clip(means, start, start + tol)
+            shifts.append(t)
+            y -= t[codes[:, a]]
+        self.dual_ = np.concatenate(shifts, 0)
         # 2. exact projection of this call onto "pooled means within tolerance"
         if codes.shape[1] == 1:
             return self._pooled_projection(y, codes, 0)
@@ -335,19 +334,6 @@ class StreamingFairPredictor(BaseEstimator):
         delta[present] = moved * (total[present] / n_call[present])[:, None]
         return y - delta[codes[:, a]]
 
-    def _cell_ids(self, codes: np.ndarray) -> np.ndarray:
-        """Persistent cell index of every row (cells are appended as they appear)."""
-        keys, inverse = np.unique(codes, axis=0, return_inverse=True)
-        ids = np.empty(len(keys), dtype=np.int64)
-        for i, key in enumerate(map(tuple, keys)):
-            if key not in self._cells:
-                self._cells[key] = len(self._cells)
-                self._cell_keys = np.vstack([self._cell_keys, np.asarray(key)[None]])
-                self._cell_count = np.append(self._cell_count, 0.0)
-                self._cell_raw = np.vstack([self._cell_raw, np.zeros((1, self._cell_raw.shape[1]))])
-            ids[i] = self._cells[key]
-        return ids[inverse.reshape(-1)]
-
     def _step_paper(self, z: np.ndarray, codes: np.ndarray) -> np.ndarray:
         if codes.shape[1] != 1:
             raise ValueError("mode='paper' handles one sensitive attribute (the paper's setting)")
@@ -372,13 +358,10 @@ class StreamingFairPredictor(BaseEstimator):
         self.n_seen_ += out.shape[0]
         gap = 0.0
         means = {}
-        if self.mode == "pooled":
-            cells = self._cell_ids(codes)
-            self._cell_count += np.bincount(cells, minlength=len(self._cell_count))
-            self._cell_raw += _group_sums(z, cells, len(self._cell_count))
         for a in range(codes.shape[1]):
             k = len(self._count[a])
             self._count[a] += np.bincount(codes[:, a], minlength=k)
+            self._raw_sum[a] += _group_sums(z, codes[:, a], k)
             self._out_sum[a] += _group_sums(out, codes[:, a], k)
             seen = self._count[a] > 0
             m = self._out_sum[a][seen] / self._count[a][seen, None]
@@ -393,44 +376,6 @@ class StreamingFairPredictor(BaseEstimator):
 
 def _group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     return np.stack([np.bincount(codes, weights=v[:, j], minlength=k) for j in range(v.shape[1])], 1)
-
-
-def _project_cells(means: np.ndarray, counts: np.ndarray, keys: np.ndarray, tol: float) -> np.ndarray:
-    """Offline ECP projection of cell means (weights = counts), exact per attribute.
-
-    Within one attribute the projection shifts all cells of a group alike, so each
-    attribute's step is the closed-form interval solution on its group means; several
-    attributes are combined by Dykstra's algorithm in the count-weighted norm.
-    """
-
-    def project(x, a):
-        k = int(keys[:, a].max()) + 1
-        n_g = np.bincount(keys[:, a], weights=counts, minlength=k)
-        present = n_g > 0
-        if present.sum() < 2:
-            return x
-        g_means = _group_sums(x * counts[:, None], keys[:, a], k)[present] / n_g[present, None]
-        start = _interval_start(torch.as_tensor(g_means), torch.as_tensor(n_g[present]), tol).numpy()
-        change = np.zeros((k, x.shape[1]))
-        change[present] = np.clip(g_means, start, start + tol) - g_means
-        return x + change[keys[:, a]]
-
-    x = means.copy()
-    n_attr = keys.shape[1]
-    if n_attr == 1:
-        return project(x, 0)
-    incr = [np.zeros_like(x) for _ in range(n_attr)]
-    for _ in range(_DYKSTRA_SWEEPS):
-        moved = 0.0
-        for a in range(n_attr):
-            shifted = x + incr[a]
-            new = project(shifted, a)
-            incr[a] = shifted - new
-            moved = max(moved, float(np.abs(new - x).max()))
-            x = new
-        if moved <= 1e-12 * (1.0 + float(np.abs(x).max())):
-            break
-    return x
 
 
 def _interval_start_width(means: np.ndarray, weights: np.ndarray, width: np.ndarray) -> np.ndarray:
