@@ -56,3 +56,23 @@ def test_adult_parity_gap_within_tolerance(tol):
     logits = clf.decision_function(A_te, sensitive_features=s_te)
     assert parity_gap(logits, s_te) <= tol + 1e-6
     assert clf.score(A_te, y_te, sensitive_features=s_te) > 0.7
+
+
+def test_employee_performance_preprocessing(shared_data):
+    from fairsk.datasets import load_employee_performance
+
+    X, y, s = load_employee_performance(shared_data / "employee_performance.csv")
+    assert X.shape[0] == len(y) == len(s) == 1200
+    assert y.min() == 0.0 and y.max() == 1.0
+    assert list(s.columns) == ["Age_50plus", "IsManager", "Gender_Male", "EducationBackground_Life Sciences",
+                               "MaritalStatus_Married"]
+    assert set(np.unique(s.to_numpy())) == {0, 1}
+    assert "EmpNumber" not in X.columns and "EmpHourlyRate" not in X.columns
+    assert abs(X["Age"].mean()) < 1e-9 and abs(X["Age"].std(ddof=0) - 1) < 1e-9
+
+
+def test_employee_missing_file_is_a_clear_error(tmp_path):
+    from fairsk.datasets import load_employee_performance
+
+    with pytest.raises(FileNotFoundError, match="not shipped"):
+        load_employee_performance(tmp_path / "nope.csv")
