@@ -87,7 +87,7 @@ def encode_groups(groups: Tensor) -> GroupIndex:
     gids, sizes, counts, attrs = [], [], [], []
     offset = 0
     for a in range(groups.shape[1]):
-        _, inverse, cnt = torch.unique(groups[:, a], return_inverse=True, return_counts=True)
+        inverse, cnt = _recode(groups[:, a])
         gids.append(inverse + offset)
         sizes.append(int(cnt.numel()))
         counts.append(cnt)
@@ -107,3 +107,20 @@ def encode_groups(groups: Tensor) -> GroupIndex:
         attr=torch.cat(attrs),
         sizes=tuple(sizes),
     )
+
+
+def _recode(codes: Tensor) -> tuple[Tensor, Tensor]:
+    """Dense codes of the present values, and their counts.
+
+    Small non-negative codes (the usual case) are recoded with one ``bincount`` and
+    a lookup, O(n); ``torch.unique`` (a sort) is the fallback for sparse, huge codes.
+    """
+    n = codes.numel()
+    top = int(codes.max()) + 1 if n else 0
+    if top <= max(4 * n, 1024):
+        counts = torch.bincount(codes, minlength=top)
+        present = counts > 0
+        slot = torch.cumsum(present, 0) - 1
+        return slot[codes], counts[present]
+    _, inverse, counts = torch.unique(codes, return_inverse=True, return_counts=True)
+    return inverse, counts
