@@ -35,9 +35,9 @@ def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.
         raise ValueError(f"sensitive_features has {length} rows but the data has {n}")
     codes, labels = [], []
     for col in columns:
-        if pd.isna(pd.Series(col, dtype=object)).any():
-            raise ValueError("sensitive_features contains missing values (None or NaN)")
         col = np.asarray(col)
+        if col.dtype.kind not in "biu" and pd.isna(col).any():  # integers cannot be missing
+            raise ValueError("sensitive_features contains missing values (None or NaN)")
         uniques, inverse = np.unique(col.astype(str) if col.dtype == object else col, return_inverse=True)
         codes.append(inverse.reshape(-1))
         labels.append(list(uniques))

@@ -43,14 +43,13 @@ import threading
 from numbers import Real
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
 from .metrics import encode_sensitive
-from .solvers.exact import _interval_start
+from .solvers.exact import interval_start
 
 __all__ = ["StreamingFairPredictor"]
 
@@ -217,7 +216,7 @@ class StreamingFairPredictor(BaseEstimator):
         X_feat, sensitive = est._resolve_groups(X, sensitive_features)
         if _num_samples(X_feat) == 0:
             raise ValueError("partial_predict got an empty batch")
-        X_feat = validate_data(est, X_feat, dtype=[np.float64, np.float32], reset=False)
+        X_feat = _check_features(est, X_feat)
         n = X_feat.shape[0]
         if sensitive is None:
             raise ValueError("partial_predict needs sensitive_features (or an estimator with sensitive_columns)")
@@ -284,7 +283,7 @@ class StreamingFairPredictor(BaseEstimator):
             t = np.zeros((k, c))
             if seen.sum() >= 2:
                 means = raw[seen] / count[seen, None]
-                start = _interval_start(torch.as_tensor(means), torch.as_tensor(count[seen]), tol).numpy()
+                start = interval_start(means, count[seen], tol)
                 t[seen] = means - np.clip(means, start, start + tol)
             shifts.append(t)
             y -= t[codes[:, a]]
@@ -326,7 +325,7 @@ class StreamingFairPredictor(BaseEstimator):
             lo, hi = fixed.max(0) - width, fixed.min(0)
         if present.sum() >= 2:
             # convex in the start: the constrained optimum is the clamped free one
-            start = np.clip(_interval_start_width(means0, weights, width), lo, hi)
+            start = np.clip(interval_start(means0, weights, width), lo, hi)
         else:  # one group moves: it must land within `width` of every fixed mean
             start = np.clip(means0[0] - width / 2, lo, hi)
         moved = means0 - np.clip(means0, start, start + width)  # change of pooled means
@@ -374,17 +373,17 @@ class StreamingFairPredictor(BaseEstimator):
         self.group_means_ = means
 
 
+def _check_features(est, X) -> np.ndarray:
+    """validate_data, with a fast path for the common ndarray batch of a stream."""
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f" and X.shape[1] == est.n_features_in_:
+        if not np.isfinite(X).all():
+            raise ValueError("Input X contains NaN or infinity.")
+        return X
+    return validate_data(est, X, dtype=[np.float64, np.float32], reset=False)
+
+
 def _group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     return np.stack([np.bincount(codes, weights=v[:, j], minlength=k) for j in range(v.shape[1])], 1)
-
-
-def _interval_start_width(means: np.ndarray, weights: np.ndarray, width: np.ndarray) -> np.ndarray:
-    """``_interval_start`` with a width per column."""
-    out = np.empty(means.shape[1])
-    w = torch.as_tensor(weights)
-    for j in range(means.shape[1]):
-        out[j] = _interval_start(torch.as_tensor(means[:, j : j + 1]), w, float(width[j]))[0].item()
-    return out
 
 
 def _penalised_means(means: np.ndarray, counts: np.ndarray, budget: float) -> np.ndarray:

@@ -213,3 +213,16 @@ def test_paper_mode_rejects_several_attributes():
     stream = StreamingFairPredictor(reg, mode="paper").fit(X, y, sensitive_features=s)
     with pytest.raises(ValueError, match="one sensitive attribute"):
         stream.partial_predict(X[:4], sensitive_features=s[:4])
+
+
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 8), c=st.integers(1, 3), tol=st.floats(0, 2))
+def test_numpy_and_torch_interval_solutions_agree(seed, k, c, tol):
+    """The streaming predictor's NumPy twin of the layer's breakpoint solution."""
+    import torch
+
+    from fairsk.solvers.exact import _interval_start, interval_start
+
+    rng = np.random.default_rng(seed)
+    means, counts = rng.normal(size=(k, c)), rng.integers(1, 50, k).astype(float)
+    np.testing.assert_allclose(interval_start(means, counts, tol),
+                               _interval_start(torch.tensor(means), torch.tensor(counts), tol).numpy(), atol=1e-12)
