@@ -194,7 +194,7 @@ class _FairLayerBase(BaseEstimator):
             raise ValueError(f"unexpected parameters {sorted(self._extra_params)} (body parameters go in module__*)")
         validate_layer_params(self.criterion, self.tolerance, self.solver, self.bounds)
         X_feat, sensitive = self._resolve_groups(X, sensitive_features)
-        X_feat = validate_data(self, X_feat, dtype=np.float32, reset=True)
+        X_feat = _dense(validate_data(self, X_feat, dtype=np.float32, reset=True, accept_sparse=True))
         n = X_feat.shape[0]
         groups = self._encode_groups(sensitive, n, fit=True)
         if groups is None:
@@ -258,7 +258,7 @@ class _FairLayerBase(BaseEstimator):
         """Raw outputs of the whole call, projected at once onto the fair set."""
         check_is_fitted(self, "net_")
         X_feat, sensitive = self._resolve_groups(X, sensitive_features)
-        X_feat = validate_data(self, X_feat, dtype=[np.float64, np.float32], reset=False)
+        X_feat = _dense(validate_data(self, X_feat, dtype=[np.float64, np.float32], reset=False, accept_sparse=True))
         z = self._raw(X_feat)
         groups = self._encode_groups(sensitive, X_feat.shape[0], fit=False)
         if groups is None or self.criterion == "eer" or not self._layer_at_predict:
@@ -437,6 +437,11 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         from sklearn.metrics import accuracy_score
 
         return self._score(accuracy_score, X, y, sample_weight, sensitive_features)
+
+
+def _dense(X):
+    """Sparse input (e.g. one-hot encoded) is densified: the body is a dense torch net."""
+    return X.toarray() if hasattr(X, "toarray") else X
 
 
 def _n_rows(X) -> int:

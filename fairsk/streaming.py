@@ -379,7 +379,8 @@ def _check_features(est, X) -> np.ndarray:
         if not np.isfinite(X).all():
             raise ValueError("Input X contains NaN or infinity.")
         return X
-    return validate_data(est, X, dtype=[np.float64, np.float32], reset=False)
+    X = validate_data(est, X, dtype=[np.float64, np.float32], reset=False, accept_sparse=True)
+    return X.toarray() if hasattr(X, "toarray") else X
 
 
 def _group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:

@@ -63,9 +63,11 @@ def test_fit_rejects(name, case, match):
                                          sensitive_features=case.get("sensitive_features", S))
 
 
-def test_sparse_X_is_refused_with_a_type_error():
-    with pytest.raises(TypeError, match="[Ss]parse"):
-        FairLayerRegressor(**FAST).fit(sp.csr_matrix(X), Y, sensitive_features=S)
+def test_sparse_X_is_densified():
+    sparse = FairLayerRegressor(**FAST).fit(sp.csr_matrix(X), Y, sensitive_features=S)
+    dense = FairLayerRegressor(**FAST).fit(X, Y, sensitive_features=S)
+    np.testing.assert_array_equal(sparse.predict(sp.csr_matrix(X), sensitive_features=S),
+                                  dense.predict(X, sensitive_features=S))
 
 
 HANDLED = [
