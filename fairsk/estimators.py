@@ -239,7 +239,39 @@ class _FairLayerBase(BaseEstimator):
         # predictions run a float64 copy: outputs then do not depend on how many
         # rows one call holds (float32 BLAS blocks differ with the batch shape)
         self.body64_ = copy.deepcopy(self.net_.module_.body).double().eval()
+        self.eer_cells_ = self.eer_offsets_ = None
+        if self.criterion == "eer" and groups is not None:
+            self._fit_eer_offsets(X_feat, y_train, groups)
         return self
+
+    def _fit_eer_offsets(self, X_feat, y_train, groups) -> None:
+        """EER needs targets, unknown at prediction: keep instead each cell's (one group
+        of every attribute) mean correction when the training set is projected as one
+        batch. Applied at prediction, it makes predictions on the training data meet
+        the criterion (exactly without a box) and carries the same offsets to new data."""
+        z = self._raw(X_feat)
+        target = torch.as_tensor(np.asarray(y_train, dtype=np.float64).reshape(len(z), -1))
+        projected = self._layer()(z, torch.as_tensor(groups), target)
+        cells, inverse = np.unique(groups, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        shift = (projected - z).numpy()
+        counts = np.bincount(inverse, minlength=len(cells))[:, None]
+        sums = np.stack([np.bincount(inverse, weights=shift[:, j], minlength=len(cells))
+                         for j in range(shift.shape[1])], 1)
+        self.eer_cells_, self.eer_offsets_ = cells, sums / counts
+
+    def _eer_offsets(self, groups: np.ndarray) -> np.ndarray:
+        """Offsets (n, c) of the cells of ``groups``; zero, with a warning, for unseen cells."""
+        both = np.concatenate([self.eer_cells_, groups], 0)
+        _, inverse = np.unique(both, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        known = {cell: i for i, cell in enumerate(inverse[: len(self.eer_cells_)])}
+        rows = np.array([known.get(cell, -1) for cell in inverse[len(self.eer_cells_):]], dtype=np.int64)
+        if (rows < 0).any():
+            warnings.warn("some combinations of groups were not seen in fit: no EER offset for them", UserWarning,
+                          stacklevel=3)
+        padded = np.vstack([self.eer_offsets_, np.zeros((1, self.eer_offsets_.shape[1]))])
+        return padded[rows]
 
     # -- prediction -----------------------------------------------------------------
     def _raw(self, X_feat) -> torch.Tensor:
@@ -261,8 +293,10 @@ class _FairLayerBase(BaseEstimator):
         X_feat = _dense(validate_data(self, X_feat, dtype=[np.float64, np.float32], reset=False, accept_sparse=True))
         z = self._raw(X_feat)
         groups = self._encode_groups(sensitive, X_feat.shape[0], fit=False)
+        if self.criterion == "eer" and groups is not None and getattr(self, "eer_offsets_", None) is not None:
+            z = z + torch.as_tensor(self._eer_offsets(groups))
         if groups is None or self.criterion == "eer" or not self._layer_at_predict:
-            # eer needs the targets: the layer acts in training only
+            # eer needs the targets: the layer itself acts in training only
             out = z if self.bounds is None else z.clamp(min=self.bounds[0], max=self.bounds[1])
         else:
             out = self._layer()(z, torch.as_tensor(groups))
@@ -293,8 +327,11 @@ class FairLayerRegressor(RegressorMixin, _FairLayerBase):
         A custom body; its parameters go in ``module__*`` keyword arguments, and it
         receives ``n_features_in`` and ``n_outputs`` when its signature has them.
     criterion : {"ecp", "eer"}, default="ecp"
-        See :class:`~fairsk.FairnessLayer`. ``"eer"`` needs the targets, so it acts in
-        training only; ``predict`` then returns the body's outputs.
+        See :class:`~fairsk.FairnessLayer`. ``"eer"`` needs the targets, so the layer
+        acts in training; ``predict`` adds to the body's outputs each cell's (one
+        group of every attribute) mean correction on the training set, so that
+        predictions on the training data meet the criterion (exactly, without a box).
+        New data get the same offsets; nothing is guaranteed there.
     tolerance : float, default=0.01
         Allowed gap between group means.
     sensitive_columns : str, int or list, default=None

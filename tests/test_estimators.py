@@ -229,3 +229,15 @@ def test_bad_input(Est):
     fitted = Est(**FAST).fit(X, target, sensitive_features=s)
     with pytest.raises(ValueError, match="rows"):
         fitted.predict(X, sensitive_features=s[:10])
+
+
+def test_eer_predictions_meet_the_criterion_on_the_training_data():
+    from fairsk.metrics import residual_gap
+
+    X, y, _, s = data(400, attributes=2)
+    reg = FairLayerRegressor(criterion="eer", tolerance=0.02, **FAST).fit(X, y, sensitive_features=s)
+    assert residual_gap(y, reg.predict(X, sensitive_features=s), s) <= 0.02 + 1e-6
+    unseen = s.copy()
+    unseen[:3] = [7, 7]
+    with pytest.warns(UserWarning, match="not seen in fit"):
+        assert np.isfinite(reg.predict(X, sensitive_features=unseen)).all()
