@@ -86,3 +86,24 @@ def test_box_clipped_coordinates_get_no_gradient():
     at_bound = (out.detach() <= inst.bounds[0]) | (out.detach() >= inst.bounds[1])
     assert at_bound.any()
     assert torch.all(z.grad[at_bound] == 0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_closed_form_backward_matches_the_general_one(seed):
+    """One attribute uses a closed form; it must equal the pseudo-inverse route."""
+    from fairsk._groups import encode_groups
+    from fairsk.solvers._problem import _general_correction, _single_attribute_correction, tight_slots
+
+    crit = ["ecp", "eer"][seed % 2]
+    inst = make_instance(seed, 80, 4, 1, 2, crit, [0.0, 0.05][seed % 3 == 0], seed % 4 < 2)
+    layer = FairnessLayer(crit, inst.tolerance, "exact", inst.bounds)
+    y = layer(inst.z, inst.groups, inst.y)
+    gidx = encode_groups(inst.groups)
+    spec = layer._prepare(inst.z, inst.groups, inst.y)[2]
+    lb, ub = inst.bounds if inst.bounds else (-float("inf"), float("inf"))
+    free = ((y > lb + 1e-9) & (y < ub - 1e-9)).double()
+    g = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * free
+    tight = tight_slots(y, gidx, spec, 1e-9)
+    assert tight.any()
+    torch.testing.assert_close(_single_attribute_correction(g, free, tight, gidx, spec) * free,
+                               _general_correction(g, free, tight, gidx, spec) * free, atol=1e-10, rtol=0)

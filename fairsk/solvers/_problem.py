@@ -118,7 +118,8 @@ def projector_vjp(grad: Tensor, y: Tensor, groups: GroupIndex, spec: Spec) -> Te
 
     J is the orthogonal projector onto the null space of the active fairness rows
     and the clipped coordinates, so it is symmetric and ``J^T grad = J grad``.
-    Costs a few group reductions plus one batched ``K x K`` pseudo-inverse.
+    One attribute: closed form (a few group reductions). Several: a few group
+    reductions plus one batched ``K x K`` pseudo-inverse.
     """
     grad = grad.to(torch.float64)
     y = y.to(torch.float64)
@@ -137,6 +138,35 @@ def projector_vjp(grad: Tensor, y: Tensor, groups: GroupIndex, spec: Spec) -> Te
     tight = tight_slots(y, groups, spec, delta=delta)
     if not bool(tight.any()):
         return g_free
+    if groups.n_attributes == 1:
+        return g_free - _single_attribute_correction(g_free, free, tight, groups, spec) * free
+    return g_free - _general_correction(g_free, free, tight, groups, spec) * free
+
+
+def _single_attribute_correction(g_free, free, tight, groups: GroupIndex, spec: Spec) -> Tensor:
+    """Projection of ``g_free`` onto the active span, for one attribute, in closed form.
+
+    The active rows restricted to the free coordinates span the vectors that are
+    constant (``v_g``) on the free samples of each tight group; for ecp the
+    multipliers also sum to zero, i.e. ``sum_g n_g v_g = 0`` (n_g the whole group).
+    Least squares: ``v_g = m_g - lam n_g / f_g``, with m_g the mean of ``g_free`` over
+    the f_g free samples of g and ``lam = sum n_g m_g / sum n_g^2 / f_g``.
+    """
+    n = groups.counts.to(torch.float64).unsqueeze(1)  # (K, 1)
+    f = groups.sums(free)  # free samples per group, (K, c)
+    has_free = tight & (f > 0)
+    m = torch.where(has_free, groups.sums(g_free) / f.clamp(min=1), 0.0)
+    v = m
+    if spec.criterion == "ecp":
+        num = torch.where(has_free, n * m, 0.0).sum(0)
+        den = torch.where(has_free, n**2 / f.clamp(min=1), 0.0).sum(0)
+        lam = torch.where(den > 0, num / den.clamp(min=1e-300), 0.0)
+        v = m - lam * n / f.clamp(min=1)
+    return groups.expand(torch.where(has_free, v, 0.0))
+
+
+def _general_correction(g_free, free, tight, groups: GroupIndex, spec: Spec) -> Tensor:
+    """Projection onto the active span via a batched ``K x K`` pseudo-inverse."""
     V = active_basis(tight, groups, spec)  # (c, K, K)
     inv_n = 1.0 / groups.counts.to(torch.float64)
     W = groups.cross_sums(free) * inv_n.unsqueeze(0).unsqueeze(2) * inv_n.view(1, 1, -1)
@@ -145,4 +175,4 @@ def projector_vjp(grad: Tensor, y: Tensor, groups: GroupIndex, spec: Spec) -> Te
     alpha = (V.transpose(1, 2) @ u.T.unsqueeze(2)).squeeze(2)  # (c, K)
     beta = (torch.linalg.pinv(gram, hermitian=True, rtol=1e-10) @ alpha.unsqueeze(2)).squeeze(2)
     corr = (V @ beta.unsqueeze(2)).squeeze(2).T * inv_n.unsqueeze(1)  # (K, c)
-    return g_free - groups.expand(corr) * free
+    return groups.expand(corr)

@@ -127,6 +127,17 @@ def _group_means(z: Tensor, gid: Tensor, counts: Tensor, k: int) -> Tensor:
 def _interval_start(means: Tensor, counts: Tensor, tol: float) -> Tensor:
     """Lower end ``c`` (c,) of the interval ``[c, c + tol]`` closest to the means.
 
+    On the CPU the NumPy twin :func:`interval_start` is used (a handful of groups:
+    torch's per-operation overhead would dominate); on other devices, torch.
+    """
+    if means.device.type == "cpu":
+        return torch.from_numpy(interval_start(means.detach().numpy(), counts.detach().numpy(), tol))
+    return _interval_start_torch(means, counts, tol)
+
+
+def _interval_start_torch(means: Tensor, counts: Tensor, tol: float) -> Tensor:
+    """Lower end ``c`` (c,) of the interval ``[c, c + tol]`` closest to the means.
+
     Root of ``F(c) = sum_g n_g ((m_g - tol - c)_+ - (c - m_g)_+)``, non-increasing and
     linear between the breakpoints ``m_g - tol`` and ``m_g``.
     """
