@@ -72,19 +72,24 @@ def layer_scaling(sizes, quick):
 _MEM_CHILD = """
 import resource, sys, torch
 from fairsk import FairnessLayer
-n = int(sys.argv[1])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+n, run = int(sys.argv[1]), sys.argv[2] == "layer"
 z = torch.randn(n, dtype=torch.float64).requires_grad_(True); g = torch.randint(0, 8, (n,))
-FairnessLayer("ecp", 0.01, "exact")(z, g).sum().backward()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+if run:
+    FairnessLayer("ecp", 0.01, "exact")(z, g).sum().backward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
 def memory(sizes):
-    print("\n   peak memory (fresh process; MiB above the process after imports, k=8, one attribute)")
+    print("\n   peak resident memory (fresh processes: with the layer's forward+backward, minus one that")
+    print("   only imports and allocates the inputs; k=8, one attribute)")
     for n in sizes:
-        out = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(n)], capture_output=True, text=True, check=True)
-        mib = float(out.stdout.strip())
+        peaks = []
+        for what in ("layer", "inputs"):
+            out = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(n), what], capture_output=True, text=True,
+                                 check=True)
+            peaks.append(float(out.stdout.strip()))
+        mib = peaks[0] - peaks[1]
         print(f"{n:>9}  {mib:8.1f} MiB  ({mib * 2**20 / n:6.1f} bytes per sample)")
 
 
@@ -162,15 +167,22 @@ def streaming(n_calls):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sections", nargs="*", default=["layer", "memory", "training", "inference", "streaming"])
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {json.dumps({'quick': args.quick})}")
     sizes = [1_000, 100_000] if args.quick else [64, 1_024, 100_000, 1_000_000]
-    layer_scaling(sizes, args.quick)
-    memory([100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 4_000_000])
-    training_overhead(3000 if args.quick else 30000)
-    inference(100_000 if args.quick else 1_000_000)
-    streaming(200 if args.quick else 1000)
+    run = set(args.sections)
+    if "layer" in run:
+        layer_scaling(sizes, args.quick)
+    if "memory" in run:
+        memory([100_000, 1_000_000] if args.quick else [1_000_000, 4_000_000, 8_000_000])
+    if "training" in run:
+        training_overhead(3000 if args.quick else 30000)
+    if "inference" in run:
+        inference(100_000 if args.quick else 1_000_000)
+    if "streaming" in run:
+        streaming(200 if args.quick else 1000)
 
 
 if __name__ == "__main__":
