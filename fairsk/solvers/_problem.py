@@ -127,20 +127,24 @@ def projector_vjp(grad: Tensor, y: Tensor, groups: GroupIndex, spec: Spec) -> Te
         return grad
     # iterative solves land on a bound only to ~1e-13; treat those as clipped
     delta = 1e-9 * (1.0 + float(y.abs().max()) + abs(spec.tolerance))
-    free = torch.ones_like(y)
-    if spec.lb is not None:
-        free = free * (y > spec.lb + delta)
-    if spec.ub is not None:
-        free = free * (y < spec.ub - delta)
-    g_free = grad * free
+    free = None  # no box: every coordinate is free (and no mask pass is needed)
+    if spec.has_box:
+        free = torch.ones_like(y)
+        if spec.lb is not None:
+            free = free * (y > spec.lb + delta)
+        if spec.ub is not None:
+            free = free * (y < spec.ub - delta)
+    g_free = grad if free is None else grad * free
     if groups.n_slots == 0:
         return g_free
     tight = tight_slots(y, groups, spec, delta=delta)
     if not bool(tight.any()):
         return g_free
     if groups.n_attributes == 1:
-        return g_free - _single_attribute_correction(g_free, free, tight, groups, spec) * free
-    return g_free - _general_correction(g_free, free, tight, groups, spec) * free
+        corr = _single_attribute_correction(g_free, free, tight, groups, spec)
+    else:
+        corr = _general_correction(g_free, torch.ones_like(y) if free is None else free, tight, groups, spec)
+    return g_free - (corr if free is None else corr * free)
 
 
 def _single_attribute_correction(g_free, free, tight, groups: GroupIndex, spec: Spec) -> Tensor:
@@ -153,7 +157,7 @@ def _single_attribute_correction(g_free, free, tight, groups: GroupIndex, spec: 
     the f_g free samples of g and ``lam = sum n_g m_g / sum n_g^2 / f_g``.
     """
     n = groups.counts.to(torch.float64).unsqueeze(1)  # (K, 1)
-    f = groups.sums(free)  # free samples per group, (K, c)
+    f = n.expand_as(tight).to(g_free.dtype) if free is None else groups.sums(free)  # free samples per group
     has_free = tight & (f > 0)
     m = torch.where(has_free, groups.sums(g_free) / f.clamp(min=1), 0.0)
     v = m
