@@ -16,6 +16,13 @@ def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.
 
     Accepts 1-D or 2-D arrays, lists, Series and DataFrames, with numbers, strings,
     booleans or categories. Missing values (None / NaN) raise ``ValueError``.
+
+    Examples
+    --------
+    >>> from fairsk.metrics import encode_sensitive
+    >>> codes, labels = encode_sensitive(["b", "a", "b"])
+    >>> codes.ravel().tolist(), [str(v) for v in labels[0]]
+    ([1, 0, 1], ['a', 'b'])
     """
     if hasattr(sensitive_features, "detach"):  # a torch tensor
         sensitive_features = sensitive_features.detach().cpu().numpy()
@@ -153,6 +160,12 @@ class FairScorer:
     scikit-learn's metadata routing, so ``GridSearchCV(..., scoring=scorer)`` passes
     the groups of each validation fold to it; with an estimator that reads its groups
     from ``X`` (``sensitive_columns``) no metadata is needed.
+
+    Examples
+    --------
+    >>> from fairsk.metrics import FairScorer, make_fair_scorer
+    >>> isinstance(make_fair_scorer(max_gap=0.1), FairScorer)
+    True
     """
 
     def __init__(self, score_func, max_gap, response_method, gap, atol, kwargs):

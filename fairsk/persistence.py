@@ -144,7 +144,24 @@ def save(estimator, path: str | Path) -> Path:
 
 
 def load(path: str | Path, *, module: type | None = None):
-    """Load what :func:`save` wrote; ``module`` is the body class for a custom ``module=``."""
+    """Load what :func:`save` wrote; ``module`` is the body class for a custom ``module=``.
+
+    Raises ``ValueError`` for a modified member (SHA-256 mismatch), an estimator class
+    outside fairsk's, a custom body whose class is not passed, or a file that is not
+    such an archive.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from fairsk.persistence import load
+    >>> path = os.path.join(tempfile.mkdtemp(), "not-a-model")
+    >>> _ = open(path, "wb").write(b"junk")
+    >>> try:
+    ...     load(path)
+    ... except ValueError as err:
+    ...     print("refused")
+    refused
+    """
     try:
         with zipfile.ZipFile(path) as zf:
             manifest = json.loads(zf.read("manifest.json"))
