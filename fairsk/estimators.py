@@ -310,6 +310,7 @@ class _FairLayerBase(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         tags.target_tags.multi_output = isinstance(self, RegressorMixin)
+        tags.input_tags.sparse = True  # densified (the body is a dense torch net)
         return tags
 
 

@@ -12,7 +12,10 @@ EXPECTED_FAILED_CHECKS: dict = {
     # Mini-batch SGD: weight 2 is not the same as the sample twice, since the
     # duplicate lands in other batches and changes every later update (the
     # regressors happen to pass within the check's tolerance).
-    name: {"check_sample_weight_equivalence_on_dense_data": "SGD on mini-batches: weights != repeated rows"}
+    name: {
+        "check_sample_weight_equivalence_on_dense_data": "SGD on mini-batches: weights != repeated rows",
+        "check_sample_weight_equivalence_on_sparse_data": "SGD on mini-batches: weights != repeated rows",
+    }
     for name in ("FairLayerClassifier", "ProjectionClassifier", "PenaltyClassifier")
 }
 
