@@ -18,24 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
 import torch
-
-
-def timed(fn, repeats=5) -> float:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+from layer import timed  # benchmarks/layer.py: median of repeated calls after a warm-up
 
 
 def layer_scaling(sizes, quick):
