@@ -136,11 +136,24 @@ def test_near_duplicate_groups():
         assert parity_gap(out.numpy(), g.numpy()) <= 0.01 + 1e-6
 
 
-def test_a_failing_qpth_solve_is_reported(monkeypatch):
-    """qpth returning garbage (forced) is caught by the check, not passed on."""
+def test_a_failing_qpth_solve_falls_back_to_the_exact_solver(monkeypatch):
+    """qpth returning garbage or nothing (forced) is not passed on: the exact solver
+    answers, with a warning, and the answer is checked as always."""
     from fairsk.solvers import qpth_solver
 
-    monkeypatch.setattr(qpth_solver, "_qp", lambda *a, **k: torch.full_like(a[1], float("nan")))
+    z = torch.tensor([0.0, 0.1, 2.0, 2.1], dtype=torch.float64)
+    for broken in (lambda *a, **k: torch.full_like(a[1], float("nan")), lambda *a, **k: None):
+        monkeypatch.setattr(qpth_solver, "_qp", broken)
+        with pytest.warns(RuntimeWarning, match="exact solver"):
+            out = FairnessLayer(tolerance=0.01, solver="qpth")(z, torch.tensor([0, 0, 1, 1]))
+        assert parity_gap(out.numpy(), [0, 0, 1, 1]) <= 0.01 + 1e-6
+
+
+def test_a_solver_answer_that_breaks_the_constraints_is_refused(monkeypatch):
+    """Whatever answers, an output that breaks its constraints never leaves the layer."""
+    from fairsk import solvers
+
+    monkeypatch.setitem(solvers.SOLVERS, "qpth", lambda z, groups, spec: z + 1.0 * (groups.gid[:, :1] == 0))
     z = torch.tensor([0.0, 0.1, 2.0, 2.1], dtype=torch.float64)
     with pytest.raises(InfeasibleProjectionError):
         FairnessLayer(tolerance=0.01, solver="qpth")(z, torch.tensor([0, 0, 1, 1]))

@@ -17,6 +17,8 @@ still checked by the layer before it is returned.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from qpth.qp import QPFunction
 from torch import Tensor
@@ -99,9 +101,19 @@ def solve_qpth(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
     coef, equality = _fairness_rows(groups, spec)
     if coef.shape[0] == 0:
         return spec.clip(z)
-    if spec.has_box:
-        return _solve_full(z, groups, spec, coef, equality)
-    return _solve_shifts(z, groups, spec, coef, equality)
+    solve = _solve_full if spec.has_box else _solve_shifts
+    try:
+        y = solve(z, groups, spec, coef, equality)
+    except (RuntimeError, AttributeError):  # qpth's factorisation failed (it then returns None)
+        y = None
+    if y is None or not bool(torch.isfinite(y).all()):
+        # qpth breaks down on some degenerate problems (e.g. a box that pins every
+        # output); the exact solver answers instead, and the layer checks its answer
+        warnings.warn("qpth failed on this batch; the exact solver was used instead", RuntimeWarning, stacklevel=4)
+        from .exact import solve_exact
+
+        return solve_exact(z, groups, spec)
+    return y
 
 
 def _solve_shifts(z: Tensor, groups: GroupIndex, spec: Spec, coef: Tensor, equality: bool) -> Tensor:
@@ -145,4 +157,4 @@ def _solve_full(z: Tensor, groups: GroupIndex, spec: Spec, coef: Tensor, equalit
         rhs.append(torch.full((n,), -spec.lb, dtype=z.dtype, device=z.device))
     box_G, box_h = torch.cat(rows, 0), torch.cat(rhs, 0)
     y = _qp(eye, -z.T, A / norms, h_fair / norms.T, equality, box_G, box_h)
-    return y.T  # (n, c)
+    return None if y is None else y.T  # (n, c)
