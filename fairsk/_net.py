@@ -8,8 +8,9 @@ import inspect
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch.dataset import Dataset
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from .layer import FairnessLayer
 
@@ -83,7 +84,7 @@ class StratifiedBatchSampler:
             position[perm] = (np.arange(len(idx)) + self.rng.uniform(size=len(idx))) / len(idx)
         order = np.argsort(position, kind="stable")
         for start in range(0, n, self.batch_size):
-            yield order[start : start + self.batch_size].tolist()
+            yield order[start : start + self.batch_size]
 
     def __len__(self):
         return -(-len(self.strata) // self.batch_size)
@@ -99,12 +100,25 @@ class FairNet(NeuralNet):
         self.penalty = penalty
 
     def get_iterator(self, dataset, training=False):
-        strata = _strata(dataset) if training else None
-        if strata is None:
+        """Whole-batch iterator over our own datasets; skorch's DataLoader otherwise.
+
+        Training batches are stratified by ``X["strata"]`` when there is one, and
+        shuffled otherwise; validation batches keep the data's order.
+        """
+        arrays = _dataset_arrays(dataset)
+        if arrays is None:
             return super().get_iterator(dataset, training=training)
+        X, y, rows = arrays
+        size = len(rows) if self.batch_size == -1 else self.batch_size
+        if not training:
+            return ArrayBatches(X, y, [rows[i : i + size] for i in range(0, len(rows), size)])
         self.batch_seed += 1
-        sampler = StratifiedBatchSampler(strata, self.batch_size, self.batch_seed)
-        return DataLoader(dataset, batch_sampler=sampler)
+        strata = X.get("strata")
+        if strata is None:
+            order = np.random.default_rng(self.batch_seed).permutation(rows)
+            return ArrayBatches(X, y, [order[i : i + size] for i in range(0, len(rows), size)])
+        sampler = StratifiedBatchSampler(_intersections(strata.numpy()[rows]), size, self.batch_seed)
+        return ArrayBatches(X, y, [rows[b] for b in sampler])
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         y_true = y_true.to(y_pred.device)
@@ -122,15 +136,53 @@ class FairNet(NeuralNet):
         return total
 
 
-def _strata(dataset):
-    """Intersectional group code of every sample of a skorch dataset (or subset)."""
+class ArrayBatches:
+    """Mini-batches gathered whole: one index per array per batch.
+
+    torch's DataLoader fetches every sample separately and collates them, which at
+    small batch sizes costs more than the network's step; indexing each array once
+    per batch gives the same batches (same rows, dtypes and order) without that.
+    """
+
+    def __init__(self, X: dict, y, batches: list):
+        self.X, self.y, self.batches = X, y, batches
+
+    def __iter__(self):
+        for rows in self.batches:
+            idx = torch.from_numpy(rows)
+            yield {k: v[idx] for k, v in self.X.items()}, (None if self.y is None else self.y[idx])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _dataset_arrays(dataset):
+    """``(X dict of tensors, y tensor or None, row indices)`` of a skorch ``Dataset`` (or a
+    ``Subset`` of one, as skorch's validation split makes) whose ``X`` is a dict of
+    dense arrays; ``None`` for anything else (left to skorch's DataLoader)."""
+    rows = None
     if isinstance(dataset, Subset):
-        inner = _strata(dataset.dataset)
-        return None if inner is None else inner[np.asarray(dataset.indices)]
-    X = getattr(dataset, "X", None)
-    if not isinstance(X, dict) or X.get("strata") is None:
+        rows = np.asarray(dataset.indices, dtype=np.int64)
+        dataset = dataset.dataset
+    if not isinstance(dataset, Dataset) or not isinstance(dataset.X, dict):
         return None
-    groups = np.asarray(X["strata"])
+    if not all(isinstance(v, (np.ndarray, torch.Tensor)) for v in dataset.X.values()):
+        return None
+    if dataset.y is not None and not isinstance(dataset.y, (np.ndarray, torch.Tensor)):
+        return None
+    cache = getattr(dataset, "_fairsk_tensors", None)
+    if cache is None:  # one conversion per fit, shared by every epoch (no copy)
+        cache = ({k: torch.as_tensor(v) for k, v in dataset.X.items()},
+                 None if dataset.y is None else torch.as_tensor(dataset.y))
+        dataset._fairsk_tensors = cache
+    X, y = cache
+    if rows is None:
+        rows = np.arange(len(dataset), dtype=np.int64)
+    return X, y, rows
+
+
+def _intersections(groups: np.ndarray) -> np.ndarray:
+    """One code per combination of groups (the strata of stratified batches)."""
     if groups.ndim == 1:
         return groups
     return np.unique(groups, axis=0, return_inverse=True)[1].reshape(-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 
 from ._groups import encode_groups
 from .exceptions import InfeasibleProjectionError
-from .solvers import SOLVERS, Spec, violation
+from .solvers import SOLVERS, Spec, _single, violation
 
 __all__ = ["FairnessLayer", "CRITERIA"]
 
@@ -134,52 +135,101 @@ class FairnessLayer(nn.Module):
         Tensor
             The projection, same shape, dtype and device as ``z``.
         """
-        z2, gidx, spec = self._prepare(z, groups, y)
+        tol, lb, ub = validate_layer_params(self.criterion, self.tolerance, self.solver, self.bounds)
+        spec = Spec(self.criterion, tol, lb, ub)
+        z2 = _as_output_matrix(z)
+        groups = _as_group_tensor(groups, z2.shape[0], z.device)
+        if self._fast_path_applies(z2, groups, spec):
+            out = self._forward_single(z2, groups, y, spec)
+            if out is not None:
+                return out.reshape(z.shape)
+        if not bool(torch.isfinite(z2).all()):
+            raise ValueError("z contains NaN or infinite values")
+        gidx = encode_groups(groups)
+        if self.criterion == "eer":
+            yt = _as_targets(y, z2)
+            spec = replace(spec, targets=gidx.means(yt) if yt.shape[0] else None)
         out = SOLVERS[self.solver](z2.to(torch.float64), gidx, spec).to(z.dtype)
         self._check(out.detach(), gidx, spec)
         return out.reshape(z.shape)
 
     # -- helpers -------------------------------------------------------------------
-    def _prepare(self, z: Tensor, groups: Any, y: Any):
-        tol, lb, ub = validate_layer_params(self.criterion, self.tolerance, self.solver, self.bounds)
-        if not isinstance(z, Tensor):
-            raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
-        if z.dtype not in CHECK_ATOL:
-            raise ValueError(f"z must be float32 or float64, got {z.dtype}")
-        if z.dim() not in (1, 2):
-            raise ValueError(f"z must have shape (n,) or (n, c), got {tuple(z.shape)}")
-        z2 = z.unsqueeze(1) if z.dim() == 1 else z
-        n = z2.shape[0]
-        if not bool(torch.isfinite(z2).all()):
-            raise ValueError("z contains NaN or infinite values")
-        groups = _as_group_tensor(groups, n, z.device)
-        gidx = encode_groups(groups)
+    def _fast_path_applies(self, z2: Tensor, groups: Tensor, spec: Spec) -> bool:
+        """One attribute, no box, exact solver, on the CPU: :mod:`fairsk.solvers._single`."""
+        return (
+            self.solver == "exact"
+            and z2.device.type == "cpu"
+            and z2.shape[0] > 0
+            and (groups.dim() == 1 or groups.shape[1] == 1)
+            and not spec.has_box
+        )
+
+    def _forward_single(self, z2: Tensor, groups: Tensor, y: Any, spec: Spec) -> Tensor | None:
+        """The fast path; ``None`` hands the call to the general path (an overflow)."""
+        codes, counts = _single.recode(groups.reshape(-1).numpy())
+        zn = z2.detach().to(torch.float64).numpy()
         targets = None
         if self.criterion == "eer":
-            if y is None:
-                raise ValueError("criterion='eer' needs the targets y")
-            yt = torch.as_tensor(y, device=z.device).to(torch.float64)
-            if yt.dim() == 1:
-                yt = yt.unsqueeze(1)
-            if yt.dim() != 2 or yt.shape[0] != n or yt.shape[1] not in (1, z2.shape[1]):
-                raise ValueError(f"y must have shape ({n},) or ({n}, {z2.shape[1]}), got {tuple(yt.shape)}")
-            if not bool(torch.isfinite(yt).all()):
-                raise ValueError("y contains NaN or infinite values")
-            targets = gidx.means(yt.expand(n, z2.shape[1]).contiguous()) if n else None
-        return z2, gidx, Spec(self.criterion, tol, lb, ub, targets)
+            targets = _single.group_means(_as_targets(y, z2).numpy(), codes, counts)
+        out, out_means = _single.project(zn, codes, counts, spec, targets)
+        if out is None:  # the group sums are not finite
+            if not np.isfinite(zn).all():
+                raise ValueError("z contains NaN or infinite values")
+            return None
+        result = out
+        if z2.dtype != torch.float64:
+            result = out.astype(np.float32)
+            out_means_checked = _single.group_means(result, codes, counts)
+        else:
+            out_means_checked = out_means
+        worst = _single.worst_violation(out_means_checked, spec, targets)
+        scale = float(np.abs(result).max()) if z2.dtype == torch.float32 else 1.0
+        self._refuse_if(worst, CHECK_ATOL[z2.dtype] * max(1.0, scale))
+        if z2.requires_grad and torch.is_grad_enabled():
+            sol = _single.Solution(codes, counts, out, out_means, spec, targets)
+            return _single.SingleAttributeProjection.apply(z2, result, sol)
+        return torch.from_numpy(result)
 
     def _check(self, out: Tensor, gidx, spec: Spec) -> None:
         atol = CHECK_ATOL[out.dtype]
         if out.dtype == torch.float32 and out.numel():
             atol *= max(1.0, float(out.abs().max()))
-        worst = float(violation(out, gidx, spec))
-        # a NaN or inf anywhere in ``out`` makes ``worst`` non-finite: one pass suffices
+        self._refuse_if(float(violation(out, gidx, spec)), atol)
+
+    def _refuse_if(self, worst: float, atol: float) -> None:
+        # a NaN or inf anywhere in the output makes ``worst`` non-finite
         if not np.isfinite(worst) or worst > atol:
             raise InfeasibleProjectionError(
                 f"the {self.solver!r} solver returned an output that breaks the "
                 f"{self.criterion!r} constraints by {worst:.3g} (> {atol:.1g}); "
                 "the projection is refused rather than returned unfair"
             )
+
+
+def _as_output_matrix(z: Any) -> Tensor:
+    """``z`` as an (n, c) float tensor (a view), or a clear error."""
+    if not isinstance(z, Tensor):
+        raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+    if z.dtype not in CHECK_ATOL:
+        raise ValueError(f"z must be float32 or float64, got {z.dtype}")
+    if z.dim() not in (1, 2):
+        raise ValueError(f"z must have shape (n,) or (n, c), got {tuple(z.shape)}")
+    return z.unsqueeze(1) if z.dim() == 1 else z
+
+
+def _as_targets(y: Any, z2: Tensor) -> Tensor:
+    """The targets as a float64 (n, c) tensor matching ``z2``, or a clear error."""
+    n, c = z2.shape
+    if y is None:
+        raise ValueError("criterion='eer' needs the targets y")
+    yt = torch.as_tensor(y, device=z2.device).to(torch.float64)
+    if yt.dim() == 1:
+        yt = yt.unsqueeze(1)
+    if yt.dim() != 2 or yt.shape[0] != n or yt.shape[1] not in (1, c):
+        raise ValueError(f"y must have shape ({n},) or ({n}, {c}), got {tuple(yt.shape)}")
+    if not bool(torch.isfinite(yt).all()):
+        raise ValueError("y contains NaN or infinite values")
+    return yt.expand(n, c).contiguous()
 
 
 def _as_group_tensor(groups: Any, n: int, device) -> Tensor:
@@ -196,6 +246,6 @@ def _as_group_tensor(groups: Any, n: int, device) -> Tensor:
         raise ValueError(f"groups must hold integer codes, got dtype {g.dtype}")
     if g.dim() not in (1, 2) or g.shape[0] != n:
         raise ValueError(f"groups must have shape ({n},) or ({n}, a) to match z, got {tuple(g.shape)}")
-    if g.numel() and bool((g < 0).any()):
+    if g.numel() and int(torch.aminmax(g).min) < 0:
         raise ValueError("groups must hold non-negative integer codes")
     return g.to(torch.long)

@@ -116,11 +116,16 @@ def test_unreachable_eer_targets_raise_infeasible(solver):
         FairnessLayer("eer", 0.1, solver, bounds=(0.0, 1.0))(Z, G, y)
 
 
-def test_a_solver_that_returns_an_unfair_answer_is_refused(monkeypatch):
-    """The check after the solve is real: a solver returning its input is caught."""
+@pytest.mark.parametrize("groups", [[0, 0, 1, 1], [[0, 0], [0, 1], [1, 0], [1, 1]]], ids=["fast", "general"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_solver_that_returns_an_unfair_answer_is_refused(monkeypatch, groups, dtype):
+    """The check after the solve is real: a solver returning its input is caught, on
+    the general path and on the one-attribute fast path."""
     from fairsk import solvers
+    from fairsk.solvers import _single
 
     monkeypatch.setitem(solvers.SOLVERS, "exact", lambda z, groups, spec: z)
-    z = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    monkeypatch.setattr(_single, "new_means", lambda means, counts, spec, targets: means)
+    z = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=dtype)
     with pytest.raises(InfeasibleProjectionError, match="breaks"):
-        FairnessLayer(tolerance=0.1, solver="exact")(z, torch.tensor([0, 0, 1, 1]))
+        FairnessLayer(tolerance=0.1, solver="exact")(z, torch.tensor(groups))

@@ -92,6 +92,7 @@ def test_box_clipped_coordinates_get_no_gradient():
 def test_closed_form_backward_matches_the_general_one(seed):
     """One attribute uses a closed form; it must equal the pseudo-inverse route."""
     from fairsk._groups import encode_groups
+    from fairsk.solvers import Spec
     from fairsk.solvers._problem import _general_correction, _single_attribute_correction, tight_slots
 
     crit = ["ecp", "eer"][seed % 2]
@@ -99,7 +100,8 @@ def test_closed_form_backward_matches_the_general_one(seed):
     layer = FairnessLayer(crit, inst.tolerance, "exact", inst.bounds)
     y = layer(inst.z, inst.groups, inst.y)
     gidx = encode_groups(inst.groups)
-    spec = layer._prepare(inst.z, inst.groups, inst.y)[2]
+    targets = gidx.means(inst.y.unsqueeze(1).expand(-1, 2).contiguous()) if crit == "eer" else None
+    spec = Spec(crit, inst.tolerance, *(inst.bounds or (None, None)), targets)
     lb, ub = inst.bounds if inst.bounds else (-float("inf"), float("inf"))
     free = ((y > lb + 1e-9) & (y < ub - 1e-9)).double()
     g = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * free

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .._groups import GroupIndex
 from ._problem import Spec, projector_vjp
+from ._single import interval_start_1d
 
 _DYKSTRA_MAX_SWEEPS = 20000
 _BISECTION_STEPS = 100
@@ -160,22 +161,10 @@ def _interval_start_torch(means: Tensor, counts: Tensor, tol: float) -> Tensor:
 
 
 def interval_start(means: np.ndarray, counts: np.ndarray, tol) -> np.ndarray:
-    """NumPy twin of :func:`_interval_start` for the streaming predictor's tiny
-    problems (a few groups), where torch's per-call overhead dominates; ``tol`` may be
-    one width per column."""
+    """NumPy twin of :func:`_interval_start_torch` for few groups, where torch's
+    per-operation overhead dominates; ``tol`` may be one width per column."""
     tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), (means.shape[1],))
-    bps = np.sort(np.concatenate([means - tol, means], 0), axis=0)  # (2k, c)
-    above = np.clip(means[None] - tol - bps[:, None], 0, None)  # (2k, k, c)
-    below = np.clip(bps[:, None] - means[None], 0, None)
-    f = (counts[None, :, None] * (above - below)).sum(1)  # (2k, c), non-increasing
-    cols = np.arange(means.shape[1])
-    j = np.clip((f >= 0).sum(0) - 1, 0, None)
-    j_next = np.minimum(j + 1, bps.shape[0] - 1)
-    b0, b1, f0, f1 = bps[j, cols], bps[j_next, cols], f[j, cols], f[j_next, cols]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = (f0 - f1) / (b1 - b0)
-        step = np.where((slope > 0) & (f0 > 0), f0 / np.where(slope > 0, slope, 1.0), 0.0)
-    return b0 + step
+    return np.array([interval_start_1d(means[:, j], counts, float(tol[j])) for j in range(means.shape[1])])
 
 
 def _ecp_shift(inverse: _MeanInverse, m0: Tensor, c: Tensor, tol: float) -> Tensor:

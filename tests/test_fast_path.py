@@ -1,0 +1,102 @@
+"""The one-attribute fast path (fairsk/solvers/_single.py) equals the general path.
+
+The general path (GroupIndex + torch solver + projector_vjp) is itself checked
+against cvxpy and an independent Jacobian in test_layer_properties/test_layer_gradients;
+here the fast path must reproduce it, outputs and gradients, on random instances.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fairsk import FairnessLayer
+from fairsk.exceptions import InfeasibleProjectionError
+from fairsk.solvers import _single
+
+
+def _run(layer, z, groups, y, upstream, general: bool, monkeypatch):
+    with monkeypatch.context() as m:
+        if general:
+            m.setattr(FairnessLayer, "_fast_path_applies", lambda *args: False)
+        v = z.clone().requires_grad_(True)
+        out = layer(v, groups, y)
+        (out * upstream).sum().backward()
+    return out.detach(), v.grad
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 300),
+    k=st.integers(1, 9),
+    c=st.integers(1, 3),
+    criterion=st.sampled_from(["ecp", "eer"]),
+    tolerance=st.sampled_from([0.0, 1e-3, 0.05, 0.5, 5.0]),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    flat=st.booleans(),
+    sparse_codes=st.booleans(),
+)
+def test_fast_path_equals_general_path(seed, n, k, c, criterion, tolerance, dtype, flat, sparse_codes):
+    rng = np.random.default_rng(seed)
+    codes = rng.choice(k, size=n, p=rng.dirichlet(np.ones(k)))
+    if sparse_codes:  # codes with gaps (absent groups) and large values
+        codes = codes * 7 + 3
+    z = rng.normal(size=(n, c)) + rng.normal(size=codes.max() + 1)[codes][:, None]
+    y = torch.tensor(rng.normal(size=n) * 0.5)
+    z = torch.tensor(z[:, 0] if flat and c == 1 else z, dtype=dtype)
+    groups = torch.tensor(codes if flat else codes[:, None])
+    upstream = torch.tensor(rng.normal(size=z.shape), dtype=dtype)
+    layer = FairnessLayer(criterion, tolerance, "exact")
+    with pytest.MonkeyPatch.context() as mp:
+        fast = _run(layer, z, groups, y, upstream, False, mp)
+        general = _run(layer, z, groups, y, upstream, True, mp)
+    atol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert fast[0].dtype == dtype and fast[0].shape == z.shape
+    torch.testing.assert_close(fast[0], general[0], atol=atol, rtol=0)
+    torch.testing.assert_close(fast[1], general[1], atol=atol, rtol=0)
+
+
+def test_fast_path_is_taken_for_one_attribute_without_a_box(monkeypatch):
+    calls = []
+    project = _single.project
+    monkeypatch.setattr(_single, "project", lambda *a: calls.append(1) or project(*a))
+    z = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
+    FairnessLayer(tolerance=0.1, solver="exact")(z, torch.tensor([0, 0, 1, 1]))
+    assert calls == [1]
+    FairnessLayer(tolerance=0.1, solver="exact", bounds=(0, 3))(z, torch.tensor([0, 0, 1, 1]))
+    FairnessLayer(tolerance=0.1, solver="exact")(z, torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]]))
+    FairnessLayer(tolerance=0.1, solver="qpth")(z, torch.tensor([0, 0, 1, 1]))
+    assert calls == [1]
+
+
+def test_fast_path_without_grad_returns_a_plain_tensor():
+    z = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        out = FairnessLayer(tolerance=0.1, solver="exact")(z, torch.tensor([0, 0, 1, 1]))
+    assert out.grad_fn is None and not out.requires_grad
+
+
+def test_fast_path_nan_and_overflow():
+    layer = FairnessLayer(tolerance=0.1, solver="exact")
+    g = torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        layer(torch.tensor([0.0, float("nan"), 1.0, 1.0], dtype=torch.float64), g)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        layer(torch.tensor([0.0, float("inf"), 1.0, 1.0], dtype=torch.float64), g)
+    # finite values whose group sums overflow: handed to the general path, which refuses
+    with pytest.raises(InfeasibleProjectionError), np.errstate(all="ignore"):
+        layer(torch.tensor([1e308, 1e308, 0.0, 0.0], dtype=torch.float64), g)
+
+
+def test_interval_start_1d_matches_the_torch_version():
+    from fairsk.solvers.exact import _interval_start_torch
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        k = int(rng.integers(1, 12))
+        means, counts, tol = rng.normal(size=k), rng.integers(1, 50, size=k).astype(float), rng.uniform(0, 2)
+        expected = _interval_start_torch(torch.tensor(means)[:, None], torch.tensor(counts), tol)
+        assert _single.interval_start_1d(means, counts, tol) == pytest.approx(float(expected[0]), abs=1e-12)
