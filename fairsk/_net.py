@@ -78,8 +78,10 @@ class StratifiedBatchSampler:
     def __iter__(self):
         n = len(self.strata)
         position = np.empty(n)
-        for s in np.unique(self.strata):
-            idx = np.flatnonzero(self.strata == s)
+        # the members of each stratum, in increasing order, from one stable sort
+        by_stratum = np.argsort(self.strata, kind="stable")
+        bounds = np.flatnonzero(np.diff(self.strata[by_stratum])) + 1
+        for idx in np.split(by_stratum, bounds):
             perm = self.rng.permutation(idx)
             position[perm] = (np.arange(len(idx)) + self.rng.uniform(size=len(idx))) / len(idx)
         order = np.argsort(position, kind="stable")
@@ -117,8 +119,10 @@ class FairNet(NeuralNet):
         if strata is None:
             order = np.random.default_rng(self.batch_seed).permutation(rows)
             return ArrayBatches(X, y, [order[i : i + size] for i in range(0, len(rows), size)])
-        sampler = StratifiedBatchSampler(_intersections(strata.numpy()[rows]), size, self.batch_seed)
-        return ArrayBatches(X, y, [rows[b] for b in sampler])
+        sampler = StratifiedBatchSampler(_intersections(strata.numpy())[rows], size, self.batch_seed)
+        # the strata are only read by the penalty (get_loss): gather them only then
+        keep = X if self.penalty else {k: v for k, v in X.items() if k != "strata"}
+        return ArrayBatches(keep, y, [rows[b] for b in sampler])
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         y_true = y_true.to(y_pred.device)
@@ -182,10 +186,16 @@ def _dataset_arrays(dataset):
 
 
 def _intersections(groups: np.ndarray) -> np.ndarray:
-    """One code per combination of groups (the strata of stratified batches)."""
-    if groups.ndim == 1:
-        return groups
-    return np.unique(groups, axis=0, return_inverse=True)[1].reshape(-1)
+    """One code per combination of groups (the strata of stratified batches): the rank
+    of each row among the distinct rows in lexicographic order, as
+    ``np.unique(groups, axis=0, return_inverse=True)`` gives, without its slow row sort."""
+    groups = groups.reshape(len(groups), -1)
+    code = np.zeros(len(groups), dtype=np.int64)
+    for column in groups.T:
+        _, inverse = np.unique(column, return_inverse=True)
+        # re-rank after each column, so the combined code never overflows
+        _, code = np.unique(code * (int(inverse.max(initial=0)) + 1) + inverse, return_inverse=True)
+    return code.reshape(-1)
 
 
 def squared_gaps(y_pred: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

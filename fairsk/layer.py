@@ -138,11 +138,11 @@ class FairnessLayer(nn.Module):
         tol, lb, ub = validate_layer_params(self.criterion, self.tolerance, self.solver, self.bounds)
         spec = Spec(self.criterion, tol, lb, ub)
         z2 = _as_output_matrix(z)
-        groups = _as_group_tensor(groups, z2.shape[0], z.device)
+        groups, top = _as_group_tensor(groups, z2.shape[0], z.device)
         if self._fast_path_applies(z2, groups, spec):
-            out = self._forward_single(z2, groups, y, spec)
+            out = self._forward_single(z2, groups, top, y, spec)
             if out is not None:
-                return out.reshape(z.shape)
+                return out if z.dim() == 2 else out.reshape(z.shape)
         if not bool(torch.isfinite(z2).all()):
             raise ValueError("z contains NaN or infinite values")
         gidx = encode_groups(groups)
@@ -164,10 +164,12 @@ class FairnessLayer(nn.Module):
             and not spec.has_box
         )
 
-    def _forward_single(self, z2: Tensor, groups: Tensor, y: Any, spec: Spec) -> Tensor | None:
+    def _forward_single(self, z2: Tensor, groups: Tensor, top: int, y: Any, spec: Spec) -> Tensor | None:
         """The fast path; ``None`` hands the call to the general path (an overflow)."""
-        codes, counts = _single.recode(groups.reshape(-1).numpy())
-        zn = z2.detach().to(torch.float64).numpy()
+        codes, counts = _single.recode(groups.numpy().reshape(-1), top)
+        zn = z2.detach().numpy()
+        if zn.dtype != np.float64:
+            zn = zn.astype(np.float64)
         targets = None
         if self.criterion == "eer":
             targets = _single.group_means(_as_targets(y, z2).numpy(), codes, counts)
@@ -232,9 +234,10 @@ def _as_targets(y: Any, z2: Tensor) -> Tensor:
     return yt.expand(n, c).contiguous()
 
 
-def _as_group_tensor(groups: Any, n: int, device) -> Tensor:
+def _as_group_tensor(groups: Any, n: int, device) -> tuple[Tensor, int]:
+    """Group codes as a long tensor, and the largest code (-1 when empty)."""
     if isinstance(groups, Tensor):
-        g = groups.to(device)
+        g = groups if groups.device == device else groups.to(device)
     else:
         arr = np.asarray(groups)
         if arr.dtype.kind not in "biu":
@@ -246,6 +249,9 @@ def _as_group_tensor(groups: Any, n: int, device) -> Tensor:
         raise ValueError(f"groups must hold integer codes, got dtype {g.dtype}")
     if g.dim() not in (1, 2) or g.shape[0] != n:
         raise ValueError(f"groups must have shape ({n},) or ({n}, a) to match z, got {tuple(g.shape)}")
-    if g.numel() and int(torch.aminmax(g).min) < 0:
+    if not g.numel():
+        return g.to(torch.long), -1
+    low, top = torch.aminmax(g)
+    if int(low) < 0:
         raise ValueError("groups must hold non-negative integer codes")
-    return g.to(torch.long)
+    return (g if g.dtype == torch.long else g.to(torch.long)), int(top)

@@ -68,3 +68,12 @@ def test_stratified_batches_keep_each_stratum_share(seed):
         counts = np.bincount(strata[b], minlength=4)
         # positions (rank + u) / size: a window of the sorted order holds its share +- 2
         assert np.all(np.abs(counts - share / 10) <= 2.0)
+
+
+@pytest.mark.parametrize("shape", [(500,), (500, 1), (500, 3), (7, 2)])
+def test_intersections_rank_rows_as_numpy_unique(shape):
+    from fairsk._net import _intersections
+
+    groups = np.random.default_rng(0).integers(0, 4, size=shape) * 3 + 1
+    expected = np.unique(groups.reshape(shape[0], -1), axis=0, return_inverse=True)[1].reshape(-1)
+    np.testing.assert_array_equal(_intersections(groups), expected)

@@ -125,7 +125,7 @@ def test_a_solver_that_returns_an_unfair_answer_is_refused(monkeypatch, groups, 
     from fairsk.solvers import _single
 
     monkeypatch.setitem(solvers.SOLVERS, "exact", lambda z, groups, spec: z)
-    monkeypatch.setattr(_single, "new_means", lambda means, counts, spec, targets: means)
+    monkeypatch.setattr(_single, "new_column_means", lambda means, counts, spec, targets: means)
     z = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=dtype)
     with pytest.raises(InfeasibleProjectionError, match="breaks"):
         FairnessLayer(tolerance=0.1, solver="exact")(z, torch.tensor(groups))

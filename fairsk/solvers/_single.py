@@ -4,18 +4,20 @@ This is the case every training step and most predict calls hit. The general pat
 (:mod:`fairsk.solvers.exact` and :func:`fairsk.solvers._problem.projector_vjp`) builds a
 :class:`~fairsk._groups.GroupIndex` and runs some forty small torch operations per call:
 at training batch sizes torch's per-operation overhead, not arithmetic, is the cost.
-Here the whole call is a few ``bincount``/gather passes over the batch plus ``O(k^2)``
-work on the group means, and the means computed by the output check are reused by the
-backward pass. The maths is the general path's, step for step; the tests compare the
-two (``tests/test_fast_path.py``).
+Here the batch is touched only by ``bincount`` and gather passes, the ``k`` group
+means are handled as Python floats (cheaper than array calls for a few groups, and
+``O(k log k)`` for many), and the means computed by the output check are reused by
+the backward pass. The maths is the general path's, step for step; the tests compare
+the two (``tests/test_fast_path.py``).
 
-Data passes at large ``n``: recode (one ``bincount``, skipped gather when every code
-is present), group sums, output, output check; backward: group sums and one gather.
+Data passes at large ``n``: recode (one ``bincount``; no lookup when every code is
+present), group sums, output, output check; backward: group sums and one gather.
 A NaN or infinity in ``z`` shows up in the group sums, so it costs no extra pass.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,119 +27,147 @@ from torch import Tensor
 from ._problem import Spec
 
 
-def recode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def recode(codes: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     """Dense codes of the present values (int64) and their counts (float64).
 
-    NumPy twin of :func:`fairsk._groups._recode`: one ``bincount``; the lookup pass
-    is skipped when every code below the largest is present (the usual case).
+    ``top`` is the largest code. NumPy twin of :func:`fairsk._groups._recode`: one
+    ``bincount``, and the lookup pass is skipped when every code up to ``top`` is
+    present (the usual case).
     """
     n = codes.shape[0]
-    top = int(codes.max()) + 1
-    if top > max(4 * n, 1024):
+    if top >= max(4 * n, 1024):
         _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
         return inverse.reshape(-1), counts.astype(np.float64)
-    counts = np.bincount(codes, minlength=top)
-    present = counts > 0
-    if present.all():
+    counts = np.bincount(codes, minlength=top + 1)
+    if counts.all():
         return codes, counts.astype(np.float64)
+    present = counts > 0
     return (np.cumsum(present) - 1)[codes], counts[present].astype(np.float64)
 
 
-def group_means(v: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Group means (k, c) of the columns of ``v`` (n, c)."""
-    k = counts.shape[0]
-    sums = np.empty((k, v.shape[1]))
-    for j in range(v.shape[1]):
-        sums[:, j] = np.bincount(codes, weights=v[:, j], minlength=k)
-    return sums / counts[:, None]
+def column_means(v: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Group means (k,) of one column ``v`` (n,)."""
+    return np.bincount(codes, weights=v, minlength=counts.shape[0]) / counts
 
 
-def interval_start_1d(m: np.ndarray, w: np.ndarray, tol: float) -> float:
+def group_means(v: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    """Group means of each column of ``v`` (n, c): a list of c arrays (k,)."""
+    return [column_means(v[:, j], codes, counts) for j in range(v.shape[1])]
+
+
+def interval_start_1d(m, w, tol: float) -> float:
     """Lower end ``c`` of the interval ``[c, c + tol]`` closest to the means ``m``.
 
     Root of ``F(c) = sum_g w_g ((m_g - tol - c)_+ - (c - m_g)_+)``: non-increasing and
-    linear between the breakpoints ``m_g - tol`` and ``m_g``, so ``F`` at the sorted
-    breakpoints locates the segment and one linear step lands on the root.
+    linear between the breakpoints ``m_g - tol`` and ``m_g``. Bisection over the
+    sorted breakpoints finds the segment (``O(k log k)``); one linear step lands on the
+    root. ``m`` and ``w`` are sequences of floats.
     """
-    bps = np.sort(np.concatenate((m - tol, m)))
-    above = np.maximum(m - tol - bps[:, None], 0.0)  # (2k, k), at every breakpoint c
-    below = np.maximum(bps[:, None] - m, 0.0)
-    f = (w * (above - below)).sum(1)
+    m = [float(x) for x in m]
+    w = [float(x) for x in w]
+
+    def f(c: float) -> float:
+        total = 0.0
+        for mg, wg in zip(m, w):
+            above = mg - tol - c
+            if above > 0:
+                total += wg * above
+            elif c > mg:
+                total -= wg * (c - mg)
+        return total
+
+    bps = sorted([x - tol for x in m] + m)
     # last breakpoint with F >= 0 (F at the first one is >= 0 by construction)
-    j = max(int(np.count_nonzero(f >= 0)) - 1, 0)
-    b0 = float(bps[j])
-    if j + 1 == bps.shape[0]:
-        return b0
-    b1, f0, f1 = float(bps[j + 1]), float(f[j]), float(f[j + 1])
-    if f0 > 0 and f0 > f1 and b1 > b0:
-        return b0 + f0 / ((f0 - f1) / (b1 - b0))
+    lo, hi = 0, len(bps) - 1
+    f_hi = f(bps[hi])
+    if f_hi >= 0:
+        return bps[hi]
+    f_lo = f(bps[lo])
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        f_mid = f(bps[mid])
+        if f_mid >= 0:
+            lo, f_lo = mid, f_mid
+        else:
+            hi, f_hi = mid, f_mid
+    b0, b1 = bps[lo], bps[hi]
+    if f_lo > 0 and f_lo > f_hi and b1 > b0:
+        return b0 + f_lo / ((f_lo - f_hi) / (b1 - b0))
     return b0
 
 
-def new_means(means: np.ndarray, counts: np.ndarray, spec: Spec, targets: np.ndarray | None) -> np.ndarray:
-    """The projected group means (k, c): clipped into one interval (ecp) or band (eer)."""
+def new_column_means(m: list, w: list, spec: Spec, targets: list | None) -> list:
+    """The projected group means of one column: clipped into one interval (ecp) or
+    into each group's band around its target (eer)."""
+    tol = spec.tolerance
     if spec.criterion == "eer":
-        return np.minimum(np.maximum(means, targets - spec.tolerance), targets + spec.tolerance)
-    if means.shape[0] < 2:
-        return means
-    out = np.empty_like(means)
-    for j in range(means.shape[1]):
-        c = interval_start_1d(means[:, j], counts, spec.tolerance)
-        out[:, j] = np.minimum(np.maximum(means[:, j], c), c + spec.tolerance)
-    return out
+        return [min(max(mg, r - tol), r + tol) for mg, r in zip(m, targets)]
+    if len(m) < 2:
+        return m
+    c = interval_start_1d(m, w, tol)
+    return [min(max(mg, c), c + tol) for mg in m]
 
 
-def worst_violation(means: np.ndarray, spec: Spec, targets: np.ndarray | None) -> float:
-    """Largest constraint violation given the output's group means (nan if non-finite)."""
-    if spec.criterion == "eer":
-        return float((np.abs(means - targets) - spec.tolerance).max())
-    if means.shape[0] < 2:
-        return float(np.where(np.isfinite(means), 0.0, np.nan).max())
-    return float((means.max(0) - means.min(0) - spec.tolerance).max())
+def worst_violation(means: list[np.ndarray], spec: Spec, targets: list[np.ndarray] | None) -> float:
+    """Largest constraint violation given the output's group means per column (nan
+    if one is not finite); as :func:`~fairsk.solvers._problem.violation`."""
+    worst = 0.0
+    for j, col in enumerate(means):
+        m = col.tolist()
+        if not math.isfinite(sum(m)):
+            return math.nan
+        if spec.criterion == "eer":
+            worst = max(worst, max(abs(a - b) for a, b in zip(m, targets[j].tolist())) - spec.tolerance)
+        elif len(m) >= 2:
+            worst = max(worst, max(m) - min(m) - spec.tolerance)
+    return worst
 
 
 @dataclass
 class Solution:
-    """What the backward pass needs from the forward: the output's group means."""
+    """What the backward pass needs from the forward."""
 
     codes: np.ndarray
     counts: np.ndarray
     out: np.ndarray  # (n, c) float64 output (its largest magnitude scales "tight")
-    out_means: np.ndarray  # (k, c) float64 group means of ``out``
+    out_means: list[np.ndarray]  # group means of each column of ``out``
     spec: Spec
-    targets: np.ndarray | None
+    targets: list[np.ndarray] | None
 
 
 def project(z: np.ndarray, codes: np.ndarray, counts: np.ndarray, spec: Spec,
-            targets: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray]:
+            targets: list[np.ndarray] | None) -> tuple[np.ndarray | None, list | None]:
     """Projection of ``z`` (n, c) float64: ``(output, output group means)``.
 
-    Returns ``(None, means)`` when the group sums of ``z`` are not finite (NaN/inf in
+    Returns ``(None, None)`` when the group sums of ``z`` are not finite (NaN/inf in
     ``z``, or an overflow); the caller decides what that means.
     """
-    means = group_means(z, codes, counts)
-    if not np.isfinite(means).all():
-        return None, means
-    shift = new_means(means, counts, spec, targets) - means
-    if z.shape[1] == 1:
-        out = (z[:, 0] + shift[:, 0][codes])[:, None]
-    else:
-        out = z + shift[codes]
+    w = counts.tolist()
+    out = np.empty(z.shape)  # the one fresh (n, c) array: large temporaries cost page faults
+    for j in range(z.shape[1]):
+        means = column_means(z[:, j], codes, counts)
+        m = means.tolist()
+        if not math.isfinite(sum(m)):
+            return None, None
+        new = new_column_means(m, w, spec, None if targets is None else targets[j].tolist())
+        col = out[:, j]
+        # mode="clip": the codes are in range by construction, and the default
+        # mode buffers the whole output to be able to raise
+        np.take(np.subtract(new, means), codes, out=col, mode="clip")
+        col += z[:, j]
     return out, group_means(out, codes, counts)
 
 
-def tight_groups(sol: Solution) -> np.ndarray:
-    """Groups (k, c) whose constraint is active at the output; as ``tight_slots``."""
-    m, spec = sol.out_means, sol.spec
-    # as projector_vjp: rounding of the means is relative to the outputs' magnitude
-    delta = 1e-9 * (1.0 + float(np.abs(sol.out).max()) + abs(spec.tolerance))
-    if spec.criterion == "eer":
-        return np.abs(m - sol.targets) >= spec.tolerance - delta
-    if m.shape[0] < 2:
-        return np.zeros(m.shape, dtype=bool)
-    hi, lo = m.max(0), m.min(0)
-    active = (hi - lo) >= spec.tolerance - delta
-    return active & ((m >= hi - delta) | (m <= lo + delta))
+def tight_groups(sol: Solution, j: int, delta: float) -> list[bool]:
+    """Groups of column ``j`` whose constraint is active at the output (within
+    ``delta``); as :func:`~fairsk.solvers._problem.tight_slots`."""
+    m, tol = sol.out_means[j].tolist(), sol.spec.tolerance
+    if sol.spec.criterion == "eer":
+        return [abs(a - r) >= tol - delta for a, r in zip(m, sol.targets[j].tolist())]
+    hi, lo = max(m), min(m)
+    if len(m) < 2 or hi - lo < tol - delta:
+        return [False] * len(m)
+    return [a >= hi - delta or a <= lo + delta for a in m]
 
 
 def vjp(grad: np.ndarray, sol: Solution) -> np.ndarray:
@@ -147,17 +177,32 @@ def vjp(grad: np.ndarray, sol: Solution) -> np.ndarray:
     group the correction is the group mean ``m_g`` of ``grad``, less (ecp) the
     count-weighted mean ``lam`` of those means, so that the multipliers sum to zero.
     """
-    tight = tight_groups(sol)
-    if not tight.any():
-        return grad
-    out = grad.copy()
-    n = sol.counts
-    for j in np.flatnonzero(tight.any(0)):
-        t = tight[:, j]
-        m = np.where(t, np.bincount(sol.codes, weights=grad[:, j], minlength=n.shape[0]) / n, 0.0)
+    # as projector_vjp: rounding of the means is relative to the outputs' magnitude
+    scale = max(float(sol.out.max()), -float(sol.out.min()))
+    delta = 1e-9 * (1.0 + scale + abs(sol.spec.tolerance))
+    n = sol.counts.tolist()
+    corrections = []
+    for j in range(grad.shape[1]):
+        tight = tight_groups(sol, j, delta)
+        if not any(tight):
+            corrections.append(None)
+            continue
+        m = column_means(grad[:, j], sol.codes, sol.counts).tolist()
+        corr = [mg if t else 0.0 for mg, t in zip(m, tight)]
         if sol.spec.criterion == "ecp":
-            m = np.where(t, m - (n * m).sum() / n[t].sum(), 0.0)
-        out[:, j] -= m[sol.codes]
+            lam = sum(ng * c for ng, c in zip(n, corr)) / sum(ng for ng, t in zip(n, tight) if t)
+            corr = [c - lam if t else 0.0 for c, t in zip(corr, tight)]
+        corrections.append(corr)
+    if all(corr is None for corr in corrections):
+        return grad
+    out = np.empty(grad.shape)
+    for j, corr in enumerate(corrections):
+        col = out[:, j]
+        if corr is None:
+            col[:] = grad[:, j]
+        else:
+            np.take(np.asarray(corr), sol.codes, out=col, mode="clip")
+            np.subtract(grad[:, j], col, out=col)
     return out
 
 
@@ -172,5 +217,6 @@ class SingleAttributeProjection(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        g = grad.detach().to(torch.float64).numpy()
-        return torch.from_numpy(vjp(g, ctx.sol)).to(grad.dtype), None, None
+        g = grad.detach().numpy()
+        out = vjp(g if g.dtype == np.float64 else g.astype(np.float64), ctx.sol)
+        return torch.from_numpy(out if out.dtype == g.dtype else out.astype(g.dtype)), None, None
