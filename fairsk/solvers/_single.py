@@ -125,12 +125,13 @@ def worst_violation(means: list[np.ndarray], spec: Spec, targets: list[np.ndarra
 
 @dataclass
 class Solution:
-    """What the backward pass needs from the forward."""
+    """What the backward pass needs from the forward (the output's group means, not
+    the output itself)."""
 
     codes: np.ndarray
     counts: np.ndarray
-    out: np.ndarray  # (n, c) float64 output (its largest magnitude scales "tight")
     out_means: list[np.ndarray]  # group means of each column of ``out``
+    scale: float  # max |output| (float64): the scale of the rounding allowed in "tight"
     spec: Spec
     targets: list[np.ndarray] | None
 
@@ -178,8 +179,7 @@ def vjp(grad: np.ndarray, sol: Solution) -> np.ndarray:
     count-weighted mean ``lam`` of those means, so that the multipliers sum to zero.
     """
     # as projector_vjp: rounding of the means is relative to the outputs' magnitude
-    scale = max(float(sol.out.max()), -float(sol.out.min()))
-    delta = 1e-9 * (1.0 + scale + abs(sol.spec.tolerance))
+    delta = 1e-9 * (1.0 + sol.scale + abs(sol.spec.tolerance))
     n = sol.counts.tolist()
     corrections = []
     for j in range(grad.shape[1]):
