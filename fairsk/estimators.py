@@ -284,7 +284,8 @@ class _FairLayerBase(BaseEstimator):
                 outs.append(body(torch.as_tensor(X64[start : start + _PREDICT_CHUNK])))
         if not outs:
             return torch.zeros((0, self.n_outputs_), dtype=torch.float64)
-        return torch.cat(outs).reshape(X_feat.shape[0], -1)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return out.reshape(X_feat.shape[0], -1)
 
     def _project(self, X, sensitive_features) -> np.ndarray:
         """Raw outputs of the whole call, projected at once onto the fair set."""

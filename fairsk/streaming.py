@@ -49,7 +49,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
 from .metrics import encode_sensitive
-from .solvers.exact import interval_start
+from .solvers._single import interval_start_1d
 
 __all__ = ["StreamingFairPredictor"]
 
@@ -214,22 +214,51 @@ class StreamingFairPredictor(BaseEstimator):
         check_is_fitted(self, "estimator_")
         est = self.estimator_
         X_feat, sensitive = est._resolve_groups(X, sensitive_features)
-        if _num_samples(X_feat) == 0:
+        if (X_feat.shape[0] if isinstance(X_feat, np.ndarray) else _num_samples(X_feat)) == 0:
             raise ValueError("partial_predict got an empty batch")
         X_feat = _check_features(est, X_feat)
         n = X_feat.shape[0]
         if sensitive is None:
             raise ValueError("partial_predict needs sensitive_features (or an estimator with sensitive_columns)")
         z = est._raw(X_feat).numpy()  # (n, c) raw scores, float64
-        codes_local, labels_local = encode_sensitive(sensitive, n)
         with self._lock:  # one stream: calls are serialised, no update is lost
-            codes = self._slots(codes_local, labels_local, z.shape[1])
+            codes = self._known_slots(sensitive, n)
+            if codes is None:
+                codes_local, labels_local = encode_sensitive(sensitive, n)
+                codes = self._slots(codes_local, labels_local, z.shape[1])
             out = self._step_paper(z, codes) if self.mode == "paper" else self._step_pooled(z, codes)
             bounds = getattr(est, "bounds", None)
             if bounds is not None:
                 out = np.clip(out, bounds[0], bounds[1])
             self._record(z, out, codes)
         return out
+
+    def _known_slots(self, sensitive, n: int) -> np.ndarray | None:
+        """Slots of a plain array of labels the stream already knows, by direct lookup.
+
+        ``None`` (take the general route: :func:`encode_sensitive` + :meth:`_slots`)
+        for anything else: other input types, a new label, a missing value. Labels
+        are matched as the general route matches them: object columns by ``str``,
+        others by value.
+        """
+        if not self._labels or not isinstance(sensitive, np.ndarray) or sensitive.ndim not in (1, 2):
+            return None
+        columns = [sensitive] if sensitive.ndim == 1 else list(sensitive.T)
+        if len(columns) != len(self._labels) or sensitive.shape[0] != n:
+            return None
+        codes = np.empty((n, len(columns)), dtype=np.int64)
+        for a, column in enumerate(columns):
+            values = column.tolist()
+            if column.dtype.kind in "Of" and any(v is None or v != v for v in values):
+                return None  # missing: the general route raises
+            if column.dtype == object:
+                values = [str(v) for v in values]
+            lookup = self._labels[a]
+            try:
+                codes[:, a] = [lookup[v] for v in values]
+            except (KeyError, TypeError):  # a new label, or an unhashable one
+                return None
+        return codes
 
     def _slots(self, codes_local, labels_local, c) -> np.ndarray:
         """Map this call's labels to the stream's persistent slots (new ones appended)."""
@@ -271,20 +300,14 @@ class StreamingFairPredictor(BaseEstimator):
 
     def _step_pooled(self, z: np.ndarray, codes: np.ndarray) -> np.ndarray:
         tol = self._tol
-        n, c = z.shape
         # 1. plug-in shifts from the raw statistics including this call
         y = z.copy()
         shifts = []
         for a in range(codes.shape[1]):
             k = len(self._count[a])
-            count = self._count[a] + np.bincount(codes[:, a], minlength=k)
+            count = (self._count[a] + np.bincount(codes[:, a], minlength=k)).tolist()
             raw = self._raw_sum[a] + _group_sums(z, codes[:, a], k)
-            seen = count > 0
-            t = np.zeros((k, c))
-            if seen.sum() >= 2:
-                means = raw[seen] / count[seen, None]
-                start = interval_start(means, count[seen], tol)
-                t[seen] = means - np.clip(means, start, start + tol)
+            t = np.array([_plug_in_shifts(raw[:, j].tolist(), count, tol) for j in range(z.shape[1])]).T
             shifts.append(t)
             y -= t[codes[:, a]]
         self.dual_ = np.concatenate(shifts, 0)
@@ -305,32 +328,40 @@ class StreamingFairPredictor(BaseEstimator):
         return y
 
     def _pooled_projection(self, y: np.ndarray, codes: np.ndarray, a: int) -> np.ndarray:
-        """Shift this call's groups (attribute a) so all pooled means fit one interval."""
+        """Shift this call's groups (attribute a) so all pooled means fit one interval.
+
+        The work on the k groups is done in Python floats: a stream's calls are tiny,
+        and array calls would cost more than the arithmetic.
+        """
         tol = self._tol
         k = len(self._count[a])
-        n_call = np.bincount(codes[:, a], minlength=k).astype(float)
-        before = self._count[a]
-        present, absent = n_call > 0, (n_call == 0) & (before > 0)
-        if present.sum() + absent.sum() < 2:
+        n_call = np.bincount(codes[:, a], minlength=k).tolist()
+        before = self._count[a].tolist()
+        present = [g for g in range(k) if n_call[g] > 0]
+        absent = [g for g in range(k) if n_call[g] == 0 and before[g] > 0]
+        if len(present) + len(absent) < 2:
             return y
-        total = before + n_call
-        means0 = (self._out_sum[a] + _group_sums(y, codes[:, a], k))[present] / total[present, None]
-        weights = total[present] ** 2 / n_call[present]
-        width = np.full(y.shape[1], tol)
-        lo = np.full(y.shape[1], -np.inf)
-        hi = np.full(y.shape[1], np.inf)
-        if absent.any():
-            fixed = self._out_sum[a][absent] / before[absent, None]
-            width = np.maximum(width, fixed.max(0) - fixed.min(0))  # never tighter than history
-            lo, hi = fixed.max(0) - width, fixed.min(0)
-        if present.sum() >= 2:
-            # convex in the start: the constrained optimum is the clamped free one
-            start = np.clip(interval_start(means0, weights, width), lo, hi)
-        else:  # one group moves: it must land within `width` of every fixed mean
-            start = np.clip(means0[0] - width / 2, lo, hi)
-        moved = means0 - np.clip(means0, start, start + width)  # change of pooled means
+        total = [before[g] + n_call[g] for g in range(k)]
+        pooled = self._out_sum[a] + _group_sums(y, codes[:, a], k)
+        weights = [total[g] ** 2 / n_call[g] for g in present]
         delta = np.zeros((k, y.shape[1]))
-        delta[present] = moved * (total[present] / n_call[present])[:, None]
+        for j in range(y.shape[1]):
+            col = pooled[:, j].tolist()
+            means0 = [col[g] / total[g] for g in present]
+            width, lo, hi = tol, -np.inf, np.inf
+            if absent:
+                history = self._out_sum[a][:, j].tolist()
+                fixed = [history[g] / before[g] for g in absent]
+                width = max(width, max(fixed) - min(fixed))  # never tighter than history
+                lo, hi = max(fixed) - width, min(fixed)
+            if len(present) >= 2:
+                # convex in the start: the constrained optimum is the clamped free one
+                start = min(max(interval_start_1d(means0, weights, width), lo), hi)
+            else:  # one group moves: it must land within `width` of every fixed mean
+                start = min(max(means0[0] - width / 2, lo), hi)
+            for g, m in zip(present, means0):
+                moved = m - min(max(m, start), start + width)  # change of the pooled mean
+                delta[g, j] = moved * (total[g] / n_call[g])
         return y - delta[codes[:, a]]
 
     def _step_paper(self, z: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -362,15 +393,34 @@ class StreamingFairPredictor(BaseEstimator):
             self._count[a] += np.bincount(codes[:, a], minlength=k)
             self._raw_sum[a] += _group_sums(z, codes[:, a], k)
             self._out_sum[a] += _group_sums(out, codes[:, a], k)
-            seen = self._count[a] > 0
-            m = self._out_sum[a][seen] / self._count[a][seen, None]
-            gap = max(gap, float((m.max(0) - m.min(0)).max()))
+            count = self._count[a].tolist()
+            per_column = [
+                [s / n if n > 0 else None for s, n in zip(self._out_sum[a][:, j].tolist(), count)]
+                for j in range(out.shape[1])
+            ]
+            for col in per_column:
+                seen = [m for m in col if m is not None]
+                gap = max(gap, max(seen) - min(seen))
             for label, slot in self._labels[a].items():
-                if self._count[a][slot] > 0:
-                    mean = self._out_sum[a][slot] / self._count[a][slot]
-                    means[(a, label)] = float(mean[0]) if mean.shape[0] == 1 else mean
+                if count[slot] > 0:
+                    one = out.shape[1] == 1
+                    means[(a, label)] = per_column[0][slot] if one else self._out_sum[a][slot] / count[slot]
         self.pooled_gap_ = gap
         self.group_means_ = means
+
+
+def _plug_in_shifts(raw: list, count: list, tol: float) -> list:
+    """Per-group shifts of the exact offline projection of the running raw means (one
+    column; groups never seen get 0)."""
+    seen = [g for g, n in enumerate(count) if n > 0]
+    shifts = [0.0] * len(count)
+    if len(seen) < 2:
+        return shifts
+    means = [raw[g] / count[g] for g in seen]
+    start = interval_start_1d(means, [count[g] for g in seen], tol)
+    for g, m in zip(seen, means):
+        shifts[g] = m - min(max(m, start), start + tol)
+    return shifts
 
 
 def _check_features(est, X) -> np.ndarray:
@@ -384,6 +434,8 @@ def _check_features(est, X) -> np.ndarray:
 
 
 def _group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    if v.shape[1] == 1:  # the usual case, without np.stack's overhead
+        return np.bincount(codes, weights=v[:, 0], minlength=k)[:, None]
     return np.stack([np.bincount(codes, weights=v[:, j], minlength=k) for j in range(v.shape[1])], 1)
 
 

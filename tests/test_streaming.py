@@ -227,3 +227,48 @@ def test_numpy_and_torch_interval_solutions_agree(seed, k, c, tol):
     np.testing.assert_allclose(interval_start(means, counts, tol),
                                _interval_start_torch(torch.tensor(means), torch.tensor(counts), tol).numpy(),
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["str-object", "str-unicode", "int", "float", "bool", "two-attributes"])
+def test_direct_label_lookup_equals_the_general_route(kind, monkeypatch):
+    """partial_predict maps known labels by direct lookup; the general route
+    (encode_sensitive + _slots) must give the same stream, new labels included."""
+    rng = np.random.default_rng(1)
+    n = 300
+    base = rng.integers(0, 3, size=n)
+    make = {
+        "str-object": lambda c: np.array(["a", "b", "c", "d"], dtype=object)[c],
+        "str-unicode": lambda c: np.array(["a", "b", "c", "d"])[c],
+        "int": lambda c: c * 10,
+        "float": lambda c: c * 0.5,
+        "bool": lambda c: c % 2 == 1,
+        "two-attributes": lambda c: np.stack([c, (c + 1) % 2], 1),
+    }[kind]
+    X = rng.normal(size=(n, 4)) + 0.5 * base[:, None]
+    y = X[:, 0] + base
+    reg = FairLayerRegressor(tolerance=TOL, max_epochs=3, random_state=0, solver="exact")
+    fitted = StreamingFairPredictor(reg).fit(X, y, sensitive_features=make(base))
+    stream_codes = np.where(rng.uniform(size=120) < 0.1, 3, rng.integers(0, 3, size=120))  # label 3 is new
+    X_stream = rng.normal(size=(120, 4))
+    fast, general = fresh(fitted), fresh(fitted)
+    monkeypatch.setattr(type(general), "_known_slots", lambda self, sensitive, n: None)
+    outs = []
+    for stream in (general, fast):
+        if stream is fast:
+            monkeypatch.undo()
+        out = [stream.partial_predict(X_stream[i : i + 2], sensitive_features=make(stream_codes[i : i + 2]))
+               for i in range(0, 120, 2)]
+        outs.append(np.concatenate(out))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert fast.group_means_.keys() == general.group_means_.keys()
+    assert fast.pooled_gap_ == general.pooled_gap_
+
+
+def test_direct_label_lookup_leaves_missing_values_to_the_general_route(fitted):
+    stream = fresh(fitted)
+    X = np.zeros((2, 4))
+    stream.partial_predict(X, sensitive_features=np.array([0, 1]))
+    with pytest.raises(ValueError, match="missing"):
+        stream.partial_predict(X, sensitive_features=np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="missing"):
+        stream.partial_predict(X, sensitive_features=np.array([0, None], dtype=object))
