@@ -158,7 +158,7 @@ class FairnessLayer(nn.Module):
         """One attribute, no box, exact solver, on the CPU: :mod:`fairsk.solvers._single`."""
         return (
             self.solver == "exact"
-            and z2.device.type == "cpu"
+            and z2.is_cpu
             and z2.shape[0] > 0
             and (groups.dim() == 1 or groups.shape[1] == 1)
             and not spec.has_box

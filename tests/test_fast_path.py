@@ -17,6 +17,8 @@ from fairsk import FairnessLayer
 from fairsk.exceptions import InfeasibleProjectionError
 from fairsk.solvers import _single
 
+from .conftest import make_instance
+
 
 def _run(layer, z, groups, y, upstream, general: bool, monkeypatch):
     with monkeypatch.context() as m:
@@ -61,8 +63,8 @@ def test_fast_path_equals_general_path(seed, n, k, c, criterion, tolerance, dtyp
 
 def test_fast_path_is_taken_for_one_attribute_without_a_box(monkeypatch):
     calls = []
-    project = _single.project
-    monkeypatch.setattr(_single, "project", lambda *a: calls.append(1) or project(*a))
+    single = FairnessLayer._forward_single
+    monkeypatch.setattr(FairnessLayer, "_forward_single", lambda *a: calls.append(1) or single(*a))
     z = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
     FairnessLayer(tolerance=0.1, solver="exact")(z, torch.tensor([0, 0, 1, 1]))
     assert calls == [1]
@@ -100,3 +102,23 @@ def test_interval_start_1d_matches_the_torch_version():
         means, counts, tol = rng.normal(size=k), rng.integers(1, 50, size=k).astype(float), rng.uniform(0, 2)
         expected = _interval_start_torch(torch.tensor(means)[:, None], torch.tensor(counts), tol)
         assert _single.interval_start_1d(means, counts, tol) == pytest.approx(float(expected[0]), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_numpy_dykstra_equals_the_torch_one(seed):
+    """Several attributes without a box run Dykstra on NumPy arrays on the CPU; the
+    torch iteration (used on other devices) must give the same projection."""
+    from fairsk._groups import encode_groups
+    from fairsk.solvers import Spec, exact
+
+    crit = ["ecp", "eer"][seed % 2]
+    inst = make_instance(seed, 150, 4, 2 + seed % 2, 1 + seed % 3, crit, [0.0, 0.05, 0.3][seed % 3], False)
+    gidx = encode_groups(inst.groups)
+    c = inst.z.shape[1]
+    targets = gidx.means(inst.y.unsqueeze(1).expand(-1, c).contiguous()) if crit == "eer" else None
+    spec = Spec(crit, inst.tolerance, None, None, targets)
+    z = inst.z.to(torch.float64)
+    via_numpy = exact.project(z, gidx, spec)
+    via_torch = exact._dykstra(z, lambda a, x: exact._project_attribute(x, gidx, a, spec), gidx.n_attributes,
+                               lambda v: float(v.abs().max()))
+    torch.testing.assert_close(via_numpy, via_torch, atol=1e-9, rtol=0)

@@ -136,9 +136,10 @@ class Solution:
     targets: list[np.ndarray] | None
 
 
-def project(z: np.ndarray, codes: np.ndarray, counts: np.ndarray, spec: Spec,
-            targets: list[np.ndarray] | None) -> tuple[np.ndarray | None, list | None]:
-    """Projection of ``z`` (n, c) float64: ``(output, output group means)``.
+def project(z: np.ndarray, codes: np.ndarray, counts: np.ndarray, spec: Spec, targets: list[np.ndarray] | None,
+            with_means: bool = True) -> tuple[np.ndarray | None, list | None]:
+    """Projection of ``z`` (n, c) float64 onto one attribute's constraints:
+    ``(output, output group means or None)``.
 
     Returns ``(None, None)`` when the group sums of ``z`` are not finite (NaN/inf in
     ``z``, or an overflow); the caller decides what that means.
@@ -156,7 +157,7 @@ def project(z: np.ndarray, codes: np.ndarray, counts: np.ndarray, spec: Spec,
         # mode buffers the whole output to be able to raise
         np.take(np.subtract(new, means), codes, out=col, mode="clip")
         col += z[:, j]
-    return out, group_means(out, codes, counts)
+    return out, (group_means(out, codes, counts) if with_means else None)
 
 
 def tight_groups(sol: Solution, j: int, delta: float) -> list[bool]:
