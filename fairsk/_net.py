@@ -113,16 +113,17 @@ class FairNet(NeuralNet):
         X, y, rows = arrays
         size = len(rows) if self.batch_size == -1 else self.batch_size
         if not training:
-            return ArrayBatches(X, y, [rows[i : i + size] for i in range(0, len(rows), size)])
+            return ArrayBatches(X, y, _Consecutive(rows, size))
+        # skorch asks once per fit and iterates once per epoch: the batch plans below
+        # draw new batches on every iteration
         self.batch_seed += 1
         strata = X.get("strata")
         if strata is None:
-            order = np.random.default_rng(self.batch_seed).permutation(rows)
-            return ArrayBatches(X, y, [order[i : i + size] for i in range(0, len(rows), size)])
+            return ArrayBatches(X, y, _Shuffled(rows, size, self.batch_seed))
         sampler = StratifiedBatchSampler(_intersections(strata.numpy())[rows], size, self.batch_seed)
         # the strata are only read by the penalty (get_loss): gather them only then
         keep = X if self.penalty else {k: v for k, v in X.items() if k != "strata"}
-        return ArrayBatches(keep, y, [rows[b] for b in sampler])
+        return ArrayBatches(keep, y, _Mapped(sampler, rows))
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         y_true = y_true.to(y_pred.device)
@@ -146,18 +147,60 @@ class ArrayBatches:
     torch's DataLoader fetches every sample separately and collates them, which at
     small batch sizes costs more than the network's step; indexing each array once
     per batch gives the same batches (same rows, dtypes and order) without that.
+    ``plan`` is re-iterated on every pass (every epoch) and yields row indices.
     """
 
-    def __init__(self, X: dict, y, batches: list):
-        self.X, self.y, self.batches = X, y, batches
+    def __init__(self, X: dict, y, plan):
+        self.X, self.y, self.plan = X, y, plan
 
     def __iter__(self):
-        for rows in self.batches:
+        for rows in self.plan:
             idx = torch.from_numpy(rows)
             yield {k: v[idx] for k, v in self.X.items()}, (None if self.y is None else self.y[idx])
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.plan)
+
+
+class _Consecutive:
+    """The rows in order, ``size`` at a time (validation)."""
+
+    def __init__(self, rows: np.ndarray, size: int):
+        self.rows, self.size = rows, size
+
+    def __iter__(self):
+        for start in range(0, len(self.rows), self.size):
+            yield self.rows[start : start + self.size]
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.size)
+
+
+class _Shuffled(_Consecutive):
+    """A new random order of the rows on every pass (training without strata)."""
+
+    def __init__(self, rows: np.ndarray, size: int, seed: int):
+        super().__init__(rows, size)
+        self.rng = np.random.default_rng(seed)
+
+    def __iter__(self):
+        order = self.rng.permutation(self.rows)
+        for start in range(0, len(order), self.size):
+            yield order[start : start + self.size]
+
+
+class _Mapped:
+    """A sampler's batches of positions, as row indices."""
+
+    def __init__(self, sampler, rows: np.ndarray):
+        self.sampler, self.rows = sampler, rows
+
+    def __iter__(self):
+        for positions in self.sampler:
+            yield self.rows[positions]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def _dataset_arrays(dataset):

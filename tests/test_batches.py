@@ -77,3 +77,35 @@ def test_intersections_rank_rows_as_numpy_unique(shape):
     groups = np.random.default_rng(0).integers(0, 4, size=shape) * 3 + 1
     expected = np.unique(groups.reshape(shape[0], -1), axis=0, return_inverse=True)[1].reshape(-1)
     np.testing.assert_array_equal(_intersections(groups), expected)
+
+
+def test_training_batches_are_redrawn_every_epoch_as_the_dataloader_did():
+    """skorch builds the iterator once per fit and iterates it once per epoch: every
+    pass must draw new stratified batches, exactly as a DataLoader over the same
+    sampler (the previous implementation) did."""
+    ds = _dataset(n=300)
+    net = FairNet(MLP(4, 1), criterion=torch.nn.MSELoss, batch_size=32, batch_seed=5)
+    ours = net.get_iterator(ds, training=True)
+    from fairsk._net import _intersections
+
+    sampler = StratifiedBatchSampler(_intersections(ds.X["strata"]), 32, 6)  # the seed after one increment
+    loader = DataLoader(ds, batch_sampler=sampler)
+    epochs = []
+    for _ in range(2):
+        batches = list(ours)
+        reference = list(loader)
+        assert len(batches) == len(reference) == len(ours)
+        for (Xa, ya), (Xb, yb) in zip(batches, reference):
+            torch.testing.assert_close(Xa["X"], Xb["X"], rtol=0, atol=0)
+            torch.testing.assert_close(ya, yb, rtol=0, atol=0)
+        epochs.append(torch.cat([Xb["X"] for Xb, _ in batches]))
+        assert epochs[-1].shape[0] == 300
+    assert not torch.equal(epochs[0], epochs[1])
+
+
+def test_unstratified_training_batches_are_reshuffled_every_epoch():
+    ds = Dataset({"X": np.arange(40, dtype=np.float32)[:, None]}, np.zeros(40, np.float32))
+    it = FairNet(MLP(1, 1), criterion=torch.nn.MSELoss, batch_size=8).get_iterator(ds, training=True)
+    first, second = (torch.cat([Xb["X"] for Xb, _ in it])[:, 0] for _ in range(2))
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(40))
+    assert not torch.equal(first, second)
