@@ -119,6 +119,59 @@ def test_numpy_dykstra_equals_the_torch_one(seed):
     spec = Spec(crit, inst.tolerance, None, None, targets)
     z = inst.z.to(torch.float64)
     via_numpy = exact.project(z, gidx, spec)
-    via_torch = exact._dykstra(z, lambda a, x: exact._project_attribute(x, gidx, a, spec), gidx.n_attributes,
-                               lambda v: float(v.abs().max()))
+    via_torch, converged = exact._dykstra(z, lambda a, x: exact._project_attribute(x, gidx, a, spec),
+                                          gidx.n_attributes, lambda v: float(v.abs().max()))
+    assert converged
     torch.testing.assert_close(via_numpy, via_torch, atol=1e-9, rtol=0)
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 200),
+    k=st.integers(1, 6),
+    c=st.integers(1, 2),
+    criterion=st.sampled_from(["ecp", "eer"]),
+    tolerance=st.sampled_from([0.0, 0.01, 0.2]),
+    ends=st.sampled_from(["both", "lower", "upper"]),
+)
+def test_numpy_box_projection_equals_the_torch_one(seed, n, k, c, criterion, tolerance, ends):
+    """With a box, one attribute's projection runs in NumPy on the CPU (breakpoints per
+    group, Python-float bisection); the torch version (other devices) must agree."""
+    from fairsk._groups import encode_groups
+    from fairsk.exceptions import InfeasibleProjectionError
+    from fairsk.solvers import Spec, exact
+
+    rng = np.random.default_rng(seed)
+    groups = torch.tensor(rng.choice(k, size=n, p=rng.dirichlet(np.ones(k))))
+    z = torch.tensor(rng.normal(size=(n, c)) * 1.5 + rng.normal(size=k)[groups.numpy()][:, None])
+    lb, ub = {"both": (-1.0, 1.2), "lower": (-0.5, None), "upper": (None, 0.5)}[ends]
+    gidx = encode_groups(groups)
+    targets = None
+    if criterion == "eer":
+        y = torch.tensor(rng.uniform(-0.4, 0.4, size=(n, c)))
+        targets = gidx.means(y)
+    spec = Spec(criterion, tolerance, lb, ub, targets)
+    try:
+        via_numpy = exact._project_attribute(z, gidx, 0, spec)
+    except InfeasibleProjectionError:
+        with pytest.raises(InfeasibleProjectionError):
+            exact._project_box_torch(z, gidx.gid[:, 0], gidx.counts, gidx.sizes[0], spec, targets)
+        return
+    if criterion == "ecp" and gidx.sizes[0] < 2:
+        via_torch = spec.clip(z)
+    else:
+        via_torch = exact._project_box_torch(z, gidx.gid[:, 0], gidx.counts, gidx.sizes[0], spec, targets)
+    torch.testing.assert_close(via_numpy, via_torch, atol=1e-9, rtol=0)
+
+
+def test_stalled_dykstra_falls_back_to_the_qp():
+    """Found by the long fuzz run: three attributes, EER, tolerance 6e-5. Dykstra's
+    algorithm stops at its sweep limit 2.5e-5 outside the constraints; the layer then
+    solves the QP with qpth (over the group shifts), warns, and the answer meets them."""
+    from fairsk.metrics import residual_gap
+
+    inst = make_instance(1707, 88, 9, 3, 2, "eer", 6.103515625e-05, False)
+    with pytest.warns(RuntimeWarning, match="Dykstra"):
+        out = FairnessLayer("eer", inst.tolerance, "exact")(inst.z, inst.groups, inst.y)
+    target = inst.y.unsqueeze(1).expand(-1, 2).numpy()
+    assert residual_gap(target, out.detach().numpy(), inst.groups.numpy()) <= inst.tolerance + 1e-9

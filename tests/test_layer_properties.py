@@ -6,7 +6,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from fairsk import FairnessLayer
@@ -92,7 +92,10 @@ def cvxpy_projection(inst) -> np.ndarray:
         cons += [yv >= inst.bounds[0], yv <= inst.bounds[1]]
     prob = cp.Problem(cp.Minimize(cp.sum_squares(yv - z)), cons)
     prob.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12, tol_ktratio=1e-10)
-    assert prob.status == "optimal", prob.status
+    # the reference must certify its own answer; the rare instances where Clarabel only
+    # reaches "optimal_inaccurate" (the long fuzz run found one: n=1, EER, tolerance
+    # 1e-10) are discarded, not compared
+    assume(prob.status == "optimal")
     return yv.value
 
 

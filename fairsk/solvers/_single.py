@@ -221,3 +221,110 @@ class SingleAttributeProjection(torch.autograd.Function):
         g = grad.detach().numpy()
         out = vjp(g if g.dtype == np.float64 else g.astype(np.float64), ctx.sol)
         return torch.from_numpy(out if out.dtype == g.dtype else out.astype(g.dtype)), None, None
+
+
+class BoxedGroup:
+    """The sum ``S(t) = sum_i clip(z_i - t, lb, ub)`` over one group's samples, and its
+    exact inverse: NumPy twin of the exact solver's ``_MeanInverse`` for one group.
+
+    ``S`` is continuous, non-increasing and linear between the breakpoints ``z_i - ub``
+    and ``z_i - lb``; it is evaluated at all breakpoints once (sorted samples and
+    prefix sums), and an inversion is one ``searchsorted`` plus a linear step.
+    """
+
+    def __init__(self, z_sorted: np.ndarray, lb: float, ub: float):
+        self.z, self.lb, self.ub = z_sorted, lb, ub
+        self.prefix = np.concatenate(([0.0], np.cumsum(z_sorted)))
+        bps = np.concatenate((z_sorted - ub, z_sorted - lb))
+        self.bps = np.sort(bps[np.isfinite(bps)])
+        self.neg_sums = -self.sums(self.bps)  # non-decreasing
+
+    def sums(self, t: np.ndarray) -> np.ndarray:
+        """``S(t)`` for an array of shifts."""
+        n = self.z.shape[0]
+        hi = np.searchsorted(self.z, t + self.ub, side="left")  # z_i >= t + ub sit at ub
+        lo = np.searchsorted(self.z, t + self.lb, side="right")  # z_i <= t + lb sit at lb
+        lo = np.minimum(lo, hi)
+        total = (self.prefix[hi] - self.prefix[lo]) - t * (hi - lo)
+        if np.isfinite(self.ub):
+            total = total + self.ub * (n - hi)
+        if np.isfinite(self.lb):
+            total = total + self.lb * lo
+        return total
+
+    def shift_for(self, total: float) -> float:
+        """The shift ``t`` with ``S(t) = total`` (a value S takes)."""
+        bps, neg = self.bps, self.neg_sums
+        j = int(np.searchsorted(neg, -total, side="left"))
+        if j == 0:  # at or above S at the first breakpoint: S is flat (all at ub) or linear before it
+            free = self.z.shape[0] if not np.isfinite(self.ub) else 0
+            if free == 0 or bps.shape[0] == 0:
+                return float(bps[0]) if bps.shape[0] else 0.0
+            return float(bps[0]) + (-neg[0] - total) / free
+        if j == bps.shape[0]:  # below S at the last breakpoint: linear after it when lb = -inf
+            free = self.z.shape[0] if not np.isfinite(self.lb) else 0
+            if free == 0:
+                return float(bps[-1])
+            return float(bps[-1]) + (-neg[-1] - total) / free
+        b0, b1, s0, s1 = float(bps[j - 1]), float(bps[j]), -float(neg[j - 1]), -float(neg[j])
+        if s0 == s1 or b1 == b0:
+            return b0
+        return b0 + (s0 - total) * (b1 - b0) / (s0 - s1)
+
+
+def project_box(z: np.ndarray, codes: np.ndarray, counts: np.ndarray, spec: Spec,
+                targets: list[np.ndarray] | None) -> np.ndarray:
+    """Exact projection of ``z`` (n, c) float64 onto the box and one attribute's
+    constraints: each group shifted by one scalar, then clipped (NumPy twin of the box
+    branch of ``exact._project_attribute``)."""
+    lb = -np.inf if spec.lb is None else float(spec.lb)
+    ub = np.inf if spec.ub is None else float(spec.ub)
+    bounds = np.concatenate(([0], np.cumsum(counts.astype(np.int64))))
+    out = np.empty_like(z)
+    for j in range(z.shape[1]):
+        col = z[:, j]
+        ranked = col[np.lexsort((col, codes))]  # by group, then value
+        groups = [BoxedGroup(ranked[bounds[g] : bounds[g + 1]], lb, ub) for g in range(counts.shape[0])]
+        m0 = column_means(np.clip(col, lb, ub), codes, counts).tolist()
+        t = _box_shifts(groups, m0, counts.tolist(), spec, lb, ub, None if targets is None else targets[j].tolist())
+        np.clip(col - np.take(np.asarray(t), codes, mode="clip"), lb, ub, out=out[:, j])
+    return out
+
+
+def _box_shifts(groups: list[BoxedGroup], m0: list, n_g: list, spec: Spec, lb: float, ub: float,
+                targets: list | None) -> list:
+    """Per-group shifts of one column (m0: the group means of the clipped column)."""
+    tol = spec.tolerance
+
+    def shifts_to(target: list) -> list:
+        return [0.0 if tg == mg else grp.shift_for(tg * ng) for grp, tg, mg, ng in zip(groups, target, m0, n_g)]
+
+    if spec.criterion == "eer":
+        lo = [max(r - tol, lb) for r in targets]
+        hi = [min(r + tol, ub) for r in targets]
+        if any(a > b for a, b in zip(lo, hi)):
+            from ..exceptions import InfeasibleProjectionError
+
+            raise InfeasibleProjectionError(
+                "criterion='eer' asks for group means outside the box bounds="
+                f"({spec.lb}, {spec.ub}): no output can meet tolerance={spec.tolerance}"
+            )
+        return shifts_to([min(max(m, a), b) for m, a, b in zip(m0, lo, hi)])
+    if len(m0) < 2:
+        return [0.0] * len(m0)
+
+    def ecp_targets(c: float) -> list:
+        return [c + tol if m > c + tol else max(m, c) for m in m0]
+
+    # sum_g n_g t_g(c) is non-increasing in c: bisect for its root until the bracket
+    # stops shrinking (machine precision)
+    c_lo, c_hi = min(m0) - tol, max(m0)
+    for _ in range(200):
+        mid = 0.5 * (c_lo + c_hi)
+        if not c_lo < mid < c_hi:
+            break
+        if sum(ng * tg for ng, tg in zip(n_g, shifts_to(ecp_targets(mid)))) > 0:
+            c_lo = mid
+        else:
+            c_hi = mid
+    return shifts_to(ecp_targets(0.5 * (c_lo + c_hi)))

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .._groups import GroupIndex
 from . import _single
-from ._problem import Spec, projector_vjp
+from ._problem import Spec, projector_vjp, violation
 from ._single import interval_start_1d
 
 _DYKSTRA_MAX_SWEEPS = 20000
@@ -69,16 +69,39 @@ def project(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
             t = None if targets is None else [targets[sl, j] for j in range(targets.shape[1])]
             return _single.project(x, codes, counts, spec, t, with_means=False)[0]
 
-        out = _dykstra(z.numpy(), project_attribute, groups.n_attributes, lambda v: float(np.abs(v).max()))
-        return torch.from_numpy(out)
-    return _dykstra(z, lambda a, x: _project_attribute(x, groups, a, spec), groups.n_attributes,
-                    lambda v: float(v.abs().max()))
+        out, converged = _dykstra(z.numpy(), project_attribute, groups.n_attributes,
+                                  lambda v: float(np.abs(v).max()))
+        out = torch.from_numpy(out)
+    else:
+        out, converged = _dykstra(z, lambda a, x: _project_attribute(x, groups, a, spec), groups.n_attributes,
+                                  lambda v: float(v.abs().max()))
+    return out if converged else _after_stalled_dykstra(z, out, groups, spec)
+
+
+def _after_stalled_dykstra(z: Tensor, out: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
+    """Dykstra's algorithm can crawl (tight tolerances, several attributes): when it
+    stops at its sweep limit, the same projection is solved as a QP with qpth (over
+    the group shifts without a box) and the better feasible answer of the two is kept.
+    Either way the layer checks the output before returning it."""
+    import warnings
+
+    from .qpth_solver import solve_qpth
+
+    with torch.no_grad():
+        alternative = solve_qpth(z, groups, spec)
+    scale = 1e-9 * (1.0 + float(z.abs().max()))
+    if bool(torch.isfinite(alternative).all()) and float(violation(alternative, groups, spec)) <= scale:
+        if float(violation(out, groups, spec)) > scale or ((alternative - z) ** 2).sum() < ((out - z) ** 2).sum():
+            warnings.warn(f"Dykstra's algorithm stopped after {_DYKSTRA_MAX_SWEEPS} sweeps; the projection was "
+                          "solved with qpth instead", RuntimeWarning, stacklevel=5)
+            return alternative
+    return out
 
 
 def _dykstra(z, project_attribute, n_attributes: int, max_abs):
     """Dykstra's algorithm: ``x <- P_a(x + p_a)``, ``p_a <- x_old + p_a - x_new``, cycling
     over the attributes, until a sweep moves nothing by more than ``1e-13`` of the scale
-    of ``z`` (tensors or arrays alike)."""
+    of ``z`` (tensors or arrays alike). Returns ``(x, converged)``."""
     x = z
     incr = [z * 0 for _ in range(n_attributes)]
     tol = 1e-13 * (1.0 + max_abs(z))
@@ -91,8 +114,8 @@ def _dykstra(z, project_attribute, n_attributes: int, max_abs):
             moved = max(moved, max_abs(new - x))
             x = new
         if moved <= tol:
-            break
-    return x
+            return x, True
+    return x, False
 
 
 def _numpy_attribute(groups: GroupIndex, a: int) -> tuple:
@@ -118,6 +141,15 @@ def _project_attribute(z: Tensor, groups: GroupIndex, a: int, spec: Spec) -> Ten
             c = _interval_start(means, counts, spec.tolerance)
             new = torch.minimum(torch.maximum(means, c), c + spec.tolerance)
         return z + (new - means)[gid]
+    if z.is_cpu:  # the same solution in NumPy: no padded tables, Python-float bisection
+        t = None if targets is None else targets.numpy()
+        cols = None if t is None else [t[:, j] for j in range(t.shape[1])]
+        return torch.from_numpy(_single.project_box(z.numpy(), gid.numpy(), counts.numpy(), spec, cols))
+    return _project_box_torch(z, gid, counts, k, spec, targets)
+
+
+def _project_box_torch(z: Tensor, gid: Tensor, counts: Tensor, k: int, spec: Spec, targets: Tensor | None) -> Tensor:
+    """The box branch of :func:`_project_attribute` in torch (other devices)."""
     lb = -torch.inf if spec.lb is None else spec.lb
     ub = torch.inf if spec.ub is None else spec.ub
     inverse = _MeanInverse(z, gid, counts, k, lb, ub)
