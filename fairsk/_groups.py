@@ -1,4 +1,10 @@
-"""Group bookkeeping shared by the solvers, the layer and the metrics.
+"""Everything about groups: labels to codes, and per-group sums and means.
+
+* :func:`encode_sensitive` turns sensitive features of any kind (arrays, lists,
+  Series, DataFrames; numbers, strings, categories) into integer codes, and
+  :class:`GroupEncoder` remembers the labels seen in ``fit`` to encode later calls
+  the same way (the estimators and the streaming predictor use it);
+* :class:`GroupIndex` indexes the groups of one batch for the projection.
 
 Every sensitive attribute is recoded to the groups present in the batch, and all
 attributes share one numbering of "group slots" ``0..K-1``. Group sums and means are
@@ -7,10 +13,118 @@ then one ``index_add`` per attribute, never a Python loop over samples.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
+
+
+def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.ndarray, list]:
+    """Integer codes (n, a) for sensitive features of any kind, and the labels.
+
+    Accepts 1-D or 2-D arrays, lists, Series and DataFrames, with numbers, strings,
+    booleans or categories. Missing values (None / NaN) raise ``ValueError``.
+
+    Examples
+    --------
+    >>> from fairsk.metrics import encode_sensitive
+    >>> codes, labels = encode_sensitive(["b", "a", "b"])
+    >>> codes.ravel().tolist(), [str(v) for v in labels[0]]
+    ([1, 0, 1], ['a', 'b'])
+    """
+    if hasattr(sensitive_features, "detach"):  # a torch tensor
+        sensitive_features = sensitive_features.detach().cpu().numpy()
+    if isinstance(sensitive_features, pd.DataFrame):
+        columns = [sensitive_features.iloc[:, j].to_numpy() for j in range(sensitive_features.shape[1])]
+    elif isinstance(sensitive_features, pd.Series):
+        columns = [sensitive_features.to_numpy()]
+    else:
+        arr = np.asarray(sensitive_features)
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"sensitive_features must be 1-D or 2-D, got shape {arr.shape}")
+        columns = [arr] if arr.ndim == 1 else [arr[:, j] for j in range(arr.shape[1])]
+    if not columns:
+        raise ValueError("sensitive_features has no columns")
+    length = len(columns[0])
+    if n is not None and length != n:
+        raise ValueError(f"sensitive_features has {length} rows but the data has {n}")
+    codes, labels = [], []
+    for col in columns:
+        col = np.asarray(col)
+        if col.dtype.kind not in "biu" and pd.isna(col).any():  # integers cannot be missing
+            raise ValueError("sensitive_features contains missing values (None or NaN)")
+        uniques, inverse = np.unique(col.astype(str) if col.dtype == object else col, return_inverse=True)
+        codes.append(inverse.reshape(-1))
+        labels.append(list(uniques))
+    return np.stack(codes, 1).astype(np.int64), labels
+
+
+class GroupEncoder:
+    """Sensitive labels to integer codes, with the labels learnt in :meth:`fit`.
+
+    Codes ``0..k-1`` are the fitted labels of each attribute in sorted order. A
+    label not seen in fit is handled by ``unseen``: ``"new"`` gives it a code of
+    its own for this call (``>= k``, with a warning), ``"extend"`` appends it to
+    the labels for good (a stream that meets a new group), ``"error"`` raises.
+
+    Examples
+    --------
+    >>> from fairsk._groups import GroupEncoder
+    >>> enc = GroupEncoder().fit(["b", "a", "b"])
+    >>> enc.transform(["a", "b"]).ravel().tolist()
+    [0, 1]
+    """
+
+    def __init__(self, unseen: str = "new") -> None:
+        self.unseen = unseen
+
+    def fit(self, sensitive: Any, n: int | None = None) -> GroupEncoder:
+        self.fit_transform(sensitive, n)
+        return self
+
+    def fit_transform(self, sensitive: Any, n: int | None = None) -> np.ndarray:
+        codes, labels = encode_sensitive(sensitive, n)
+        self.labels_ = [list(a) for a in labels]
+        return codes
+
+    @property
+    def n_attributes(self) -> int:
+        return len(self.labels_)
+
+    def transform(self, sensitive: Any, n: int | None = None) -> np.ndarray:
+        """Codes (n, a) of ``sensitive`` in the fitted numbering."""
+        codes, labels = encode_sensitive(sensitive, n)
+        if codes.shape[1] != len(self.labels_):
+            raise ValueError(
+                f"sensitive_features has {codes.shape[1]} attributes but the model was fitted with "
+                f"{len(self.labels_)}"
+            )
+        out = np.empty_like(codes)
+        for a, known in enumerate(self.labels_):
+            # map this call's labels (few) to the fitted codes
+            labels_a = np.asarray(labels[a], dtype=object)
+            mapped = pd.Index(np.asarray(known, dtype=object)).get_indexer(labels_a)
+            unseen = mapped < 0
+            if unseen.any():
+                names = [str(v) for v in labels_a[unseen]]
+                if self.unseen == "error":
+                    raise ValueError(f"groups {names} of attribute {a} were not seen in fit")
+                if self.unseen == "new":
+                    warnings.warn(
+                        f"groups {names} of attribute {a} were not seen in fit; "
+                        "each is constrained as a group of its own in this call",
+                        UserWarning,
+                        stacklevel=3,
+                    )
+                mapped[unseen] = len(known) + np.arange(unseen.sum())
+                if self.unseen == "extend":
+                    known.extend(labels_a[unseen].tolist())
+            out[:, a] = mapped[codes[:, a]]
+        return out
 
 
 @dataclass(frozen=True)

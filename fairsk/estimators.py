@@ -25,9 +25,9 @@ from sklearn.utils.validation import _check_sample_weight, _num_samples, check_i
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
 
+from ._groups import GroupEncoder
 from ._net import FairModule, FairNet, build_body
 from .layer import FairnessLayer, validate_layer_params
-from .metrics import encode_sensitive
 
 __all__ = ["FairLayerRegressor", "FairLayerClassifier"]
 
@@ -156,33 +156,60 @@ class _FairLayerBase(BaseEstimator):
                     stacklevel=3,
                 )
             return None
-        codes, labels = encode_sensitive(sensitive, n)
         if fit:
-            self.group_labels_ = labels
+            encoder = GroupEncoder()
+            codes = encoder.fit_transform(sensitive, n)
+            self.group_labels_ = encoder.labels_
             return codes
         if self.group_labels_ is None:
-            return codes
-        if codes.shape[1] != len(self.group_labels_):
-            raise ValueError(
-                f"sensitive_features has {codes.shape[1]} attributes but the model was fitted with "
-                f"{len(self.group_labels_)}"
-            )
-        out = np.empty_like(codes)
-        for a, known in enumerate(self.group_labels_):
-            # map this call's labels (few) to the fit's codes; unseen labels get new codes
-            labels_a = np.asarray(labels[a], dtype=object)
-            mapped = pd.Index(np.asarray(known, dtype=object)).get_indexer(labels_a)
-            unseen = mapped < 0
-            if unseen.any():
-                warnings.warn(
-                    f"groups {[str(v) for v in labels_a[unseen]]} of attribute {a} were not seen in fit; "
-                    "each is constrained as a group of its own in this call",
-                    UserWarning,
-                    stacklevel=3,
-                )
-                mapped[unseen] = len(known) + np.arange(unseen.sum())
-            out[:, a] = mapped[codes[:, a]]
-        return out
+            return GroupEncoder().fit_transform(sensitive, n)
+        return self._group_encoder().transform(sensitive, n)
+
+    def _group_encoder(self) -> GroupEncoder:
+        """The fitted labels as an encoder (unseen labels get codes of their own)."""
+        encoder = GroupEncoder(unseen="new")
+        encoder.labels_ = [list(a) for a in self.group_labels_]
+        return encoder
+
+    # -- the interface streaming, persistence and the scorers use ---------------------
+    def split_sensitive(self, X, sensitive_features=None):
+        """``(features, sensitive features or None)`` of one call.
+
+        The sensitive features come from the argument or from the columns named by
+        ``sensitive_columns`` (passing both is an error); the features are ``X``
+        without those columns. Part of the small interface through which
+        :class:`~fairsk.StreamingFairPredictor`, :mod:`fairsk.persistence` and the
+        scorers talk to an estimator.
+        """
+        return self._resolve_groups(X, sensitive_features)
+
+    def raw_output(self, X, sensitive_features=None):
+        """``(z, sensitive)``: the body's outputs (n, c) in float64 for every row of
+        ``X``, before any projection (with the EER offsets learnt in fit), and the
+        call's sensitive features (or None)."""
+        check_is_fitted(self, "net_")
+        X_feat, sensitive = self._resolve_groups(X, sensitive_features)
+        X_feat = self._check_features(X_feat)
+        z = self._raw(X_feat)
+        if sensitive is not None and self.criterion == "eer" and getattr(self, "eer_offsets_", None) is not None:
+            groups = self._encode_groups(sensitive, X_feat.shape[0], fit=False)
+            z = z + torch.as_tensor(self._eer_offsets(groups))
+        return z.numpy(), sensitive
+
+    def _check_features(self, X):
+        """validate_data at prediction, with a fast path for a plain float array (a
+        stream's one-row calls would otherwise spend most of their time here)."""
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f" and X.shape[1] == self.n_features_in_:
+            if not np.isfinite(X).all():
+                raise ValueError("Input X contains NaN or infinity.")
+            return X
+        return _dense(validate_data(self, X, dtype=[np.float64, np.float32], reset=False, accept_sparse=True))
+
+    def format_output(self, out: np.ndarray) -> np.ndarray:
+        """Scores (n, c) as this estimator returns them (``predict`` of a regressor,
+        ``decision_function`` of a classifier): one column becomes 1-D unless the
+        model was fitted on a 2-D target."""
+        return out if getattr(self, "_y_2d", False) else out[:, 0]
 
     # -- fitting --------------------------------------------------------------------
     def _layer(self) -> FairnessLayer:
@@ -453,8 +480,16 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
 
     def decision_function(self, X, sensitive_features=None) -> np.ndarray:
         """Projected logits of all rows of the call (the guaranteed output)."""
-        out = self._project(X, sensitive_features)
-        return out[:, 0] if self.n_outputs_ == 1 else out
+        return self.format_output(self._project(X, sensitive_features))
+
+    def format_output(self, out: np.ndarray) -> np.ndarray:
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def labels_from_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Class labels of logits (n, c) (the argmax; one column: positive above 0)."""
+        if scores.shape[1] == 1:
+            return self.classes_[(scores[:, 0] > 0).astype(int)]
+        return self.classes_[np.argmax(scores, 1)]
 
     def predict_proba(self, X, sensitive_features=None) -> np.ndarray:
         """Class probabilities from the projected logits."""

@@ -8,47 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._groups import encode_sensitive
+
 __all__ = ["parity_gap", "residual_gap", "fairness_report", "make_fair_scorer", "FairScorer", "encode_sensitive"]
-
-
-def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.ndarray, list]:
-    """Integer codes (n, a) for sensitive features of any kind, and the labels.
-
-    Accepts 1-D or 2-D arrays, lists, Series and DataFrames, with numbers, strings,
-    booleans or categories. Missing values (None / NaN) raise ``ValueError``.
-
-    Examples
-    --------
-    >>> from fairsk.metrics import encode_sensitive
-    >>> codes, labels = encode_sensitive(["b", "a", "b"])
-    >>> codes.ravel().tolist(), [str(v) for v in labels[0]]
-    ([1, 0, 1], ['a', 'b'])
-    """
-    if hasattr(sensitive_features, "detach"):  # a torch tensor
-        sensitive_features = sensitive_features.detach().cpu().numpy()
-    if isinstance(sensitive_features, pd.DataFrame):
-        columns = [sensitive_features.iloc[:, j].to_numpy() for j in range(sensitive_features.shape[1])]
-    elif isinstance(sensitive_features, pd.Series):
-        columns = [sensitive_features.to_numpy()]
-    else:
-        arr = np.asarray(sensitive_features)
-        if arr.ndim not in (1, 2):
-            raise ValueError(f"sensitive_features must be 1-D or 2-D, got shape {arr.shape}")
-        columns = [arr] if arr.ndim == 1 else [arr[:, j] for j in range(arr.shape[1])]
-    if not columns:
-        raise ValueError("sensitive_features has no columns")
-    length = len(columns[0])
-    if n is not None and length != n:
-        raise ValueError(f"sensitive_features has {length} rows but the data has {n}")
-    codes, labels = [], []
-    for col in columns:
-        col = np.asarray(col)
-        if col.dtype.kind not in "biu" and pd.isna(col).any():  # integers cannot be missing
-            raise ValueError("sensitive_features contains missing values (None or NaN)")
-        uniques, inverse = np.unique(col.astype(str) if col.dtype == object else col, return_inverse=True)
-        codes.append(inverse.reshape(-1))
-        labels.append(list(uniques))
-    return np.stack(codes, 1).astype(np.int64), labels
 
 
 def _as_2d_float(y: Any, name: str) -> np.ndarray:
@@ -180,7 +142,7 @@ class FairScorer:
         kw = {} if sensitive_features is None else {"sensitive_features": sensitive_features}
         groups = sensitive_features
         if groups is None and getattr(estimator, "sensitive_columns", None) is not None:
-            groups = estimator._split_sensitive(X)[1]
+            groups = estimator.split_sensitive(X)[1]
         if groups is None:
             raise ValueError("the fair scorer needs sensitive_features (or an estimator with sensitive_columns)")
         out = getattr(estimator, self.response_method)(X, **kw)

@@ -46,9 +46,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
+from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from .metrics import encode_sensitive
+from ._groups import encode_sensitive
 from .solvers._single import interval_start_1d
 
 __all__ = ["StreamingFairPredictor"]
@@ -198,11 +198,9 @@ class StreamingFairPredictor(BaseEstimator):
         logits (use :meth:`partial_decision_function` for the logits themselves).
         """
         scores = self._partial(X, sensitive_features)
-        if not hasattr(self.estimator_, "classes_"):
-            return scores if getattr(self.estimator_, "_y_2d", False) else scores[:, 0]
-        if scores.shape[1] == 1:
-            return self.estimator_.classes_[(scores[:, 0] > 0).astype(int)]
-        return self.estimator_.classes_[np.argmax(scores, 1)]
+        if hasattr(self.estimator_, "labels_from_scores"):
+            return self.estimator_.labels_from_scores(scores)
+        return self.estimator_.format_output(scores)
 
     @available_if(_estimator_has("decision_function"))
     def partial_decision_function(self, X, sensitive_features=None) -> np.ndarray:
@@ -213,14 +211,12 @@ class StreamingFairPredictor(BaseEstimator):
     def _partial(self, X, sensitive_features) -> np.ndarray:
         check_is_fitted(self, "estimator_")
         est = self.estimator_
-        X_feat, sensitive = est._resolve_groups(X, sensitive_features)
-        if (X_feat.shape[0] if isinstance(X_feat, np.ndarray) else _num_samples(X_feat)) == 0:
+        if (X.shape[0] if isinstance(X, np.ndarray) else _num_samples(X)) == 0:
             raise ValueError("partial_predict got an empty batch")
-        X_feat = _check_features(est, X_feat)
-        n = X_feat.shape[0]
+        z, sensitive = est.raw_output(X, sensitive_features)  # (n, c) raw scores, float64
         if sensitive is None:
             raise ValueError("partial_predict needs sensitive_features (or an estimator with sensitive_columns)")
-        z = est._raw(X_feat).numpy()  # (n, c) raw scores, float64
+        n = z.shape[0]
         with self._lock:  # one stream: calls are serialised, no update is lost
             codes = self._known_slots(sensitive, n)
             if codes is None:
@@ -421,16 +417,6 @@ def _plug_in_shifts(raw: list, count: list, tol: float) -> list:
     for g, m in zip(seen, means):
         shifts[g] = m - min(max(m, start), start + tol)
     return shifts
-
-
-def _check_features(est, X) -> np.ndarray:
-    """validate_data, with a fast path for the common ndarray batch of a stream."""
-    if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f" and X.shape[1] == est.n_features_in_:
-        if not np.isfinite(X).all():
-            raise ValueError("Input X contains NaN or infinity.")
-        return X
-    X = validate_data(est, X, dtype=[np.float64, np.float32], reset=False, accept_sparse=True)
-    return X.toarray() if hasattr(X, "toarray") else X
 
 
 def _group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
