@@ -8,13 +8,14 @@
 
 Every sensitive attribute is recoded to the groups present in the batch, and all
 attributes share one numbering of "group slots" ``0..K-1``. Group sums and means are
-then one ``index_add`` per attribute, never a Python loop over samples.
+then one ``bincount`` (or ``index_add`` on a device) per attribute and column, never a
+Python loop over samples.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -129,24 +130,23 @@ class GroupEncoder:
 
 @dataclass(frozen=True)
 class GroupIndex:
-    """The groups of one batch.
+    """The groups of one batch, held in NumPy (group statistics are small and live on
+    the host; sums of device tensors are computed on their device).
 
     Attributes
     ----------
-    gid : Tensor of shape (n, a)
-        Global slot of each sample's group, per attribute.
-    counts : Tensor of shape (K,)
+    gid : ndarray of shape (n, a)
+        Global slot of each sample's group, per attribute (int64).
+    counts : ndarray of shape (K,)
         Number of samples in each slot (float64).
-    attr : Tensor of shape (K,)
-        Attribute of each slot.
     sizes : tuple of int
         Number of groups present in each attribute (sums to K).
     """
 
-    gid: Tensor
-    counts: Tensor
-    attr: Tensor
+    gid: np.ndarray
+    counts: np.ndarray
     sizes: tuple[int, ...]
+    _on_device: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_slots(self) -> int:
@@ -161,80 +161,102 @@ class GroupIndex:
         start = sum(self.sizes[:a])
         return slice(start, start + self.sizes[a])
 
-    def sums(self, v: Tensor) -> Tensor:
-        """Group sums of ``v`` (n, c) -> (K, c)."""
-        out = v.new_zeros((self.n_slots, v.shape[1]))
+    def codes(self, a: int) -> np.ndarray:
+        """Codes ``0..k_a-1`` of attribute ``a`` (n,)."""
+        start = self.attribute(a).start
+        return self.gid[:, a] if start == 0 else self.gid[:, a] - start
+
+    def gid_on(self, device) -> Tensor:
+        """``gid`` as a long tensor on ``device`` (cached)."""
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = torch.from_numpy(self.gid).to(device)
+        return self._on_device[key]
+
+    def sums(self, v):
+        """Group sums of ``v`` (n, c) -> (K, c): NumPy in, NumPy out; a tensor in, a
+        tensor out on its device (differentiable)."""
+        if isinstance(v, Tensor):
+            gid = self.gid_on(v.device)
+            out = v.new_zeros((self.n_slots, v.shape[1]))
+            for a in range(self.n_attributes):
+                out = out.index_add(0, gid[:, a], v)
+            return out
+        K = self.n_slots
+        out = np.empty((K, v.shape[1]))
         for a in range(self.n_attributes):
-            out.index_add_(0, self.gid[:, a], v)
+            sl = self.attribute(a)
+            for j in range(v.shape[1]):
+                out[sl, j] = np.bincount(self.codes(a), weights=v[:, j], minlength=sl.stop - sl.start)
         return out
 
-    def means(self, v: Tensor) -> Tensor:
-        """Group means of ``v`` (n, c) -> (K, c)."""
-        return self.sums(v) / self.counts.to(v.dtype).unsqueeze(1)
+    def means(self, v):
+        """Group means of ``v`` (n, c) -> (K, c), as :meth:`sums`."""
+        if isinstance(v, Tensor):
+            return self.sums(v) / torch.from_numpy(self.counts).to(v.device, v.dtype).unsqueeze(1)
+        return self.sums(v) / self.counts[:, None]
 
-    def expand(self, t: Tensor) -> Tensor:
+    def expand(self, t):
         """Per-sample sum over attributes of slot values ``t`` (K, c) -> (n, c)."""
-        out = t[self.gid[:, 0]]
+        gid = self.gid_on(t.device) if isinstance(t, Tensor) else self.gid
+        out = t[gid[:, 0]]
         for a in range(1, self.n_attributes):
-            out = out + t[self.gid[:, a]]
+            out = out + t[gid[:, a]]
         return out
 
-    def cross_sums(self, w: Tensor) -> Tensor:
-        """``S^T diag(w) S`` for each column of ``w`` (n, c) -> (c, K, K).
+    def cross_counts(self, w: np.ndarray | None = None) -> np.ndarray:
+        """``S^T diag(w) S`` (K, K) for a weight vector ``w`` (n,) (ones when None).
 
-        Entry ``[j, g, h]`` is the sum of ``w[:, j]`` over samples in both slot g
-        and slot h (the slots of one attribute are disjoint, so the diagonal
-        blocks are diagonal).
+        Entry ``[g, h]`` is the weight of the samples in both slot g and slot h (the
+        slots of one attribute are disjoint, so the diagonal blocks are diagonal).
         """
         K = self.n_slots
-        out = w.new_zeros((K * K, w.shape[1]))
+        out = np.zeros(K * K)
         for a in range(self.n_attributes):
             for b in range(self.n_attributes):
-                out.index_add_(0, self.gid[:, a] * K + self.gid[:, b], w)
-        return out.T.reshape(w.shape[1], K, K)
+                out += np.bincount(self.gid[:, a] * K + self.gid[:, b], weights=w, minlength=K * K)
+        return out.reshape(K, K)
 
 
-def encode_groups(groups: Tensor) -> GroupIndex:
-    """Recode integer group codes (n,) or (n, a) to the slots of the present groups."""
-    if groups.dim() == 1:
-        groups = groups.unsqueeze(1)
-    gids, sizes, counts, attrs = [], [], [], []
+def recode(codes: np.ndarray, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes ``0..k-1`` of the present values (int64) and their counts (float64).
+
+    ``top`` is the largest code (computed when None). Small non-negative codes (the
+    usual case) take one ``bincount``, and the lookup pass is skipped when every code
+    up to ``top`` is present; ``np.unique`` (a sort) handles sparse, huge codes.
+    """
+    n = codes.shape[0]
+    if top is None:
+        top = int(codes.max()) if n else -1
+    if top >= max(4 * n, 1024):
+        _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+        return inverse.reshape(-1).astype(np.int64, copy=False), counts.astype(np.float64)
+    counts = np.bincount(codes, minlength=top + 1)
+    if counts.all():
+        return codes.astype(np.int64, copy=False), counts.astype(np.float64)
+    present = counts > 0
+    return (np.cumsum(present) - 1)[codes], counts[present].astype(np.float64)
+
+
+def encode_groups(groups, top: int | None = None) -> GroupIndex:
+    """Recode integer group codes (n,) or (n, a) (array or tensor, any device) to the
+    slots of the present groups. ``top``: the largest code, when already known."""
+    if isinstance(groups, Tensor):
+        groups = groups.detach().cpu().numpy()
+    groups = np.asarray(groups)
+    if groups.ndim == 1:
+        groups = groups.reshape(-1, 1)
+    if groups.shape[1] == 0:  # no attributes at all
+        return GroupIndex(np.zeros((groups.shape[0], 0), dtype=np.int64), np.zeros(0), ())
+    if groups.shape[1] == 1:  # the usual case: no copy when every code is present
+        codes, counts = recode(groups[:, 0], top)
+        return GroupIndex(codes.reshape(-1, 1), counts, (counts.shape[0],))
+    gids, counts, sizes = [], [], []
     offset = 0
     for a in range(groups.shape[1]):
-        inverse, cnt = _recode(groups[:, a])
-        gids.append(inverse + offset)
-        sizes.append(int(cnt.numel()))
+        codes, cnt = recode(groups[:, a])
+        gids.append(codes + offset)
         counts.append(cnt)
-        attrs.append(torch.full((cnt.numel(),), a, dtype=torch.long, device=groups.device))
-        offset += int(cnt.numel())
-    device = groups.device
-    if not gids:  # no attributes at all
-        return GroupIndex(
-            torch.zeros((0, 0), dtype=torch.long, device=device),
-            torch.zeros(0, dtype=torch.float64, device=device),
-            torch.zeros(0, dtype=torch.long, device=device),
-            (),
-        )
-    return GroupIndex(
-        gid=torch.stack(gids, 1),
-        counts=torch.cat(counts).to(torch.float64),
-        attr=torch.cat(attrs),
-        sizes=tuple(sizes),
-    )
-
-
-def _recode(codes: Tensor) -> tuple[Tensor, Tensor]:
-    """Dense codes of the present values, and their counts.
-
-    Small non-negative codes (the usual case) are recoded with one ``bincount`` and
-    a lookup, O(n); ``torch.unique`` (a sort) is the fallback for sparse, huge codes.
-    """
-    n = codes.numel()
-    top = int(codes.max()) + 1 if n else 0
-    if top <= max(4 * n, 1024):
-        counts = torch.bincount(codes, minlength=top)
-        present = counts > 0
-        slot = torch.cumsum(present, 0) - 1
-        return slot[codes], counts[present]
-    _, inverse, counts = torch.unique(codes, return_inverse=True, return_counts=True)
-    return inverse, counts
+        sizes.append(cnt.shape[0])
+        offset += cnt.shape[0]
+    return GroupIndex(np.stack(gids, 1), np.concatenate(counts), tuple(sizes))

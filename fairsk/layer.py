@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -10,22 +9,15 @@ import torch
 from torch import Tensor, nn
 
 from ._groups import encode_groups
-from .exceptions import InfeasibleProjectionError
-from .solvers import SOLVERS, Spec, _single, violation
+from .projection import CHECK_ATOL, CRITERIA, SOLVERS, Spec, float32_margin, project
 
-__all__ = ["FairnessLayer", "CRITERIA"]
-
-CRITERIA = ("ecp", "eer")
-
-#: absolute tolerance of the check made on every output, by dtype (float32 is
-#: relative to the output's scale above 1, since its resolution is ~1e-7 of it)
-CHECK_ATOL = {torch.float64: 1e-6, torch.float32: 1e-5}
+__all__ = ["FairnessLayer", "CRITERIA", "validate_layer_params"]
 
 
 def validate_layer_params(criterion: Any, tolerance: Any, solver: Any, bounds: Any) -> tuple:
     """Check the layer's parameters; return ``(tolerance, lb, ub)`` as floats."""
     if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {tuple(SOLVERS)}, got {solver!r}")
     try:
@@ -79,9 +71,14 @@ class FairnessLayer(nn.Module):
       with a single group present adds none either (``"eer"`` still constrains it).
     * Columns of a 2-D ``z`` are constrained independently.
     * The solve runs in float64 whatever the input dtype, and every output is
-      checked against its constraints before it is returned: to 1e-6 in float64,
-      to ``1e-5 * max(1, max|out|)`` in float32. A violation raises
-      :class:`~fairsk.exceptions.InfeasibleProjectionError`.
+      checked against its constraints before it is returned, as returned: to 1e-6
+      (absolute) in float64, to 1e-5 (absolute) in float32. For float32 the
+      tolerance of the float64 solve is reduced by the rounding float32 adds
+      (``2 * 2**-24 * max|z|``); when float32 cannot resolve the tolerance at the
+      outputs' magnitude the projection is refused (pass float64, or centre the
+      outputs). If the requested solver fails, the other is tried once (with a
+      warning); when no answer passes the check,
+      :class:`~fairsk.exceptions.InfeasibleProjectionError` is raised.
     * The Jacobian is the orthogonal projector onto the null space of the active
       constraints (and of the clipped coordinates): no gradient flows along an
       active unfairness direction, and the layer is the identity when nothing is
@@ -106,7 +103,7 @@ class FairnessLayer(nn.Module):
         bounds: tuple[float | None, float | None] | None = None,
     ) -> None:
         super().__init__()
-        self._tolerance, self._lb, self._ub = validate_layer_params(criterion, tolerance, solver, bounds)
+        validate_layer_params(criterion, tolerance, solver, bounds)
         self.criterion = criterion
         self.tolerance = tolerance
         self.solver = solver
@@ -136,88 +133,21 @@ class FairnessLayer(nn.Module):
             The projection, same shape, dtype and device as ``z``.
         """
         tol, lb, ub = validate_layer_params(self.criterion, self.tolerance, self.solver, self.bounds)
-        spec = Spec(self.criterion, tol, lb, ub)
         z2 = _as_output_matrix(z)
         groups, top = _as_group_tensor(groups, z2.shape[0], z.device)
-        if self._fast_path_applies(z2, groups, spec):
-            out = self._forward_single(z2, groups, top, y, spec)
-            if out is not None:
-                return out if z.dim() == 2 else out.reshape(z.shape)
         if not bool(torch.isfinite(z2).all()):
             raise ValueError("z contains NaN or infinite values")
-        gidx = encode_groups(groups)
-        if self.criterion == "eer":
-            yt = _as_targets(y, z2)
-            spec = replace(spec, targets=gidx.means(yt) if yt.shape[0] else None)
-        out = SOLVERS[self.solver](z2.to(torch.float64), gidx, spec).to(z.dtype)
-        self._check(out.detach(), gidx, spec)
-        return out.reshape(z.shape)
-
-    # -- helpers -------------------------------------------------------------------
-    def _fast_path_applies(self, z2: Tensor, groups: Tensor, spec: Spec) -> bool:
-        """One attribute, no box, exact solver, on the CPU: :mod:`fairsk.solvers._single`."""
-        return (
-            self.solver == "exact"
-            and z2.is_cpu
-            and z2.shape[0] > 0
-            and (groups.dim() == 1 or groups.shape[1] == 1)
-            and not spec.has_box
-        )
-
-    def _forward_single(self, z2: Tensor, groups: Tensor, top: int, y: Any, spec: Spec) -> Tensor | None:
-        """The fast path; ``None`` hands the call to the general path (an overflow)."""
-        codes, counts = _single.recode(groups.numpy().reshape(-1), top)
-        zn = z2.detach().numpy()
-        if zn.dtype != np.float64:
-            zn = zn.astype(np.float64)
+        gidx = encode_groups(groups, top if groups.dim() == 1 or groups.shape[1] == 1 else None)
         targets = None
-        if self.criterion == "eer":
-            targets = _single.group_means(_as_targets(y, z2).numpy(), codes, counts)
-        out, out_means = _single.project(zn, codes, counts, spec, targets)
-        if out is None:  # the group sums are not finite
-            if not np.isfinite(zn).all():
-                raise ValueError("z contains NaN or infinite values")
-            return None
-        worst = _single.worst_violation(out_means, spec, targets)
-        needs_grad = z2.requires_grad and torch.is_grad_enabled()
-        scale = _max_abs(out) if needs_grad or z2.dtype == torch.float32 else 0.0
-        result = out
-        atol = CHECK_ATOL[z2.dtype]
-        if z2.dtype == torch.float32:
-            result = out.astype(np.float32)
-            # Rounding to float32 moves each output by at most u|out| (u = 2**-24), so
-            # each group mean by at most u * scale and each gap by twice that: the
-            # float64 check plus this bound bounds the float32 output's violation
-            # without another pass over it.
-            worst += 2.0 * 2.0**-24 * scale
-            atol *= max(1.0, scale)
-        self._refuse_if(worst, atol)
-        if needs_grad:
-            sol = _single.Solution(codes, counts, out_means, scale, spec, targets)
-            return _single.SingleAttributeProjection.apply(z2, result, sol)
-        return torch.from_numpy(result)
-
-    def _check(self, out: Tensor, gidx, spec: Spec) -> None:
-        atol = CHECK_ATOL[out.dtype]
-        if out.dtype == torch.float32 and out.numel():
-            atol *= max(1.0, float(out.abs().max()))
-        self._refuse_if(float(violation(out, gidx, spec)), atol)
-
-    def _refuse_if(self, worst: float, atol: float) -> None:
-        # a NaN or inf anywhere in the output makes ``worst`` non-finite
-        if not np.isfinite(worst) or worst > atol:
-            raise InfeasibleProjectionError(
-                f"the {self.solver!r} solver returned an output that breaks the "
-                f"{self.criterion!r} constraints by {worst:.3g} (> {atol:.1g}); "
-                "the projection is refused rather than returned unfair"
-            )
-
-
-def _max_abs(a: np.ndarray) -> float:
-    # two reductions beat abs() + max() on large arrays (no temporary), not on small ones
-    if a.size > 65536:
-        return max(float(a.max()), -float(a.min()))
-    return float(np.abs(a).max())
+        if CRITERIA[self.criterion].needs_targets:
+            yt = _as_targets(y, z2)
+            targets = gidx.means(yt.detach().cpu().numpy()) if yt.shape[0] else None
+        if z2.dtype == torch.float32 and tol > 0 and z2.numel():
+            # the float32 rule (fairsk.projection.certificate): leave room for rounding
+            tol = max(0.0, tol - float32_margin(float(z2.detach().abs().max())))
+        spec = Spec(self.criterion, tol, lb, ub, targets)
+        out = project(z2.to(torch.float64), gidx, spec, self.solver, z2.dtype).to(z.dtype)
+        return out.reshape(z.shape)
 
 
 def _as_output_matrix(z: Any) -> Tensor:

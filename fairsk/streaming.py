@@ -49,7 +49,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from ._groups import encode_sensitive
-from .solvers._single import interval_start_1d
+from .projection.kernels import interval_start as interval_start_1d
 
 __all__ = ["StreamingFairPredictor"]
 

@@ -1,0 +1,79 @@
+"""The output check: no output leaves the layer without meeting its constraints.
+
+Rule, stated once here: the float64 solution is checked to ``1e-6`` (absolute) in
+float64; a float32 output is checked *as returned*, to ``1e-5`` (absolute). float32
+rounds each output by up to ``2**-24 * |out|``, which moves a gap between group means
+by up to ``2 * 2**-24 * max|out|``: the float64 projection is therefore solved with the
+tolerance reduced by that margin (:func:`float32_margin`), so that the rounded output
+still meets the tolerance; when the margin exceeds what the tolerance and the ``1e-5``
+allowance leave (outputs of magnitude above about ``1e5 * tolerance``), float32 cannot
+represent a fair output and the projection is refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._groups import GroupIndex
+from .spec import SolverError, Spec
+
+#: absolute allowance of the check on every output, by dtype
+CHECK_ATOL = {torch.float64: 1e-6, torch.float32: 1e-5}
+_F32_UNIT = 2.0**-24
+
+
+def float32_margin(scale: float) -> float:
+    """Largest change of a gap between group means when outputs of magnitude
+    ``scale`` are rounded to float32."""
+    return 2.0 * _F32_UNIT * scale
+
+
+def violation(y: np.ndarray, groups: GroupIndex, spec: Spec) -> float:
+    """Largest violation of any constraint by ``y`` (n, c) float64 (nan if not finite)."""
+    worst = 0.0
+    if y.size:
+        if not np.isfinite(y).all():
+            return float("nan")
+        lb, ub = spec.box
+        worst = max(worst, lb - float(y.min()), float(y.max()) - ub)
+    if y.shape[0] == 0 or groups.n_slots == 0:
+        return worst
+    means = groups.means(y)
+    for a in range(groups.n_attributes):
+        sl = groups.attribute(a)
+        r = None if spec.targets is None else spec.targets[sl]
+        worst = max(worst, spec.criterion.violation(means[sl], spec.tolerance, r))
+    return worst
+
+
+def certify(out: np.ndarray, groups: GroupIndex, spec: Spec, dtype: torch.dtype) -> None:
+    """Raise :class:`SolverError` unless ``out`` (float64), returned in ``dtype``,
+    meets the constraints (see the module's rule)."""
+    atol = CHECK_ATOL[dtype]
+    worst = violation(out, groups, spec)
+    if dtype == torch.float32 and np.isfinite(worst) and out.size:
+        scale = float(np.abs(out).max())
+        if worst + float32_margin(scale) > atol:
+            # the bound does not prove it: check the float32 values themselves
+            worst = violation(out.astype(np.float32).astype(np.float64), groups, spec)
+            if worst > atol:
+                raise SolverError(
+                    f"the float32 output breaks the {spec.criterion.name!r} constraints by {worst:.3g} "
+                    f"(> {atol:.1g}): at magnitude {scale:.3g} float32 cannot resolve tolerance="
+                    f"{spec.tolerance}; pass float64 outputs or centre them"
+                )
+            return
+    if not np.isfinite(worst) or worst > atol:
+        raise SolverError(
+            f"returned an output that breaks the {spec.criterion.name!r} constraints by {worst:.3g} (> {atol:.1g})"
+        )
+
+
+def certify_optimal(out: np.ndarray, reference: np.ndarray) -> None:
+    """Raise :class:`SolverError` when ``out`` is more than ``1e-6`` (relative to the
+    outputs' magnitude above 1) from ``reference``, the exact projection."""
+    scale = max(1.0, float(np.abs(reference).max())) if reference.size else 1.0
+    gap = float(np.abs(out - reference).max()) if out.size else 0.0
+    if not gap <= 1e-6 * scale:
+        raise SolverError(f"returned a feasible output {gap:.3g} away from the projection")

@@ -1,0 +1,58 @@
+"""What a fairness criterion provides to the projection's solvers.
+
+A criterion constrains, per sensitive attribute and output column, the means of the
+output over the attribute's groups. The solvers only ask it the questions below, on
+the ``k`` group means of one attribute (small NumPy arrays), never on the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+class Criterion:
+    """Base class: one instance per criterion, registered under its public name."""
+
+    #: the public spelling (``FairnessLayer(criterion=name)``)
+    name: str = ""
+    #: whether the constraints involve the group means of the targets ``y``
+    needs_targets: bool = False
+    #: whether the multipliers of the active rows of one attribute sum to zero
+    #: (rows are differences of group means), which couples them in the backward
+    couples_multipliers: bool = False
+    #: whether every problem without a box is feasible
+    always_feasible_without_box: bool = True
+
+    def project_means(self, m: np.ndarray, w: np.ndarray, tol: float, r: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """One attribute, one column, no box: the projected group means and the tight
+        groups. ``m`` group means, ``w`` group sizes, ``r`` target means (k,)."""
+        raise NotImplementedError
+
+    def box_means(self, m0: np.ndarray, w: np.ndarray, tol: float, r: np.ndarray | None, lb: float, ub: float,
+                  shifts_for: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`project_means` with a box: ``m0`` are the means of the clipped
+        column, and ``shifts_for(means)`` the per-group shifts that reach ``means``."""
+        raise NotImplementedError
+
+    def violation(self, means: np.ndarray, tol: float, r: np.ndarray | None) -> float:
+        """Largest violation (k, c) -> float; ``nan`` when a mean is not finite."""
+        raise NotImplementedError
+
+    def active(self, means: np.ndarray, tol: float, r: np.ndarray | None, delta: float) -> np.ndarray:
+        """Groups (k, c) whose constraint is active at ``means`` (within ``delta``)."""
+        raise NotImplementedError
+
+    def rows(self, k: int, tol: float, r: np.ndarray | None, c: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Linear rows over one attribute's group means, ``coef @ means <= rhs``:
+        ``(coef (R, k), rhs (R, c), equality)``. With ``equality`` the rows are
+        ``coef @ means == rhs`` instead (the tolerance-0 case, where pairs of opposite
+        inequalities would leave an interior-point method no interior)."""
+        raise NotImplementedError
+
+    def most_violated(self, m: np.ndarray, tol: float, r: np.ndarray | None) -> tuple[float, dict, float]:
+        """The most violated row at the means ``m`` (k,): ``(violation, {group:
+        coefficient}, rhs)`` for ``sum coef_g mean_g <= rhs``."""
+        raise NotImplementedError

@@ -1,0 +1,61 @@
+"""Expected conditional parity ("ecp"): within each attribute, every pair of group
+means at most ``tolerance`` apart."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import bisect_decreasing, interval_start
+from .base import Criterion
+
+
+class Parity(Criterion):
+    name = "ecp"
+    needs_targets = False
+    couples_multipliers = True
+
+    def project_means(self, m, w, tol, r):
+        # the closest means within one interval [c, c + tol]: clip to it
+        if m.shape[0] < 2 or m.max() - m.min() < tol:
+            return m, np.zeros(m.shape, dtype=bool)
+        c = interval_start(m, w, tol)
+        return np.clip(m, c, c + tol), (m <= c) | (m >= c + tol)
+
+    def box_means(self, m0, w, tol, r, lb, ub, shifts_for):
+        if m0.shape[0] < 2 or m0.max() - m0.min() < tol:
+            return m0, np.zeros(m0.shape, dtype=bool)
+
+        # sum_g n_g t_g(c) is non-increasing in c (t_g the shift bringing group g
+        # into [c, c + tol]); its root gives the interval
+        def balance(c: float) -> float:
+            return float(w @ shifts_for(np.clip(m0, c, c + tol)))
+
+        c = bisect_decreasing(balance, float(m0.min()) - tol, float(m0.max()))
+        return np.clip(m0, c, c + tol), (m0 <= c) | (m0 >= c + tol)
+
+    def violation(self, means, tol, r):
+        if means.shape[0] < 2:
+            return 0.0 if np.isfinite(means).all() else float("nan")
+        return float((means.max(0) - means.min(0)).max()) - tol
+
+    def active(self, means, tol, r, delta):
+        if means.shape[0] < 2:
+            return np.zeros(means.shape, dtype=bool)
+        hi, lo = means.max(0), means.min(0)
+        binding = (hi - lo) >= tol - delta
+        return binding & ((means >= hi - delta) | (means <= lo + delta))
+
+    def rows(self, k, tol, r, c):
+        eye = np.eye(k)
+        if tol == 0:  # mean_g == mean_0
+            coef = eye[1:] - eye[:1]
+            return coef, np.zeros((coef.shape[0], c)), True
+        g, h = np.nonzero(~np.eye(k, dtype=bool))  # ordered pairs: mean_g - mean_h <= tol
+        coef = eye[g] - eye[h]
+        return coef, np.full((coef.shape[0], c), tol), False
+
+    def most_violated(self, m, tol, r):
+        if m.shape[0] < 2:
+            return -np.inf, {}, 0.0
+        top, bottom = int(np.argmax(m)), int(np.argmin(m))
+        return float(m[top] - m[bottom]) - tol, {top: 1.0, bottom: -1.0}, tol

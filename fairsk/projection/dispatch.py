@@ -1,0 +1,81 @@
+"""One fallback chain: the requested solver first, then each other registered solver,
+each tried at most once.
+
+A solver is a callable ``(z, groups, spec) -> Tensor`` (``z`` float64 (n, c), ``groups``
+a :class:`~fairsk._groups.GroupIndex`, ``spec`` a :class:`~.spec.Spec`) that returns
+the projection, differentiably, or raises :class:`~.spec.SolverError`. A solver whose
+attribute ``exact`` is true answers the projection by construction; another's answer
+is also compared with the first exact solver's (tried once, its answer kept for the
+chain). Every answer must pass the certificate (:mod:`.certificate`); when none does,
+:class:`~fairsk.exceptions.InfeasibleProjectionError` lists each solver's reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from .._groups import GroupIndex
+from ..exceptions import InfeasibleProjectionError
+from .certificate import certify, certify_optimal
+from .exact import solve_exact
+from .qpth_solver import solve_qpth
+from .spec import SolverError, Spec
+
+#: public name -> solver; the fallback order is the order of this registry
+SOLVERS = {"exact": solve_exact, "qpth": solve_qpth}
+
+
+def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch.dtype = torch.float64) -> Tensor:
+    """The certified projection of ``z`` (n, c) float64, to be returned in ``dtype``."""
+    order = [solver] + [name for name in SOLVERS if name != solver]
+    answers: dict[str, Tensor] = {}
+    reasons: dict[str, str] = {}
+
+    def attempt(name: str) -> Tensor | None:
+        if name not in answers and name not in reasons:  # each solver at most once
+            try:
+                out = SOLVERS[name](z, groups, spec)
+                certify(out.detach().cpu().numpy(), groups, spec, dtype)
+                answers[name] = out
+            except SolverError as err:
+                reasons[name] = str(err)
+        return answers.get(name)
+
+    for name in order:
+        out = attempt(name)
+        if out is None:
+            continue
+        answered = name
+        if not getattr(SOLVERS[name], "exact", False):
+            ref_name = next((r for r in order if r != name and getattr(SOLVERS[r], "exact", False)), None)
+            ref = None if ref_name is None else attempt(ref_name)
+            if ref is not None:
+                try:
+                    certify_optimal(out.detach().cpu().numpy(), ref.detach().cpu().numpy())
+                except SolverError as err:
+                    reasons[name] = str(err)
+                    out, answered = ref, ref_name
+        if answered != solver:
+            failed = "; ".join(f"{k!r}: {v}" for k, v in reasons.items())
+            warnings.warn(f"the {solver!r} solver failed on this batch ({failed}); the {answered} solver's answer "
+                          "is returned instead", RuntimeWarning, stacklevel=_caller_level())
+        return out
+    failed = "; ".join(f"the {k!r} solver: {v}" for k, v in reasons.items())
+    raise InfeasibleProjectionError(f"no solver produced an output that meets the {spec.criterion.name!r} "
+                                    f"constraints ({failed}); the projection is refused rather than returned unfair")
+
+
+def _caller_level() -> int:
+    """``stacklevel`` pointing at the first frame outside fairsk and torch."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_globals.get("__name__", "").split(".")[0] in ("fairsk", "torch")):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+__all__ = ["SOLVERS", "project"]

@@ -1,0 +1,181 @@
+"""The exact solver: the projection in the space of per-group shifts, in NumPy.
+
+At the optimum every sample of group g moves by the same scalar ``-t_g`` before the
+box clips it: ``y_i = clip(z_i - t_g(i), lb, ub)``.
+
+* one attribute, no box: the criterion maps the ``k`` group means to their projected
+  values in closed form (parity: clip into the interval of :func:`~.kernels.interval_start`);
+  the batch is touched by one ``bincount`` and one gather per column;
+* one attribute, a box: each group's clipped sum is inverted exactly
+  (:class:`~.kernels.BoxSum`), and the criterion places the targets (parity: a
+  bisection on the interval to machine precision);
+* several attributes, no box: the small QP over the group shifts whose matrix comes
+  from the cell counts (:func:`~.kernels.shift_qp`), solved exactly;
+* several attributes and a box: Dykstra's algorithm over the exact one-attribute
+  projections (:func:`~.kernels.dykstra`); if it stops at its sweep limit the solver
+  reports a failure and the dispatcher tries the next solver.
+
+The forward pass records which constraints it made active and which outputs it
+clipped; the backward pass (:func:`~.kernels.projector_vjp`) uses exactly those, so
+forward and backward agree on the active set. Tensors on other devices are solved on
+the host and returned to their device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._groups import GroupIndex
+from .kernels import BoxSum, active_tolerance, dykstra, projector_vjp, shift_qp
+from .spec import SolverError, Spec
+
+DYKSTRA_MAX_SWEEPS = 20000
+
+
+@dataclass
+class ExactAnswer:
+    """The projection and what its backward pass needs."""
+
+    out: np.ndarray  # (n, c) float64
+    tight: np.ndarray  # (K, c) bool: slots whose constraint is active
+    free: np.ndarray | None  # (n, c) bool: outputs strictly inside the box (None: no box)
+
+
+def solve_exact(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
+    """Project ``z`` (n, c) float64, differentiably (the solver protocol)."""
+    zn = z.detach().cpu().numpy()
+    answer = project(zn, groups, spec)
+    if z.requires_grad and torch.is_grad_enabled():
+        return _ExactProjection.apply(z, answer, groups, spec)
+    return torch.from_numpy(answer.out).to(z.device)
+
+
+solve_exact.exact = True  # its answers are the projection by construction
+
+
+class _ExactProjection(torch.autograd.Function):
+    """Carries a precomputed projection into the graph; backward: the projector."""
+
+    @staticmethod
+    def forward(ctx, z, answer, groups, spec):
+        ctx.answer, ctx.groups, ctx.spec = answer, groups, spec
+        return torch.from_numpy(answer.out).to(z.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a = ctx.answer
+        g = grad.detach().cpu().numpy()
+        res = projector_vjp(g, a.tight, a.free, ctx.groups, ctx.spec.criterion.couples_multipliers)
+        return torch.from_numpy(res).to(grad.device), None, None, None
+
+
+def project(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:
+    """The projection of ``z`` (n, c) float64, without autograd."""
+    K, c = groups.n_slots, z.shape[1]
+    if z.shape[0] == 0 or groups.n_attributes == 0:
+        return _clipped(z, spec, K)
+    if groups.n_attributes == 1:
+        return _project_attribute(z, groups, 0, spec)
+    if not spec.has_box:
+        return _project_shifts(z, groups, spec)
+    answers = {}
+
+    def projection(a):
+        def run(x):
+            answers[a] = _project_attribute(x, groups, a, spec)
+            return answers[a].out
+        return run
+
+    out, converged = dykstra(z, [projection(a) for a in range(groups.n_attributes)], DYKSTRA_MAX_SWEEPS)
+    if not converged:
+        raise SolverError(f"Dykstra's algorithm stopped after {DYKSTRA_MAX_SWEEPS} sweeps")
+    return _answer_from_output(out, groups, spec)
+
+
+def _clipped(z: np.ndarray, spec: Spec, K: int) -> ExactAnswer:
+    lb, ub = spec.box
+    out = np.clip(z, lb, ub) if spec.has_box else z.copy()
+    free = ((z > lb) & (z < ub)) if spec.has_box else None
+    return ExactAnswer(out, np.zeros((K, z.shape[1]), dtype=bool), free)
+
+
+def _answer_from_output(out: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:
+    """Active set read off an output of an iterative method (within :func:`active_tolerance`)."""
+    delta = active_tolerance(float(np.abs(out).max()) + spec.tolerance)
+    means = groups.means(out)
+    tight = np.zeros(means.shape, dtype=bool)
+    for a in range(groups.n_attributes):
+        sl = groups.attribute(a)
+        r = None if spec.targets is None else spec.targets[sl]
+        tight[sl] = spec.criterion.active(means[sl], spec.tolerance, r, delta)
+    free = None
+    if spec.has_box:
+        lb, ub = spec.box
+        free = (out > lb + delta) & (out < ub - delta)
+    return ExactAnswer(out, tight, free)
+
+
+def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) -> ExactAnswer:
+    """Exact projection onto the box and the constraints of attribute ``a`` alone."""
+    sl = groups.attribute(a)
+    codes, counts = groups.codes(a), groups.counts[sl]
+    crit, tol = spec.criterion, spec.tolerance
+    tight = np.zeros((groups.n_slots, z.shape[1]), dtype=bool)
+    out = np.empty(z.shape)  # the one fresh (n, c) array: large temporaries cost page faults
+    if not spec.has_box:
+        for j in range(z.shape[1]):
+            means = np.bincount(codes, weights=z[:, j], minlength=counts.shape[0]) / counts
+            if not np.isfinite(means).all():
+                raise SolverError("the group sums of z are not finite (overflow)")
+            new, tight[sl, j] = crit.project_means(means, counts, tol, spec.targets_of(sl, j))
+            col = out[:, j]
+            # mode="clip": the codes are in range by construction, and the default
+            # mode buffers the whole output to be able to raise
+            np.take(np.subtract(new, means), codes, out=col, mode="clip")
+            col += z[:, j]
+        return ExactAnswer(out, tight, None)
+    lb, ub = spec.box
+    bounds = np.concatenate(([0], np.cumsum(counts.astype(np.int64))))
+    free = np.empty(z.shape, dtype=bool)
+    for j in range(z.shape[1]):
+        col = z[:, j]
+        ranked = col[np.lexsort((col, codes))]  # by group, then value
+        sums = [BoxSum(ranked[bounds[g]: bounds[g + 1]], lb, ub) for g in range(counts.shape[0])]
+        m0 = np.bincount(codes, weights=np.clip(col, lb, ub), minlength=counts.shape[0]) / counts
+        if not np.isfinite(m0).all():
+            raise SolverError("the group sums of z are not finite (overflow)")
+
+        def shifts_for(target, m0=m0, sums=sums):
+            return np.array([0.0 if tg == mg else s.shift_for(tg * ng)
+                             for s, tg, mg, ng in zip(sums, target.tolist(), m0.tolist(), counts.tolist())])
+
+        target, tight[sl, j] = crit.box_means(m0, counts, tol, spec.targets_of(sl, j), lb, ub, shifts_for)
+        shifted = col - np.take(shifts_for(target), codes, mode="clip")
+        free[:, j] = (shifted > lb) & (shifted < ub)
+        np.clip(shifted, lb, ub, out=out[:, j])
+    return ExactAnswer(out, tight, free)
+
+
+def _project_shifts(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:
+    """Several attributes, no box: the QP over the group shifts (:func:`shift_qp`)."""
+    n_inv = 1.0 / groups.counts
+    metric = groups.cross_counts() * n_inv[:, None] * n_inv[None, :]
+    means = groups.means(z)
+    if not np.isfinite(means).all():
+        raise SolverError("the group sums of z are not finite (overflow)")
+    blocks = [groups.attribute(a) for a in range(groups.n_attributes)]
+    delta = active_tolerance(float(np.abs(z).max()) + spec.tolerance)
+    shifts = np.empty(means.shape)
+    for j in range(z.shape[1]):
+        def most_violated(b, m, j=j):
+            return spec.criterion.most_violated(m, spec.tolerance, spec.targets_of(blocks[b], j))
+
+        w, reason = shift_qp(means[:, j], metric, blocks, most_violated, delta)
+        if w is None:
+            raise SolverError(reason)
+        shifts[:, j] = w * n_inv
+    return _answer_from_output(z - groups.expand(shifts), groups, spec)

@@ -1,0 +1,326 @@
+"""The projection's numerical kernels, each written once, in NumPy.
+
+They work on the small per-group statistics of a batch (``k`` group means, counts,
+the ``K x K`` cross counts) or, for the few passes over the data, on NumPy arrays
+with ``bincount``/gather; the solvers and the streaming predictor call them.
+
+* :func:`interval_start`: the interval ``[c, c + tol]`` closest to weighted means;
+* :func:`bisect_decreasing`: the root of a non-increasing function, to machine precision;
+* :class:`BoxSum`: one group's clipped sum as a function of its shift, and its inverse;
+* :func:`dykstra`: Dykstra's algorithm over a list of projections;
+* :func:`shift_qp`: the projection onto group-mean constraints of several attributes,
+  solved exactly in the space of group shifts (a dual active-set method);
+* :func:`projector_vjp`: the backward pass (the Jacobian of every projection here is
+  the orthogonal projector onto the null space of the active rows, restricted to the
+  coordinates the box leaves free);
+* :func:`active_tolerance`: the one threshold that calls a constraint active.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .._groups import GroupIndex
+
+__all__ = ["BoxSum", "active_tolerance", "bisect_decreasing", "dykstra", "interval_start", "projector_vjp",
+           "shift_qp"]
+
+
+def active_tolerance(scale: float) -> float:
+    """Slack below which a constraint counts as active, for outputs of magnitude
+    ``scale``: group means computed in float64 carry rounding of about ``1e-16 * scale``
+    (times a modest factor for long sums); ``1e-12`` relative leaves room for that and
+    no more, so a constraint with real slack is never called active."""
+    return 1e-12 * (1.0 + scale)
+
+
+def interval_start(m: Sequence[float], w: Sequence[float], tol: float) -> float:
+    """Lower end ``c`` of the interval ``[c, c + tol]`` closest to the means ``m``
+    (weights ``w``): the projection of the means onto "all within ``tol``" clips them
+    to ``[c, c + tol]``.
+
+    Root of ``F(c) = sum_g w_g ((m_g - tol - c)_+ - (c - m_g)_+)``: non-increasing and
+    linear between the breakpoints ``m_g - tol`` and ``m_g``. Bisection over the
+    sorted breakpoints finds the segment (``O(k log k)``); one linear step lands on the
+    root. Works on Python floats (cheaper than array calls for a few groups).
+
+    >>> interval_start([0.0, 1.0], [1.0, 1.0], 0.5)
+    0.25
+    """
+    m = [float(x) for x in m]
+    w = [float(x) for x in w]
+
+    def f(c: float) -> float:
+        total = 0.0
+        for mg, wg in zip(m, w):
+            above = mg - tol - c
+            if above > 0:
+                total += wg * above
+            elif c > mg:
+                total -= wg * (c - mg)
+        return total
+
+    bps = sorted([x - tol for x in m] + m)
+    # last breakpoint with F >= 0 (F at the first one is >= 0 by construction)
+    lo, hi = 0, len(bps) - 1
+    f_hi = f(bps[hi])
+    if f_hi >= 0:
+        return bps[hi]
+    f_lo = f(bps[lo])
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        f_mid = f(bps[mid])
+        if f_mid >= 0:
+            lo, f_lo = mid, f_mid
+        else:
+            hi, f_hi = mid, f_mid
+    b0, b1 = bps[lo], bps[hi]
+    if f_lo > 0 and f_lo > f_hi and b1 > b0:
+        return b0 + f_lo / ((f_lo - f_hi) / (b1 - b0))
+    return b0
+
+
+def bisect_decreasing(f: Callable[[float], float], lo: float, hi: float, steps: int = 200) -> float:
+    """Root of a non-increasing ``f`` in ``[lo, hi]``, bisected until the bracket stops
+    shrinking (machine precision)."""
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if not lo < mid < hi:
+            break
+        if f(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+class BoxSum:
+    """The sum ``S(t) = sum_i clip(z_i - t, lb, ub)`` over one group's samples, and its
+    exact inverse.
+
+    ``S`` is continuous, non-increasing and linear between the breakpoints ``z_i - ub``
+    and ``z_i - lb``; it is evaluated at all breakpoints once (sorted samples and
+    prefix sums), and an inversion is one ``searchsorted`` plus a linear step.
+    """
+
+    def __init__(self, z_sorted: np.ndarray, lb: float, ub: float):
+        self.z, self.lb, self.ub = z_sorted, lb, ub
+        self.prefix = np.concatenate(([0.0], np.cumsum(z_sorted)))
+        bps = np.concatenate((z_sorted - ub, z_sorted - lb))
+        self.bps = np.sort(bps[np.isfinite(bps)])
+        self.neg_sums = -self.sums(self.bps)  # non-decreasing
+
+    def sums(self, t: np.ndarray) -> np.ndarray:
+        """``S(t)`` for an array of shifts."""
+        n = self.z.shape[0]
+        hi = np.searchsorted(self.z, t + self.ub, side="left")  # z_i >= t + ub sit at ub
+        lo = np.searchsorted(self.z, t + self.lb, side="right")  # z_i <= t + lb sit at lb
+        lo = np.minimum(lo, hi)
+        total = (self.prefix[hi] - self.prefix[lo]) - t * (hi - lo)
+        if np.isfinite(self.ub):
+            total = total + self.ub * (n - hi)
+        if np.isfinite(self.lb):
+            total = total + self.lb * lo
+        return total
+
+    def shift_for(self, total: float) -> float:
+        """The shift ``t`` with ``S(t) = total`` (a value S takes)."""
+        bps, neg = self.bps, self.neg_sums
+        j = int(np.searchsorted(neg, -total, side="left"))
+        if j == 0:  # at or above S at the first breakpoint: S is flat (all at ub) or linear before it
+            free = self.z.shape[0] if not np.isfinite(self.ub) else 0
+            if free == 0 or bps.shape[0] == 0:
+                return float(bps[0]) if bps.shape[0] else 0.0
+            return float(bps[0]) + (-neg[0] - total) / free
+        if j == bps.shape[0]:  # below S at the last breakpoint: linear after it when lb = -inf
+            free = self.z.shape[0] if not np.isfinite(self.lb) else 0
+            if free == 0:
+                return float(bps[-1])
+            return float(bps[-1]) + (-neg[-1] - total) / free
+        b0, b1, s0, s1 = float(bps[j - 1]), float(bps[j]), -float(neg[j - 1]), -float(neg[j])
+        if s0 == s1 or b1 == b0:
+            return b0
+        return b0 + (s0 - total) * (b1 - b0) / (s0 - s1)
+
+
+def dykstra(x0: np.ndarray, projections: Sequence[Callable[[np.ndarray], np.ndarray]], max_sweeps: int = 20000,
+            rtol: float = 1e-13) -> tuple[np.ndarray, bool]:
+    """Dykstra's algorithm: the projection of ``x0`` onto the intersection of convex
+    sets, given the projection onto each.
+
+    ``x <- P_a(x + p_a)``, ``p_a <- x_old + p_a - x_new``, cycling over the sets, until a
+    sweep moves nothing by more than ``rtol * (1 + max|x0|)``. Returns ``(x, converged)``.
+    """
+    x = x0
+    incr = [np.zeros_like(x0) for _ in projections]
+    tol = rtol * (1.0 + _max_abs(x0))
+    for _ in range(max_sweeps):
+        moved = 0.0
+        for a, project in enumerate(projections):
+            shifted = x + incr[a]
+            new = project(shifted)
+            incr[a] = shifted - new
+            moved = max(moved, _max_abs(new - x))
+            x = new
+        if moved <= tol:
+            return x, True
+    return x, False
+
+
+def _max_abs(a: np.ndarray) -> float:
+    # two reductions beat abs() + max() on large arrays (no temporary), not on small ones
+    if a.size == 0:
+        return 0.0
+    if a.size > 65536:
+        return max(float(a.max()), -float(a.min()))
+    return float(np.abs(a).max())
+
+
+def shift_qp(m0: np.ndarray, metric: np.ndarray, blocks: Sequence[slice],
+             most_violated: Callable[[int, np.ndarray], tuple[float, dict, float]], feas_tol: float,
+             max_iter: int | None = None) -> tuple[np.ndarray | None, str]:
+    """Projection onto linear constraints on group means, exactly, in slot space.
+
+    The output is ``y = z - S D w`` (``S`` the (n, K) slot indicator, ``D =
+    diag(1/n_g)``), so the group means are ``m0 - metric @ w`` with ``metric = D S^T S
+    D`` (from the cell counts) and ``||y - z||^2 = w^T metric w``: the problem lives in
+    ``K`` numbers whatever ``n``. It is solved by the dual active-set method of
+    Goldfarb and Idnani (the Hessian in ``y`` is the identity): start from ``y = z``,
+    add the most violated row (``most_violated(block, means of the block)`` returns
+    ``(violation, {slot in block: coefficient}, rhs)``), step until it is active,
+    dropping rows whose multiplier would turn negative. Each step is exact; the method
+    ends in finitely many steps, when no row is violated by more than ``feas_tol``.
+
+    Returns ``(w, "")`` or ``(None, reason)`` (infeasible, or the step limit).
+    """
+    K = m0.shape[0]
+    max_iter = max_iter or 20 * K + 100
+    w = np.zeros(K)
+    rows: list[np.ndarray] = []  # the working set: slot coefficients q_r (rows of ``y``: S D q_r)
+    rhs: list[float] = []
+    u: list[float] = []  # their multipliers (>= 0); w = sum u_r q_r
+    for _ in range(max_iter):
+        means = m0 - metric @ w
+        viol, q_p, b_p = -np.inf, None, 0.0
+        for b, sl in enumerate(blocks):
+            v, coefs, r = most_violated(b, means[sl])
+            if v > viol:
+                q = np.zeros(K)
+                for g, cg in coefs.items():
+                    q[sl.start + g] = cg
+                viol, q_p, b_p = v, q, r
+        if q_p is None or viol <= feas_tol:
+            return w, ""
+        u_p = 0.0
+        Mq = metric @ q_p
+        while True:
+            if rows:
+                Q = np.stack(rows)
+                r_dir = np.linalg.solve(Q @ metric @ Q.T, Q @ Mq)
+                qd = q_p - Q.T @ r_dir
+            else:
+                r_dir, qd = np.zeros(0), q_p
+            curv = float(qd @ metric @ qd)
+            s = float(q_p @ (m0 - metric @ w)) - b_p
+            full = s / curv if curv > 1e-12 * float(q_p @ Mq) else np.inf
+            partial, block = np.inf, -1
+            for j, rj in enumerate(r_dir):
+                if rj > 0 and u[j] / rj < partial:
+                    partial, block = u[j] / rj, j
+            if not np.isfinite(min(full, partial)):
+                return None, "the constraints admit no solution"
+            t = min(full, partial)
+            w = w + t * qd
+            u = [uj - t * rj for uj, rj in zip(u, r_dir)]
+            u_p += t
+            if t == full:
+                rows.append(q_p)
+                rhs.append(b_p)
+                u.append(u_p)
+                break
+            del rows[block], rhs[block], u[block]
+    return None, f"the active-set method did not finish in {max_iter} steps"
+
+
+def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, groups: GroupIndex,
+                  couples: bool) -> np.ndarray:
+    """``J^T grad`` (n, c) for the projection's Jacobian ``J`` at its solution.
+
+    ``J`` is the orthogonal projector onto the null space of the active rows restricted
+    to the free coordinates (zero on clipped ones), so it is symmetric. The active rows
+    are the group-mean functionals of the ``tight`` slots (K, c); with ``couples``
+    (differences of means, as parity) their multipliers within an attribute sum to
+    zero, so they span the zero-sum combinations of the tight slots' means.
+    ``free`` (n, c) marks the coordinates the box leaves free (None: all).
+    """
+    g_free = grad if free is None else grad * free
+    if groups.n_slots == 0 or not tight.any():
+        return g_free
+    out = np.empty_like(grad)
+    for j in range(grad.shape[1]):
+        f = None if free is None else free[:, j].astype(np.float64)
+        if groups.n_attributes == 1:
+            corr = _one_attribute_correction(g_free[:, j], f, tight[:, j], groups, couples)
+        else:
+            corr = _general_correction(g_free[:, j], f, tight[:, j], groups, couples)
+        out[:, j] = g_free[:, j] - (corr if f is None else corr * f)
+    return out
+
+
+def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, groups: GroupIndex,
+                              couples: bool) -> np.ndarray:
+    """Projection of ``g`` onto the active span, one attribute, in closed form.
+
+    The active rows restricted to the free coordinates span the vectors constant
+    (``v_g``) on the free samples of each tight group. With coupled multipliers
+    (``sum_g alpha_g = 0``, ``v_g = alpha_g / n_g``) least squares gives
+    ``v_g = m_g - lam n_g / f_g``, with m_g the mean of ``g`` over the f_g free samples
+    of group g and ``lam = sum n_g m_g / sum n_g^2 / f_g``. A tight group with no free
+    sample contributes nothing to the span but frees its multiplier, which lifts the
+    coupling: then ``v_g = m_g``.
+    """
+    codes, n = groups.codes(0), groups.counts
+    f = n if free is None else np.bincount(codes, weights=free, minlength=n.shape[0])
+    has_free = tight & (f > 0)
+    m = np.where(has_free, np.bincount(codes, weights=g, minlength=n.shape[0]) / np.maximum(f, 1), 0.0)
+    v = m
+    if couples and not (tight & (f == 0)).any():
+        den = float(np.sum(np.where(has_free, n**2 / np.maximum(f, 1), 0.0)))
+        lam = float(np.sum(n * m)) / den if den > 0 else 0.0
+        v = m - lam * n / np.maximum(f, 1)
+    return np.take(np.where(has_free, v, 0.0), codes)
+
+
+def _general_correction(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, groups: GroupIndex,
+                        couples: bool) -> np.ndarray:
+    """Projection of ``g`` onto the active span via a ``K x K`` pseudo-inverse."""
+    V = _active_basis(tight, groups, couples)  # (K, r)
+    inv_n = 1.0 / groups.counts
+    W = groups.cross_counts(free) * inv_n[:, None] * inv_n[None, :]
+    gram = V.T @ W @ V
+    u = groups.sums(g[:, None])[:, 0] * inv_n  # active-row products
+    beta = np.linalg.pinv(gram, rcond=1e-10, hermitian=True) @ (V.T @ u)
+    return groups.expand(((V @ beta) * inv_n)[:, None])[:, 0]
+
+
+def _active_basis(tight: np.ndarray, groups: GroupIndex, couples: bool) -> np.ndarray:
+    """Columns (K, r) spanning the active rows in slot space: ``e_g`` for each tight
+    slot, or (coupled) ``e_g - e_g0`` within each attribute (g0 its first tight slot)."""
+    K = groups.n_slots
+    cols = []
+    for a in range(groups.n_attributes):
+        sl = groups.attribute(a)
+        slots = sl.start + np.flatnonzero(tight[sl])
+        if couples:
+            for g in slots[1:]:
+                col = np.zeros(K)
+                col[g], col[slots[0]] = 1.0, -1.0
+                cols.append(col)
+        else:
+            for g in slots:
+                col = np.zeros(K)
+                col[g] = 1.0
+                cols.append(col)
+    return np.stack(cols, 1) if cols else np.zeros((K, 0))
