@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,8 @@ CASES = [
     (12, 3, 1, 1, "ecp", 0.05, True),
     (16, 3, 2, 1, "eer", 0.05, True),
     (3, 12, 2, 2, "ecp", 0.5, False),  # two attributes splitting a tiny batch alike
+    (16, 3, 2, 1, "ecp", 0.05, True),  # several attributes and a box (Dykstra)
+    (14, 3, 3, 2, "eer", 0.01, False),  # several attributes, eer (the shift QP)
 ]
 
 
@@ -88,24 +91,95 @@ def test_box_clipped_coordinates_get_no_gradient():
     assert torch.all(z.grad[at_bound] == 0)
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_closed_form_backward_matches_the_general_one(seed):
-    """One attribute uses a closed form; it must equal the pseudo-inverse route."""
-    from fairsk._groups import encode_groups
-    from fairsk.solvers import Spec
-    from fairsk.solvers._problem import _general_correction, _single_attribute_correction, tight_slots
+def dense_projector(out, z, groups, criterion, tol, bounds, y=None, delta=1e-9):
+    """The Jacobian expected at a solution, built from dense rows alone: the projector
+    onto the null space of the active group-mean rows restricted to the free
+    coordinates (zero on coordinates at a bound)."""
+    n = out.shape[0]
+    free = torch.ones(n, dtype=torch.bool)
+    if bounds is not None:
+        free = (out > bounds[0] + delta) & (out < bounds[1] - delta)
+    rows = []
+    for a in range(groups.shape[1]):
+        present = groups[:, a].unique().tolist()
+        dense = {g: (groups[:, a] == g).to(torch.float64) / (groups[:, a] == g).sum() for g in present}
+        means = {g: float(r @ out) for g, r in dense.items()}
+        if criterion == "ecp":
+            hi, lo = max(means.values()), min(means.values())
+            if len(present) < 2 or hi - lo < tol - delta:
+                continue
+            top = [dense[g] for g in present if means[g] > hi - delta]
+            bottom = [dense[g] for g in present if means[g] < lo + delta]
+            rows += [t - b for t in top for b in bottom]
+        else:
+            for g in present:
+                r = float(dense[g] @ y)
+                if abs(means[g] - r) >= tol - delta:
+                    rows.append(dense[g])
+    P = torch.diag(free.to(torch.float64))
+    if rows:
+        A = torch.stack(rows) * free.to(torch.float64)  # rows restricted to the free coordinates
+        P = P - torch.linalg.pinv(A) @ A
+    return P
 
+
+def boxed_instance_with_clipped_active_group(seed):
+    """Small boxed ECP batches (n 4-23, k 2-5, bounds (0, 1)) where some group has
+    every sample above the box: its constraint is active with no free coordinate."""
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(4, 24)), int(rng.integers(2, 6))
+    groups = rng.integers(0, k, size=n)
+    groups[:k] = np.arange(k)
+    z = rng.uniform(-0.5, 1.2, size=n)
+    z[groups == 0] = rng.uniform(2.0, 6.0, size=(groups == 0).sum())  # all clipped at 1
+    return torch.tensor(z), torch.tensor(groups[:, None]), float(rng.choice([0.05, 0.1, 0.3]))
+
+
+def test_box_gradient_with_a_fully_clipped_active_group():
+    """The reported instance: group 0 sits at the upper bound, its parity constraint is
+    active, and group 1's block of the Jacobian is I - 11^T/2 (the projector removing
+    group 1's mean), not the identity; central finite differences and gradcheck agree."""
+    layer = FairnessLayer("ecp", 0.1, "exact", (0.0, 1.0))
+    z = torch.tensor([5.0, 5.0, 0.0, 0.1], dtype=torch.float64)
+    g = torch.tensor([0, 0, 1, 1])
+    torch.testing.assert_close(layer(z, g), torch.tensor([1.0, 1.0, 0.85, 0.95], dtype=torch.float64))
+    J = torch.autograd.functional.jacobian(lambda v: layer(v, g), z)
+    expected = torch.zeros(4, 4, dtype=torch.float64)
+    expected[2:, 2:] = torch.tensor([[0.5, -0.5], [-0.5, 0.5]])
+    torch.testing.assert_close(J, expected, atol=1e-12, rtol=0)
+    eps = 1e-6
+    fd = torch.stack([(layer(z + eps * e, g) - layer(z - eps * e, g)) / (2 * eps)
+                      for e in torch.eye(4, dtype=torch.float64)], 1)
+    torch.testing.assert_close(J, fd, atol=1e-8, rtol=0)
+    assert torch.autograd.gradcheck(lambda v: layer(v, g), (z.clone().requires_grad_(True),), eps=1e-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_box_jacobian_with_fully_clipped_active_groups(seed):
+    """Random boxed batches built to contain a fully clipped group: the Jacobian is the
+    dense projector, and matches central finite differences."""
+    z, g, tol = boxed_instance_with_clipped_active_group(seed)
+    layer = FairnessLayer("ecp", tol, "exact", (0.0, 1.0))
+    out = layer(z, g)
+    J = torch.autograd.functional.jacobian(lambda v: layer(v, g), z)
+    torch.testing.assert_close(J, dense_projector(out, z, g, "ecp", tol, (0.0, 1.0)), atol=1e-9, rtol=0)
+    eps = 1e-7
+    fd = torch.stack([(layer(z + eps * e, g) - layer(z - eps * e, g)) / (2 * eps)
+                      for e in torch.eye(z.shape[0], dtype=torch.float64)], 1)
+    torch.testing.assert_close(J, fd, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_jacobian_is_the_dense_projector_on_every_path(seed):
+    """One or several attributes, box or not, ecp or eer: autograd's Jacobian of the
+    exact solver equals the projector built from dense rows."""
     crit = ["ecp", "eer"][seed % 2]
-    inst = make_instance(seed, 80, 4, 1, 2, crit, [0.0, 0.05][seed % 3 == 0], seed % 4 < 2)
+    a = 1 + (seed // 2) % 2
+    box = seed % 4 >= 2
+    inst = make_instance(seed, 30, 3, a, 1, crit, [0.0, 0.05, 0.2][seed % 3], box)
     layer = FairnessLayer(crit, inst.tolerance, "exact", inst.bounds)
-    y = layer(inst.z, inst.groups, inst.y)
-    gidx = encode_groups(inst.groups)
-    targets = gidx.means(inst.y.unsqueeze(1).expand(-1, 2).contiguous()) if crit == "eer" else None
-    spec = Spec(crit, inst.tolerance, *(inst.bounds or (None, None)), targets)
-    lb, ub = inst.bounds if inst.bounds else (-float("inf"), float("inf"))
-    free = ((y > lb + 1e-9) & (y < ub - 1e-9)).double()
-    g = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * free
-    tight = tight_slots(y, gidx, spec, 1e-9)
-    assert tight.any()
-    torch.testing.assert_close(_single_attribute_correction(g, free, tight, gidx, spec) * free,
-                               _general_correction(g, free, tight, gidx, spec) * free, atol=1e-10, rtol=0)
+    z = inst.z[:, 0]
+    out = layer(z, inst.groups, inst.y)
+    J = torch.autograd.functional.jacobian(lambda v: layer(v, inst.groups, inst.y), z)
+    P = dense_projector(out, z, inst.groups, crit, inst.tolerance, inst.bounds, inst.y)
+    torch.testing.assert_close(J, P, atol=1e-8, rtol=0)

@@ -131,7 +131,8 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
             means = np.bincount(codes, weights=z[:, j], minlength=counts.shape[0]) / counts
             if not np.isfinite(means).all():
                 raise SolverError("the group sums of z are not finite (overflow)")
-            new, tight[sl, j] = crit.project_means(means, counts, tol, spec.targets_of(sl, j))
+            delta = active_tolerance(float(np.abs(means).max()) + tol)
+            new, tight[sl, j] = crit.project_means(means, counts, tol, spec.targets_of(sl, j), delta)
             col = out[:, j]
             # mode="clip": the codes are in range by construction, and the default
             # mode buffers the whole output to be able to raise
@@ -153,9 +154,12 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
             return np.array([0.0 if tg == mg else s.shift_for(tg * ng)
                              for s, tg, mg, ng in zip(sums, target.tolist(), m0.tolist(), counts.tolist())])
 
-        target, tight[sl, j] = crit.box_means(m0, counts, tol, spec.targets_of(sl, j), lb, ub, shifts_for)
+        delta = active_tolerance(float(np.abs(m0).max()) + tol)
+        target, tight[sl, j] = crit.box_means(m0, counts, tol, spec.targets_of(sl, j), lb, ub, shifts_for, delta)
         shifted = col - np.take(shifts_for(target), codes, mode="clip")
-        free[:, j] = (shifted > lb) & (shifted < ub)
+        # an output within rounding of a bound is at the bound (a group held by the
+        # box can be moved by a rounding error's worth, which must not free it)
+        free[:, j] = (shifted > lb + delta) & (shifted < ub - delta)
         np.clip(shifted, lb, ub, out=out[:, j])
     return ExactAnswer(out, tight, free)
 

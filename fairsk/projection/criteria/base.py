@@ -25,14 +25,15 @@ class Criterion:
     #: whether every problem without a box is feasible
     always_feasible_without_box: bool = True
 
-    def project_means(self, m: np.ndarray, w: np.ndarray, tol: float, r: np.ndarray | None
+    def project_means(self, m: np.ndarray, w: np.ndarray, tol: float, r: np.ndarray | None, delta: float
                       ) -> tuple[np.ndarray, np.ndarray]:
         """One attribute, one column, no box: the projected group means and the tight
-        groups. ``m`` group means, ``w`` group sizes, ``r`` target means (k,)."""
+        groups (active within ``delta``, as :meth:`active`). ``m`` group means, ``w``
+        group sizes, ``r`` target means (k,)."""
         raise NotImplementedError
 
     def box_means(self, m0: np.ndarray, w: np.ndarray, tol: float, r: np.ndarray | None, lb: float, ub: float,
-                  shifts_for: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                  shifts_for: Callable[[np.ndarray], np.ndarray], delta: float) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`project_means` with a box: ``m0`` are the means of the clipped
         column, and ``shifts_for(means)`` the per-group shifts that reach ``means``."""
         raise NotImplementedError

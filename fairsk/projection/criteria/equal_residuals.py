@@ -14,17 +14,17 @@ class EqualResiduals(Criterion):
     needs_targets = True
     couples_multipliers = False
 
-    def project_means(self, m, w, tol, r):
-        return np.clip(m, r - tol, r + tol), np.abs(m - r) >= tol
+    def project_means(self, m, w, tol, r, delta):
+        return np.clip(m, r - tol, r + tol), np.abs(m - r) >= tol - delta
 
-    def box_means(self, m0, w, tol, r, lb, ub, shifts_for):
+    def box_means(self, m0, w, tol, r, lb, ub, shifts_for, delta):
         lo, hi = np.maximum(r - tol, lb), np.minimum(r + tol, ub)
         if (lo > hi).any():
             raise InfeasibleProjectionError(
                 f"criterion='eer' asks for group means outside the box bounds=({lb}, {ub}): "
                 f"no output can meet tolerance={tol}"
             )
-        return np.clip(m0, lo, hi), np.abs(m0 - r) >= tol
+        return np.clip(m0, lo, hi), np.abs(m0 - r) >= tol - delta
 
     def violation(self, means, tol, r):
         return float(np.abs(means - r).max()) - tol if means.size else 0.0

@@ -14,15 +14,15 @@ class Parity(Criterion):
     needs_targets = False
     couples_multipliers = True
 
-    def project_means(self, m, w, tol, r):
+    def project_means(self, m, w, tol, r, delta):
         # the closest means within one interval [c, c + tol]: clip to it
-        if m.shape[0] < 2 or m.max() - m.min() < tol:
+        if m.shape[0] < 2 or m.max() - m.min() < tol - delta:
             return m, np.zeros(m.shape, dtype=bool)
         c = interval_start(m, w, tol)
-        return np.clip(m, c, c + tol), (m <= c) | (m >= c + tol)
+        return np.clip(m, c, c + tol), (m <= c + delta) | (m >= c + tol - delta)
 
-    def box_means(self, m0, w, tol, r, lb, ub, shifts_for):
-        if m0.shape[0] < 2 or m0.max() - m0.min() < tol:
+    def box_means(self, m0, w, tol, r, lb, ub, shifts_for, delta):
+        if m0.shape[0] < 2 or m0.max() - m0.min() < tol - delta:
             return m0, np.zeros(m0.shape, dtype=bool)
 
         # sum_g n_g t_g(c) is non-increasing in c (t_g the shift bringing group g
@@ -31,7 +31,9 @@ class Parity(Criterion):
             return float(w @ shifts_for(np.clip(m0, c, c + tol)))
 
         c = bisect_decreasing(balance, float(m0.min()) - tol, float(m0.max()))
-        return np.clip(m0, c, c + tol), (m0 <= c) | (m0 >= c + tol)
+        # a group held at a bound by the box can sit exactly at an end of the interval
+        # for a whole range of c: the tolerance keeps its active constraint
+        return np.clip(m0, c, c + tol), (m0 <= c + delta) | (m0 >= c + tol - delta)
 
     def violation(self, means, tol, r):
         if means.shape[0] < 2:
