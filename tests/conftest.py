@@ -13,6 +13,7 @@ from hypothesis import settings
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
 settings.register_profile("fuzz", max_examples=2000, deadline=None)
+settings.register_profile("random", max_examples=300, deadline=None)  # a quick randomised run
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -102,9 +104,22 @@ def cvxpy_projection(inst) -> np.ndarray:
 @pytest.mark.parametrize("solver", ["exact", "qpth"])
 @given(inst=small_instances)
 def test_output_is_the_projection(solver, inst):
+    """Optimality against Clarabel by cost, not by coordinates: Clarabel's own answer is
+    off by up to ~1e-6 (at tolerance 0 with a box it can be less accurate than fairsk).
+    For a feasible ``out`` (checked from outside) and the projection ``p``,
+    ``||out - p||^2 <= cost(out) - cost(p)``, so a cost no higher than the reference's
+    (up to 1e-9 relative) puts ``out`` within ~3e-5 of the projection whatever the
+    reference's own error; where the reference is accurate the outputs agree to 1e-6."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a solver fallback warns; the answer is checked
+        out_t = project(inst, solver)
+    assert_constraints(inst, out_t)
     expected = cvxpy_projection(inst)
-    out = project(inst, solver).numpy()[:, 0]
-    np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)
+    out, z = out_t.numpy()[:, 0], inst.z.numpy()[:, 0]
+    cost, ref_cost = float(np.sum((out - z) ** 2)), float(np.sum((expected - z) ** 2))
+    assert cost <= ref_cost + 1e-9 * (1.0 + ref_cost)
+    if cost >= ref_cost - 1e-12 * (1.0 + ref_cost):  # the reference is at least as good: same point
+        np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)
 
 
 @given(instances)

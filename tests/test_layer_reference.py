@@ -31,6 +31,10 @@ from make_fixtures import layer_instances  # noqa: E402
 
 REFERENCE = np.load(FIXTURES / "layer_reference.npz")
 INSTANCES = list(layer_instances())
+#: qpth (unchanged but for its rows' source) is an interior-point method whose last
+#: digits depend on the process (the same call gave 0 and 6.8e-11 differences from the
+#: fixture in a plain interpreter and under pytest); the exact solver is held to 1e-12
+ATOL = {"exact": 1e-12, "qpth": 1e-9}
 #: instances whose reference gradient is the previous backward's wrong box gradient
 WRONG_BOX_GRADIENT: set = set()
 #: instances where the previous qpth returned a feasible output off the projection
@@ -56,9 +60,9 @@ def test_layer_matches_the_reference(i, solver):
     expected_out = REFERENCE[f"{key}_out"]
     if solver == "qpth" and i in QPTH_OFF_PROJECTION:
         expected_out = REFERENCE[f"{i}_exact_out"]
-    np.testing.assert_allclose(out.detach().numpy(), expected_out, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(out.detach().numpy(), expected_out, atol=ATOL[solver], rtol=0)
     if i not in WRONG_BOX_GRADIENT:
-        np.testing.assert_allclose(z.grad.numpy(), REFERENCE[f"{key}_grad"], atol=1e-12, rtol=0)
+        np.testing.assert_allclose(z.grad.numpy(), REFERENCE[f"{key}_grad"], atol=ATOL[solver], rtol=0)
 
 
 def test_the_exception_lists_are_what_they_claim():

@@ -143,7 +143,7 @@ def test_interval_start_is_the_projection_of_the_means():
         m, w, tol = rng.normal(size=k), rng.integers(1, 50, size=k).astype(float), float(rng.uniform(0, 2))
         c = kernels.interval_start(m, w, tol)
 
-        def cost(c):
+        def cost(c, m=m, w=w, tol=tol):
             return float(np.sum(w * (m - np.clip(m, c, c + tol)) ** 2))
 
         grid = np.linspace(m.min() - tol - 1, m.max() + 1, 4001)
@@ -274,7 +274,7 @@ def test_inactive_constraint_at_large_magnitude_has_identity_jacobian():
     for groups in (g, torch.stack([g, g], 1)):
         layer = FairnessLayer("ecp", 0.01, "exact")
         assert torch.equal(layer(z, groups), z)
-        J = torch.autograd.functional.jacobian(lambda v: layer(v, groups), z)
+        J = torch.autograd.functional.jacobian(lambda v, layer=layer, groups=groups: layer(v, groups), z)
         torch.testing.assert_close(J, torch.eye(4, dtype=torch.float64), atol=0, rtol=0)
 
 

@@ -215,20 +215,6 @@ def test_paper_mode_rejects_several_attributes():
         stream.partial_predict(X[:4], sensitive_features=s[:4])
 
 
-@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 8), c=st.integers(1, 3), tol=st.floats(0, 2))
-def test_numpy_and_torch_interval_solutions_agree(seed, k, c, tol):
-    """The NumPy breakpoint solution (CPU) and the torch one (other devices) agree."""
-    import torch
-
-    from fairsk.solvers.exact import _interval_start_torch, interval_start
-
-    rng = np.random.default_rng(seed)
-    means, counts = rng.normal(size=(k, c)), rng.integers(1, 50, k).astype(float)
-    np.testing.assert_allclose(interval_start(means, counts, tol),
-                               _interval_start_torch(torch.tensor(means), torch.tensor(counts), tol).numpy(),
-                               atol=1e-12)
-
-
 @pytest.mark.parametrize("kind", ["str-object", "str-unicode", "int", "float", "bool", "two-attributes"])
 def test_direct_label_lookup_equals_the_general_route(kind, monkeypatch):
     """partial_predict maps known labels by direct lookup; the general route

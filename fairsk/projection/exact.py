@@ -75,7 +75,7 @@ class _ExactProjection(torch.autograd.Function):
 
 def project(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:
     """The projection of ``z`` (n, c) float64, without autograd."""
-    K, c = groups.n_slots, z.shape[1]
+    K = groups.n_slots
     if z.shape[0] == 0 or groups.n_attributes == 0:
         return _clipped(z, spec, K)
     if groups.n_attributes == 1:

@@ -18,7 +18,7 @@ with ``bincount``/gather; the solvers and the streaming predictor call them.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -7,7 +7,7 @@ the ``k`` group means of one attribute (small NumPy arrays), never on the batch.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
