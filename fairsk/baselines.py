@@ -68,8 +68,8 @@ class ProjectionClassifier(FairLayerClassifier):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(200, 3)); s = rng.integers(0, 2, 200); y = (X[:, 0] + s > 0.5).astype(int)
     >>> clf = ProjectionClassifier(max_epochs=5, random_state=0, solver="exact").fit(X, y, sensitive_features=s)
-    >>> clf.predict(X[:3], sensitive_features=s[:3]).shape
-    (3,)
+    >>> clf.predict(X[:5], sensitive_features=s[:5]).shape
+    (5,)
     """
 
     def _training_module(self, body):
