@@ -82,21 +82,24 @@ def build_body(module, module_params: dict, n_features_in: int, n_outputs: int, 
 class FairModule(nn.Module):
     """A body followed by :class:`FairnessLayer`: ``forward(X, groups, y=None)``.
 
-    ``y`` (the targets) is read by ``criterion="eer"`` only. Without groups the
-    layer is skipped and the body's outputs are returned.
+    ``y`` (the targets) is read by ``criterion="eer"`` only. Without groups, or
+    without a layer (``layer=None``: the baselines train the body alone), the
+    body's outputs are returned.
     """
 
-    #: the net passes each batch's groups (and EER targets) to ``forward``
-    projects = True
-
-    def __init__(self, body: nn.Module, layer: FairnessLayer):
+    def __init__(self, body: nn.Module, layer: FairnessLayer | None):
         super().__init__()
         self.body = body
         self.layer = layer
 
+    @property
+    def projects(self) -> bool:
+        """Whether the net passes each batch's groups (and EER targets) to ``forward``."""
+        return self.layer is not None
+
     def forward(self, X, groups=None, y=None):
         z = self.body(X)
-        if groups is None:
+        if groups is None or self.layer is None:
             return z
         if z.dim() == 2 and z.shape[1] == 1 and y is not None and y.dim() == 1:
             y = y.unsqueeze(1)

@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples
 
 from ._groups import encode_sensitive
-from ._net import GapPenalty
+from ._net import FairModule, GapPenalty
 from .estimators import FairLayerClassifier, FairLayerRegressor, _FairLayerBase
 from .metrics import parity_gap
 
@@ -53,7 +53,7 @@ class ProjectionRegressor(FairLayerRegressor):
     """
 
     def _training_module(self, body):
-        return body  # trained without the layer; _fair_output projects at prediction
+        return FairModule(body, None)  # trained without the layer; _fair_output projects at prediction
 
 
 class ProjectionClassifier(FairLayerClassifier):
@@ -73,7 +73,7 @@ class ProjectionClassifier(FairLayerClassifier):
     """
 
     def _training_module(self, body):
-        return body  # trained without the layer; _fair_output projects at prediction
+        return FairModule(body, None)  # trained without the layer; _fair_output projects at prediction
 
 
 class _PenaltyBase(_FairLayerBase):
@@ -88,7 +88,7 @@ class _PenaltyBase(_FairLayerBase):
         super().__init__(**params)
 
     def _training_module(self, body):
-        return body  # trained without the layer, on loss + penalty
+        return FairModule(body, None)  # trained without the layer, on loss + penalty
 
     def _loss_penalty(self):
         return GapPenalty(self.lam_) if self.lam_ else None

@@ -332,8 +332,7 @@ class _FairLayerBase(BaseEstimator):
         return build_body(self.module, module_params, n_features_in, n_outputs, self.hidden_layer_sizes)
 
     def _trained_body(self) -> nn.Module:
-        module = self.net_.module_
-        return module.body if isinstance(module, FairModule) else module
+        return self.net_.module_.body
 
     def _callbacks(self) -> list:
         callbacks = []
