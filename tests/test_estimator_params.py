@@ -262,3 +262,38 @@ def test_fairness_report_shows_the_residual_column_for_regression_only():
     report = fairness_report(rng.normal(size=50), logits, s)
     assert "residual" in report.columns
     np.testing.assert_allclose(report["residual"], report["mean_pred"] - report["mean_true"])
+
+
+def _decode_v1(value):
+    """The JSON encoding of archives of format fairsk-model/1 (arrays, tuples, dicts)."""
+    if isinstance(value, list):
+        return [_decode_v1(v) for v in value]
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return np.asarray(value["__ndarray__"], dtype=value["dtype"])
+        if "__tuple__" in value:
+            return tuple(_decode_v1(v) for v in value["__tuple__"])
+        if "__dict__" in value:
+            return {_decode_v1(k): _decode_v1(v) for k, v in value["__dict__"]}
+    return value
+
+
+@pytest.mark.parametrize("archive, method, key", [("v1_regressor.fairsk", "predict", "reg_predict"),
+                                                   ("v1_classifier.fairsk", "decision_function", "clf_decision")])
+def test_from_fitted_state_rebuilds_a_v1_archive(archive, method, key):
+    """The attributes saved by format fairsk-model/1 are a valid fitted state."""
+    import io
+    import zipfile
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = np.load(fixtures / "v1_expected.npz")
+    with zipfile.ZipFile(fixtures / archive) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        body = torch.load(io.BytesIO(zf.read("body.pt")), weights_only=True)
+    record = manifest["estimator"]
+    cls = {"FairLayerRegressor": FairLayerRegressor, "FairLayerClassifier": FairLayerClassifier}[record["class"]]
+    est = cls.from_fitted_state(_decode_v1(record["params"]), {"attributes": _decode_v1(record["fitted"]),
+                                                                "body": body})
+    out = getattr(est, method)(expected["X"], sensitive_features=expected["s"])
+    np.testing.assert_allclose(out, expected[key], rtol=0, atol=1e-12)
