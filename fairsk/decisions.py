@@ -1,0 +1,663 @@
+"""Fair decisions: labels whose selection rates are at parity, per call and per stream.
+
+* :func:`fair_labels` turns the probabilities of one call into labels whose
+  per-group selection rates lie within ``tolerance`` of each other, for every
+  sensitive attribute and every class, choosing the labelling that maximises the
+  expected number of correct labels (exactly for binary targets and one sensitive
+  attribute; a verified feasible labelling otherwise, see below).
+* :class:`StreamingLabeler` emits labels one row at a time so that the selection
+  rates of everything emitted so far stay at parity, with a bound that holds after
+  every row and reaches ``tolerance`` once every group has ``ceil(1 / tolerance)``
+  rows.
+* :func:`selection_rates` and :func:`label_gap` recompute the rates and the gap from
+  labels; every output of this module is checked with them before it is returned,
+  and a violation raises :class:`~fairsk.exceptions.InfeasibleProjectionError`.
+
+Rates and gaps are compared in float64 exactly as a user recomputes them: the rate
+of a class in a group is ``count / size`` (correctly rounded) and the gap is
+``max - min`` of those rates; ``gap <= tolerance`` holds with no extra slack.
+
+Optimality for binary targets and one attribute
+------------------------------------------------
+Write ``w_i = 2 p_i - 1``: accepting row ``i`` instead of rejecting it changes the
+expected number of correct labels by ``w_i``. Inside a group, for a given number
+``c`` of acceptances the best choice is the ``c`` rows of highest probability, with
+gain ``G_g(c)`` = sum of the ``c`` largest ``w``. ``G_g`` is concave (its increments
+``w`` are sorted decreasingly) and is maximised at ``u_g`` = number of rows with
+``p > 1/2``; on an interval ``[L, U]`` of counts it is therefore maximised at
+``clip(u_g, L, U)``.
+
+A count vector ``c`` is feasible when ``max_g c_g/n_g - min_g c_g/n_g <= tolerance``.
+Let ``c*`` be optimal and ``r* = min_g c*_g / n_g``: ``r*`` is one of the finitely
+many rates ``c / n_g``, and every ``c*_g`` lies in ``[L_g(r*), U_g(r*)]``, the
+counts whose rate ``rho`` satisfies ``rho >= r*`` and ``rho - r* <= tolerance``. So
+``G(c*) <= F(r*) := sum_g max_{[L_g(r*), U_g(r*)]} G_g = sum_g G_g(clip(u_g, L_g, U_g))``.
+Conversely, for every candidate ``r`` with all ``[L_g(r), U_g(r)]`` non-empty the
+clipped counts are feasible (all their rates lie in ``[r, r + tolerance]``, and in
+floating point ``fl(max - min) <= fl(max - r) <= tolerance`` because rounding is
+monotone), so ``max_r F(r)`` is the optimum. The candidate ``r = 0`` (nobody
+accepted is always feasible) is always among them. :func:`fair_labels` evaluates
+``F`` at every candidate with one sweep: ``L_g`` and ``U_g`` are step functions of
+``r`` that change ``n_g + 1`` times each, so ``F`` is a sum of piecewise-constant
+functions whose jumps are computed per group and accumulated with a cumulative
+sum. Cost: ``O(n log n)`` for the sorts, ``O(n + G)`` for the sweep.
+
+Ties: rows of equal probability are accepted in order of their row index (lower
+first); a row with ``p = 1/2`` exactly counts as not improved by acceptance; among
+equally good count vectors the one with the lowest minimum rate is returned (up to
+floating-point rounding in the objective, about ``1e-12`` relative). The same call
+always returns the same labels.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from .exceptions import InfeasibleProjectionError
+
+__all__ = ["fair_labels", "selection_rates", "label_gap", "StreamingLabeler"]
+
+
+# --------------------------------------------------------------------------- checks
+def _as_codes(groups: Any, n: int) -> np.ndarray:
+    """Integer group codes (n, a), recoded to ``0..k-1`` per attribute."""
+    arr = np.asarray(groups)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"groups must be 1-D or 2-D, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"groups has {arr.shape[0]} rows but proba has {n}")
+    if arr.shape[1] == 0:
+        raise ValueError("groups has no columns")
+    if n and arr.dtype.kind not in "biu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"groups must hold integer codes, got dtype {arr.dtype}")
+    out = np.empty(arr.shape, dtype=np.int64)
+    for j in range(arr.shape[1]):
+        out[:, j] = np.unique(arr[:, j], return_inverse=True)[1].reshape(-1)
+    return out
+
+
+def _as_proba(proba: Any) -> np.ndarray:
+    """Probabilities as float64 (n,) for binary targets or (n, k) with k >= 3."""
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] == 1:
+        p = p[:, 0]
+    if p.ndim == 2 and p.shape[1] == 2:
+        p = p[:, 1]
+    if p.ndim not in (1, 2):
+        raise ValueError(f"proba must be 1-D (binary) or 2-D (n, n_classes), got shape {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("proba contains NaN or infinite values")
+    if p.size and (p.min() < -1e-9 or p.max() > 1 + 1e-9):
+        raise ValueError(f"proba must lie in [0, 1], got values in [{p.min()}, {p.max()}]")
+    return np.clip(p, 0.0, 1.0)
+
+
+def _check_tolerance(tolerance: Any) -> float:
+    try:
+        tol = float(tolerance)
+    except (TypeError, ValueError):
+        raise ValueError(f"tolerance must be a number, got {tolerance!r}") from None
+    if not tol >= 0.0 or math.isinf(tol):  # also rejects NaN
+        raise ValueError(f"tolerance must be finite and >= 0, got {tolerance!r}")
+    return tol
+
+
+def selection_rates(labels: Any, groups: Any, n_classes: int | None = None) -> list[np.ndarray]:
+    """Per-group selection rates of every class, one array (n_groups, n_classes) per attribute.
+
+    The rate of class ``k`` in group ``g`` is ``count / size`` in float64, the
+    groups being the distinct codes of each attribute in sorted order.
+
+    Examples
+    --------
+    >>> from fairsk.decisions import selection_rates
+    >>> selection_rates([1, 0, 1, 1], [0, 0, 1, 1])[0][:, 1].tolist()
+    [0.5, 1.0]
+    """
+    y = np.asarray(labels).reshape(-1)
+    if y.size and (y.dtype.kind not in "biu" or y.min() < 0):
+        raise ValueError("labels must be non-negative integer class indices")
+    codes = _as_codes(groups, y.shape[0])
+    k = int(n_classes) if n_classes is not None else (int(y.max()) + 1 if y.size else 1)
+    k = max(k, 2)
+    out = []
+    for j in range(codes.shape[1]):
+        g = codes[:, j]
+        n_groups = int(g.max()) + 1 if g.size else 0
+        counts = np.bincount(g * k + y, minlength=n_groups * k).reshape(n_groups, k)
+        sizes = counts.sum(1, keepdims=True)
+        out.append(counts / sizes)
+    return out
+
+
+def label_gap(labels: Any, groups: Any, n_classes: int | None = None) -> float:
+    """Largest difference of two groups' selection rates, over attributes and classes.
+
+    For binary labels (two classes) only the positive class (``1``) counts, as in
+    ``fairlearn.metrics.demographic_parity_difference``: in float64 the rates of
+    class ``0``, ``(n - c) / n``, may round differently from ``1 - c / n``.
+
+    Examples
+    --------
+    >>> from fairsk.decisions import label_gap
+    >>> label_gap([1, 0, 1, 1], [0, 0, 1, 1])
+    0.5
+    """
+    gap = 0.0
+    for rates in selection_rates(labels, groups, n_classes):
+        if rates.shape[1] == 2:  # binary: the positive class's rates, as users measure them
+            rates = rates[:, 1:]
+        if rates.shape[0]:
+            gap = max(gap, float((rates.max(0) - rates.min(0)).max()))
+    return gap
+
+
+def _verify(labels: np.ndarray, codes: np.ndarray, n_classes: int, tol: float) -> None:
+    gap = label_gap(labels, codes, n_classes)
+    if not gap <= tol:
+        raise InfeasibleProjectionError(
+            f"the labels' selection-rate gap {gap!r} exceeds the tolerance {tol!r}; refusing to return them"
+        )
+
+
+# --------------------------------------------------------------------------- one attribute, exact
+def _best_counts(w: np.ndarray, starts: np.ndarray, avail: np.ndarray, sizes: np.ndarray, tol: float) -> np.ndarray:
+    """Optimal acceptance counts per group under ``max rate - min rate <= tol``.
+
+    ``w`` holds the gains of the rows sorted by group, then decreasingly inside a
+    group (group ``g`` occupies ``w[starts[g]:starts[g] + avail[g]]``). Group ``g``
+    may accept ``0..avail[g]`` rows and its rate is ``count / sizes[g]``.
+    Maximises the sum of the accepted gains (the sweep described in the module
+    docstring) and returns the counts.
+    """
+    n_groups = avail.shape[0]
+    m1 = avail + 1  # counts 0..avail per group
+    gid = np.repeat(np.arange(n_groups), m1)  # group of every (group, count) entry
+    off = np.concatenate(([0], np.cumsum(m1)[:-1]))  # start of each group's block of entries
+    cnt = np.arange(gid.shape[0]) - off[gid]  # the count of every entry
+    rate = cnt / sizes[gid]
+
+    # prefix sums of the gains: value of accepting the top c rows of group g
+    csum = np.concatenate(([0.0], np.cumsum(w)))
+    prefix = csum[starts[gid] + cnt] - csum[starts[gid]]
+    row_gid = np.repeat(np.arange(n_groups), avail)
+    # the unconstrained best count: the number of positive gains (sorted decreasingly)
+    best_free = np.bincount(row_gid, weights=(w > 0), minlength=n_groups).astype(np.int64)
+    free_value = prefix[off + best_free]
+
+    cands, idx = np.unique(rate, return_inverse=True)  # candidate minimum rates r, sorted
+    idx = idx.reshape(-1)
+    n_cand = cands.shape[0]
+    # tpos[e]: the first candidate r with fl(rate_e - r) <= tol (monotone in r)
+    tpos = np.searchsorted(cands, rate - tol, side="left")
+    for _ in range(64):
+        down = (tpos > 0) & (rate - cands[np.maximum(tpos - 1, 0)] <= tol)
+        up = (tpos < n_cand) & ~(rate - cands[np.minimum(tpos, n_cand - 1)] <= tol)
+        if not (down.any() or up.any()):
+            break
+        tpos = tpos - down + up
+    else:  # pragma: no cover - rounding never moves a position this far
+        raise InfeasibleProjectionError("could not locate the rate thresholds")
+
+    # L_g(j) = #{c : idx < j}, jumps at idx + 1;  U_g(j) = #{c : tpos <= j} - 1, jumps at tpos
+    span = n_cand + 2
+    key_l = gid * span + idx + 1  # ascending: idx increases with the count
+    key_u = np.sort(gid * span + tpos)  # tpos is non-decreasing in the count; sort for safety
+    ev_pos = np.concatenate((np.zeros(n_groups, np.int64), idx + 1, tpos))
+    ev_gid = np.concatenate((np.arange(n_groups), gid, gid))
+    keep = ev_pos < n_cand
+    ev_pos, ev_gid = ev_pos[keep], ev_gid[keep]
+    ev_key = ev_gid * span + ev_pos
+    order = np.argsort(ev_key, kind="stable")
+    ev_key, ev_pos, ev_gid = ev_key[order], ev_pos[order], ev_gid[order]
+    lo = np.searchsorted(key_l, ev_key, side="right") - off[ev_gid]
+    hi = np.searchsorted(key_u, ev_key, side="right") - off[ev_gid] - 1
+    feasible = lo <= hi
+    chosen = np.clip(best_free[ev_gid], lo, np.maximum(hi, lo))
+    # what the constraint costs this group (<= 0); 0 where infeasible (counted apart)
+    loss = np.where(feasible, prefix[off[ev_gid] + np.minimum(chosen, avail[ev_gid])] - free_value[ev_gid], 0.0)
+    bad = (~feasible).astype(np.float64)
+    first = np.ones(ev_key.shape[0], dtype=bool)
+    first[1:] = ev_gid[1:] != ev_gid[:-1]
+    d_loss = loss - np.where(first, 0.0, np.roll(loss, 1))
+    d_bad = bad - np.where(first, 0.0, np.roll(bad, 1))
+    total = np.cumsum(np.bincount(ev_pos, weights=d_loss, minlength=n_cand))
+    n_bad = np.rint(np.cumsum(np.bincount(ev_pos, weights=d_bad, minlength=n_cand)))
+    total = np.where(n_bad == 0, total, -np.inf)
+    j = int(np.argmax(total))  # the first best candidate: the lowest minimum rate
+    if not np.isfinite(total[j]):  # pragma: no cover - r = 0 is always feasible
+        raise InfeasibleProjectionError("no feasible minimum rate found")
+    lo_j = np.bincount(gid[idx < j], minlength=n_groups)
+    hi_j = np.bincount(gid[tpos <= j], minlength=n_groups) - 1
+    return np.clip(best_free, lo_j, hi_j)
+
+
+def _group_order(gains: np.ndarray, codes: np.ndarray, rows: np.ndarray):
+    """Rows sorted by group, then by decreasing gain, then by row index."""
+    order = np.lexsort((rows, -gains, codes))
+    return order
+
+
+def _solve_one(
+    gains: np.ndarray, codes: np.ndarray, sizes: np.ndarray, tol: float, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Accept/reject (bool) maximising the accepted gains, rates count/sizes within tol.
+
+    ``codes`` are group codes ``0..G-1`` of the rows given; ``sizes`` the
+    denominators of the rates (at least the number of rows of each group).
+    """
+    n = gains.shape[0]
+    if rows is None:
+        rows = np.arange(n)
+    order = _group_order(gains, codes, rows)
+    n_groups = sizes.shape[0]
+    avail = np.bincount(codes, minlength=n_groups)
+    starts = np.concatenate(([0], np.cumsum(avail)[:-1]))
+    counts = _best_counts(gains[order], starts, avail, sizes.astype(np.float64), tol)
+    # rank of every sorted row inside its group; accept the top `counts`
+    sorted_codes = codes[order]
+    rank = np.arange(n) - starts[sorted_codes]
+    accept = np.zeros(n, dtype=bool)
+    accept[order] = rank < counts[sorted_codes]
+    return accept
+
+
+def _binary_one(p: np.ndarray, g: np.ndarray, tol: float) -> np.ndarray:
+    sizes = np.bincount(g)
+    return _solve_one(2.0 * p - 1.0, g, sizes, tol).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- several classes
+def _expected(proba2d: np.ndarray, labels: np.ndarray) -> float:
+    return float(proba2d[np.arange(labels.shape[0]), labels].sum())
+
+
+def _multiclass_one(P: np.ndarray, g: np.ndarray, tol: float) -> np.ndarray:
+    """Several classes, one (possibly intersectional) attribute: a feasible labelling.
+
+    Classes are assigned one after the other (the class predicted least often
+    first, the most frequent last); each but the last selects rows among those
+    left with the exact binary sweep, under a per-class tolerance; the last class
+    takes the remaining rows. With the per-class tolerance ``tol / (k - 1)`` the
+    last class's gap is at most the sum of the others', so the result is feasible.
+    The best verified candidate (also among "every row to one class") is returned.
+    """
+    n, k = P.shape
+    sizes = np.bincount(g)
+    argmax = np.argmax(P, axis=1)
+    candidates = []
+    if label_gap(argmax, g, k) <= tol:
+        return argmax  # the unconstrained optimum is feasible: nothing to trade
+    for c in range(k):
+        candidates.append(np.full(n, c, dtype=np.int64))
+    freq = np.bincount(argmax, minlength=k)
+    by_freq = list(np.lexsort((np.arange(k), freq)))  # least predicted first
+    orders = [by_freq[:i] + by_freq[i + 1 :] + [by_freq[i]] for i in range(k)]  # each class last once
+    shares = (tol, max(0.0, tol / (k - 1) * (1 - 1e-12) - 1e-15))
+    for order, share in itertools.product(orders, shares):
+        labels = np.full(n, -1, dtype=np.int64)
+        left = np.ones(n, dtype=bool)
+        remaining = list(order)
+        for cls in order[:-1]:
+            remaining.remove(cls)
+            rows = np.flatnonzero(left)
+            if rows.size == 0:
+                break
+            sub = P[rows]
+            gain = sub[:, cls] - sub[:, remaining].max(1)
+            take = _solve_one(gain, g[rows], sizes, share, rows)
+            labels[rows[take]] = cls
+            left[rows[take]] = False
+        labels[left] = order[-1]
+        candidates.append(labels)
+    best, best_val = None, -np.inf
+    for labels in candidates:
+        if label_gap(labels, g, k) <= tol:
+            val = _expected(P, labels)
+            if val > best_val:
+                best, best_val = labels, val
+    return best
+
+
+# --------------------------------------------------------------------------- several attributes
+def _cells(codes: np.ndarray) -> np.ndarray:
+    """Intersectional cell of every row (one code per distinct combination)."""
+    if codes.shape[1] == 1:
+        return codes[:, 0]
+    return np.unique(codes, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def _improve_binary(p: np.ndarray, codes: np.ndarray, labels: np.ndarray, tol: float) -> np.ndarray:
+    """Greedy single flips towards the unconstrained labels that keep every gap <= tol.
+
+    Rows are tried by decreasing ``|2p - 1|`` (then row index), in passes until a
+    pass changes nothing; every accepted flip raises the expected accuracy.
+    """
+    labels = labels.copy()
+    n_attr = codes.shape[1]
+    sizes = [np.bincount(codes[:, a]) for a in range(n_attr)]
+    acc = [np.bincount(codes[:, a], weights=labels, minlength=sizes[a].shape[0]) for a in range(n_attr)]
+    w = 2.0 * p - 1.0
+    for _ in range(8):
+        todo = np.flatnonzero((w > 0) & (labels == 0) | (w < 0) & (labels == 1))
+        if todo.size == 0:
+            break
+        todo = todo[np.lexsort((todo, -np.abs(w[todo])))]
+        changed = False
+        for i in todo:
+            step = 1 if labels[i] == 0 else -1
+            ok = True
+            for a in range(n_attr):
+                g = codes[i, a]
+                acc[a][g] += step
+                rates = acc[a] / sizes[a]
+                if not rates.max() - rates.min() <= tol:
+                    ok = False
+                acc[a][g] -= step
+                if not ok:
+                    break
+            if ok:
+                for a in range(n_attr):
+                    acc[a][codes[i, a]] += step
+                labels[i] += step
+                changed = True
+        if not changed:
+            break
+    return labels
+
+
+# --------------------------------------------------------------------------- public
+def fair_labels(proba: Any, groups: Any, tolerance: float) -> np.ndarray:
+    """Labels whose per-group selection rates are within ``tolerance``, most accurate in expectation.
+
+    Among all labellings of the rows whose selection rates (the rate of every class
+    among each group's rows) lie within ``tolerance`` of each other for every
+    sensitive attribute, returns one that maximises the expected number of correct
+    labels under ``proba``.
+
+    * binary targets, one attribute: exact (proof in the module docstring), in
+      ``O(n log n)``;
+    * several attributes: the exact solution on the intersectional cells (every
+      combination of groups; at parity on cells means at parity on every
+      attribute), improved by greedy single flips that keep every attribute at
+      parity. Feasible and verified, not always optimal;
+    * several classes: a verified feasible labelling (classes assigned one after
+      the other with the exact binary sweep; see ``docs/user_guide.md`` for its
+      measured cost), the unconstrained argmax whenever that is already fair.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n,), (n, 2) or (n, n_classes)
+        Probability of the positive class (1-D), or of every class.
+    groups : array-like of shape (n,) or (n, n_attributes)
+        Integer group codes, one column per sensitive attribute.
+    tolerance : float
+        Largest allowed difference between two groups' selection rates, ``>= 0``.
+
+    Returns
+    -------
+    labels : ndarray of shape (n,), int64
+        Class indices (``0``/``1`` for binary targets).
+
+    Raises
+    ------
+    InfeasibleProjectionError
+        If the labels found break the tolerance (never expected: every output is
+        checked before it is returned).
+
+    Examples
+    --------
+    >>> from fairsk.decisions import fair_labels, label_gap
+    >>> p = [0.9, 0.8, 0.7, 0.4, 0.3, 0.2]
+    >>> g = [0, 0, 0, 1, 1, 1]
+    >>> fair_labels(p, g, tolerance=0.0).tolist()  # equal rates: two of three in each group
+    [1, 1, 0, 1, 1, 0]
+    >>> labels = fair_labels(p, g, tolerance=0.4)  # rates 2/3 and 1/3 are close enough
+    >>> labels.tolist(), label_gap(labels, g) <= 0.4
+    ([1, 1, 0, 1, 0, 0], True)
+    """
+    p = _as_proba(proba)
+    tol = _check_tolerance(tolerance)
+    n = p.shape[0]
+    codes = _as_codes(groups, n)
+    k = 2 if p.ndim == 1 else p.shape[1]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    cells = _cells(codes)
+    if p.ndim == 1:
+        labels = _binary_one(p, cells, tol)
+        if codes.shape[1] > 1:
+            labels = _improve_binary(p, codes, labels, tol)
+    else:
+        labels = _multiclass_one(p, cells, tol)
+    _verify(labels, codes, k, tol)
+    return labels
+
+
+# --------------------------------------------------------------------------- streaming
+class StreamingLabeler:
+    """Binary labels for a stream, with the pooled selection rates kept at parity.
+
+    State: for every group (the intersectional cell of the sensitive attributes)
+    the number of rows seen ``counts_`` and of rows accepted ``accepted_``, and a
+    histogram of the probabilities seen. Each row's label is the "informative"
+    one, ``p >= threshold_g``, where the thresholds come from the exact batch
+    optimum of :func:`fair_labels` on the histogram of everything seen so far
+    (refreshed as the stream grows); it is overridden only when it would break
+    the invariant below.
+
+    Invariant (checked after every row; a violation raises
+    :class:`~fairsk.exceptions.InfeasibleProjectionError`): for every two groups
+    ``g, h`` with rates ``rho = accepted / counts``::
+
+        |rho_g - rho_h| <= max(tolerance, 1 / min(N_g, N_h))
+
+    Hence the pooled selection-rate gap of everything emitted is at most
+    ``max(tolerance, 1 / min_g N_g)`` after every row, and at most ``tolerance``
+    once every group (every cell, with several attributes) has at least
+    ``ceil(1 / tolerance)`` rows. The proof that one of the two labels always keeps
+    the invariant is in the user guide ("Fair decisions"). The invariant is exact
+    in rational arithmetic; float64 rates may exceed it by rounding (< 1e-15).
+
+    Parameters
+    ----------
+    tolerance : float
+        Target gap of the pooled selection rates.
+    n_bins : int, default=1024
+        Bins of the per-group histogram of probabilities used for the thresholds.
+    refresh : float, default=0.02
+        The thresholds are recomputed when the number of rows seen has grown by
+        this fraction (and at least every 32 rows) since the last time.
+
+    Attributes
+    ----------
+    counts_, accepted_ : ndarray of shape (n_cells,)
+        Rows seen and accepted per cell.
+    cells_ : dict
+        Tuple of group codes -> cell index.
+    n_seen_ : int
+        Rows seen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fairsk.decisions import StreamingLabeler
+    >>> rng = np.random.default_rng(0)
+    >>> stream = StreamingLabeler(tolerance=0.1)
+    >>> for _ in range(300):
+    ...     g = rng.integers(0, 2, size=1)
+    ...     _ = stream.partial_labels(np.clip(0.3 + 0.3 * g + rng.normal(0, 0.2, 1), 0, 1), g)
+    >>> bool(stream.pooled_gap() <= stream.bound())
+    True
+    """
+
+    def __init__(self, tolerance: float = 0.0, *, n_bins: int = 1024, refresh: float = 0.02):
+        self.tolerance = tolerance
+        self.n_bins = n_bins
+        self.refresh = refresh
+        self.reset()
+
+    def reset(self) -> StreamingLabeler:
+        """Forget the stream."""
+        self.tol_ = _check_tolerance(self.tolerance)
+        if int(self.n_bins) < 2:
+            raise ValueError(f"n_bins must be >= 2, got {self.n_bins!r}")
+        self.cells_: dict = {}
+        self.n_attributes_: int | None = None
+        self.counts_ = np.zeros(0, dtype=np.int64)
+        self.accepted_ = np.zeros(0, dtype=np.int64)
+        self.hist_ = np.zeros((0, int(self.n_bins)), dtype=np.int64)
+        self.thresholds_ = np.zeros(0, dtype=np.float64)
+        self.n_seen_ = 0
+        self._next_refresh = 1
+        return self
+
+    # -- state helpers
+    def _cell(self, key: tuple) -> int:
+        cell = self.cells_.get(key)
+        if cell is None:
+            cell = len(self.cells_)
+            self.cells_[key] = cell
+            self.counts_ = np.append(self.counts_, 0)
+            self.accepted_ = np.append(self.accepted_, 0)
+            self.hist_ = np.vstack((self.hist_, np.zeros((1, self.hist_.shape[1]), np.int64)))
+            self.thresholds_ = np.append(self.thresholds_, 0.5)
+        return cell
+
+    def _refresh_thresholds(self) -> None:
+        """Thresholds from the batch optimum on the histogram of everything seen."""
+        bins = self.hist_.shape[1]
+        centers = (np.arange(bins) + 0.5) / bins
+        cells = np.flatnonzero(self.hist_.sum(1) > 0)
+        hist = self.hist_[cells]
+        # pseudo-rows: every bin's center repeated by its count
+        codes = np.repeat(np.repeat(np.arange(cells.size), bins), hist.reshape(-1))
+        probs = np.repeat(np.tile(centers, cells.size), hist.reshape(-1))
+        accept = _binary_one(probs, codes, self.tol_)
+        target = np.bincount(codes, weights=accept, minlength=cells.size).astype(np.int64)
+        # threshold: the lowest bin edge whose count from the top reaches the target
+        for c, cell in enumerate(cells):
+            from_top = np.cumsum(hist[c][::-1])
+            if target[c] == 0:
+                self.thresholds_[cell] = np.inf
+            else:
+                b = bins - 1 - int(np.searchsorted(from_top, target[c]))
+                self.thresholds_[cell] = b / bins
+        self._next_refresh = self.n_seen_ + max(32, int(self.refresh * self.n_seen_))
+
+    def _keeps_invariant(self, cell: int, a_new: int, n_new: int, exact: bool) -> bool:
+        others = self.counts_ > 0
+        others[cell] = False
+        n_h = self.counts_[others]
+        a_h = self.accepted_[others]
+        if n_h.size == 0:
+            return True
+        # granularity part, exact in integers: |a/n - a_h/n_h| <= 1/min(n, n_h)
+        cross = np.abs(a_new * n_h - a_h * n_new)
+        ok = cross <= np.maximum(n_new, n_h)
+        if exact:
+            tol = Fraction(self.tol_)
+            for i in np.flatnonzero(~ok):
+                if Fraction(int(cross[i]), int(n_new) * int(n_h[i])) > tol:
+                    return False
+            return True
+        ok |= np.abs(a_new / n_new - a_h / n_h) <= self.tol_
+        return bool(ok.all())
+
+    def partial_labels(self, proba: Any, groups: Any) -> np.ndarray:
+        """Labels (0/1) for the next rows of the stream, in order.
+
+        Parameters
+        ----------
+        proba : array-like of shape (n,) or (n, 2)
+            Probability of the positive class.
+        groups : array-like of shape (n,) or (n, n_attributes)
+            Integer group codes; the number of attributes must stay the same.
+
+        Returns
+        -------
+        labels : ndarray of shape (n,), int64
+        """
+        p = _as_proba(proba)
+        if p.ndim != 1:
+            raise ValueError("StreamingLabeler handles binary targets: pass the positive class's probability")
+        n = p.shape[0]
+        raw = np.asarray(groups)
+        if raw.ndim == 1:
+            raw = raw[:, None]
+        if raw.ndim != 2 or raw.shape[0] != n:
+            raise ValueError(f"groups must have shape (n,) or (n, a) with n = {n}, got {np.shape(groups)}")
+        if n and raw.dtype.kind not in "biu":
+            raise ValueError(f"groups must hold integer codes, got dtype {raw.dtype}")
+        if self.n_attributes_ is None:
+            self.n_attributes_ = raw.shape[1]
+        elif raw.shape[1] != self.n_attributes_:
+            raise ValueError(f"groups has {raw.shape[1]} attributes, the stream has {self.n_attributes_}")
+        labels = np.zeros(n, dtype=np.int64)
+        bins = self.hist_.shape[1]
+        for i in range(n):
+            cell = self._cell(tuple(int(v) for v in raw[i]))
+            b = min(int(p[i] * bins), bins - 1)
+            self.hist_[cell, b] += 1
+            self.n_seen_ += 1
+            if self.n_seen_ >= self._next_refresh:
+                self._refresh_thresholds()
+            preferred = 1 if p[i] >= self.thresholds_[cell] else 0
+            n_new = int(self.counts_[cell]) + 1
+            a_old = int(self.accepted_[cell])
+            choice = None
+            for exact in (False, True):
+                for y in (preferred, 1 - preferred):
+                    if self._keeps_invariant(cell, a_old + y, n_new, exact):
+                        choice = y
+                        break
+                if choice is not None:
+                    break
+            if choice is None:  # pragma: no cover - impossible by the invariant's proof
+                raise InfeasibleProjectionError("no label keeps the pooled selection rates within their bound")
+            self.counts_[cell] = n_new
+            self.accepted_[cell] = a_old + choice
+            labels[i] = choice
+        self._check()
+        return labels
+
+    # -- reporting
+    def rates(self) -> np.ndarray:
+        """Pooled selection rate of every cell seen (NaN for none)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.accepted_ / self.counts_
+
+    def pooled_gap(self) -> float:
+        """Gap of the pooled selection rates over the cells seen (bounds every attribute's gap)."""
+        seen = self.counts_ > 0
+        if not seen.any():
+            return 0.0
+        r = self.accepted_[seen] / self.counts_[seen]
+        return float(r.max() - r.min())
+
+    def bound(self) -> float:
+        """The bound the pooled gap obeys now: ``max(tolerance, 1 / min_g N_g)``."""
+        seen = self.counts_ > 0
+        if not seen.any():
+            return self.tol_
+        return max(self.tol_, 1.0 / float(self.counts_[seen].min()))
+
+    def _check(self) -> None:
+        seen = np.flatnonzero(self.counts_ > 0)
+        n, a = self.counts_[seen], self.accepted_[seen]
+        cross = np.abs(a[:, None] * n[None, :] - a[None, :] * n[:, None])
+        grain = cross <= np.maximum(n[:, None], n[None, :])
+        with np.errstate(invalid="ignore"):
+            close = np.abs(a[:, None] / n[:, None] - a[None, :] / n[None, :]) <= self.tol_ + 1e-15
+        if not np.all(grain | close):
+            raise InfeasibleProjectionError("the pooled selection rates broke their bound")
