@@ -376,6 +376,22 @@ def _improve_binary(p: np.ndarray, codes: np.ndarray, labels: np.ndarray, tol: f
     return labels
 
 
+def _binary_several(p: np.ndarray, codes: np.ndarray, cells: np.ndarray, tol: float) -> np.ndarray:
+    """Binary targets, several attributes: the best of a few verified feasible labellings.
+
+    The exact solution on the intersectional cells and the all-rejected labelling,
+    each improved by greedy single flips (:func:`_improve_binary`).
+    """
+    w = 2.0 * p - 1.0
+    best, best_val = None, -np.inf
+    for start in (_binary_one(p, cells, tol), np.zeros(p.shape[0], dtype=np.int64)):
+        labels = _improve_binary(p, codes, start, tol)
+        val = float(w[labels == 1].sum())
+        if val > best_val:
+            best, best_val = labels, val
+    return best
+
+
 # --------------------------------------------------------------------------- public
 def fair_labels(proba: Any, groups: Any, tolerance: float) -> np.ndarray:
     """Labels whose per-group selection rates are within ``tolerance``, most accurate in expectation.
@@ -434,10 +450,13 @@ def fair_labels(proba: Any, groups: Any, tolerance: float) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     cells = _cells(codes)
-    if p.ndim == 1:
+    free = (p > 0.5).astype(np.int64) if p.ndim == 1 else np.argmax(p, axis=1)
+    if p.ndim == 1 and codes.shape[1] == 1:
         labels = _binary_one(p, cells, tol)
-        if codes.shape[1] > 1:
-            labels = _improve_binary(p, codes, labels, tol)
+    elif label_gap(free, codes, k) <= tol:
+        labels = free  # the unconstrained optimum is already fair
+    elif p.ndim == 1:
+        labels = _binary_several(p, codes, cells, tol)
     else:
         labels = _multiclass_one(p, cells, tol)
     _verify(labels, codes, k, tol)
