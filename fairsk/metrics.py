@@ -10,7 +10,15 @@ import pandas as pd
 
 from ._groups import encode_sensitive
 
-__all__ = ["parity_gap", "residual_gap", "selection_rate_gap", "fairness_report", "make_fair_scorer", "FairScorer", "encode_sensitive"]
+__all__ = [
+    "parity_gap",
+    "residual_gap",
+    "selection_rate_gap",
+    "fairness_report",
+    "make_fair_scorer",
+    "FairScorer",
+    "encode_sensitive",
+]
 
 
 def _as_2d_float(y: Any, name: str) -> np.ndarray:

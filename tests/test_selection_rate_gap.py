@@ -33,9 +33,7 @@ def fairlearn_gap(y, column, pos_label=1) -> float:
 def test_agrees_with_fairlearn(case):
     y, groups, k = case
     # fairlearn compares the intersections of several columns; ours compares each attribute: the max
-    per_class = {
-        pos: max(fairlearn_gap(y, groups[:, a], pos) for a in range(groups.shape[1])) for pos in range(k)
-    }
+    per_class = {pos: max(fairlearn_gap(y, groups[:, a], pos) for a in range(groups.shape[1])) for pos in range(k)}
     for pos in range(k):
         assert selection_rate_gap(y, groups, pos_label=pos) == per_class[pos]
     # default: class 1 for 0/1 labels, the largest gap over classes otherwise
@@ -51,9 +49,7 @@ def test_one_attribute_strings_and_series():
     assert selection_rate_gap(y, s, pos_label="yes") == expected
     assert selection_rate_gap(y.to_numpy(dtype=object), s) == pytest.approx(expected)
     frame = pd.DataFrame({"sex": s, "race": ["a", "b", "a", "b", "b"]})
-    assert selection_rate_gap(y, frame, pos_label="yes") == max(
-        fairlearn_gap(y, frame[c], "yes") for c in frame
-    )
+    assert selection_rate_gap(y, frame, pos_label="yes") == max(fairlearn_gap(y, frame[c], "yes") for c in frame)
 
 
 def test_bad_input():
