@@ -181,24 +181,31 @@ def _best_counts(w: np.ndarray, starts: np.ndarray, avail: np.ndarray, sizes: np
     docstring) and returns the counts.
     """
     n_groups = avail.shape[0]
-    m1 = avail + 1  # counts 0..avail per group
-    gid = np.repeat(np.arange(n_groups), m1)  # group of every (group, count) entry
-    off = np.concatenate(([0], np.cumsum(m1)[:-1]))  # start of each group's block of entries
-    cnt = np.arange(gid.shape[0]) - off[gid]  # the count of every entry
-    rate = cnt / sizes[gid]
+    m1 = avail + 1  # counts 0..avail per group: one "entry" per (group, count)
+    gid = np.repeat(np.arange(n_groups), m1)
+    off = np.concatenate(([0], np.cumsum(m1)[:-1]))  # first entry of every group
+    cnt = np.arange(gid.shape[0]) - off[gid]
+    rate = cnt / sizes[gid]  # ascending inside every group
 
-    # prefix sums of the gains: value of accepting the top c rows of group g
+    # value of accepting the top c rows of group g, minus that of its unconstrained best
     csum = np.concatenate(([0.0], np.cumsum(w)))
     prefix = csum[starts[gid] + cnt] - csum[starts[gid]]
     row_gid = np.repeat(np.arange(n_groups), avail)
-    # the unconstrained best count: the number of positive gains (sorted decreasingly)
     best_free = np.bincount(row_gid, weights=(w > 0), minlength=n_groups).astype(np.int64)
-    free_value = prefix[off + best_free]
+    loss_of = prefix - prefix[(off + best_free)[gid]]  # <= 0, what a forced count costs
 
-    cands, idx = np.unique(rate, return_inverse=True)  # candidate minimum rates r, sorted
-    idx = idx.reshape(-1)
+    # candidate minimum rates r: every rate, sorted (a merge of the groups' sorted runs)
+    by_rate = np.argsort(rate, kind="stable")
+    sorted_rates = rate[by_rate]
+    new = np.empty(sorted_rates.shape[0], dtype=bool)
+    new[0] = True
+    np.not_equal(sorted_rates[1:], sorted_rates[:-1], out=new[1:])
+    cands = sorted_rates[new]
+    idx = np.empty(rate.shape[0], dtype=np.int64)
+    idx[by_rate] = np.cumsum(new) - 1  # position of every entry's rate among the candidates
     n_cand = cands.shape[0]
-    # tpos[e]: the first candidate r with fl(rate_e - r) <= tol (monotone in r)
+
+    # tpos[e]: the first candidate r with fl(rate_e - r) <= tol (monotone in r; rounding fixed up)
     tpos = np.searchsorted(cands, rate - tol, side="left")
     for _ in range(64):
         down = (tpos > 0) & (rate - cands[np.maximum(tpos - 1, 0)] <= tol)
@@ -209,30 +216,37 @@ def _best_counts(w: np.ndarray, starts: np.ndarray, avail: np.ndarray, sizes: np
     else:  # pragma: no cover - rounding never moves a position this far
         raise InfeasibleProjectionError("could not locate the rate thresholds")
 
-    # L_g(j) = #{c : idx < j}, jumps at idx + 1;  U_g(j) = #{c : tpos <= j} - 1, jumps at tpos
-    span = n_cand + 2
-    key_l = gid * span + idx + 1  # ascending: idx increases with the count
-    key_u = np.sort(gid * span + tpos)  # tpos is non-decreasing in the count; sort for safety
-    ev_pos = np.concatenate((np.zeros(n_groups, np.int64), idx + 1, tpos))
-    ev_gid = np.concatenate((np.arange(n_groups), gid, gid))
-    keep = ev_pos < n_cand
-    ev_pos, ev_gid = ev_pos[keep], ev_gid[keep]
-    ev_key = ev_gid * span + ev_pos
-    order = np.argsort(ev_key, kind="stable")
-    ev_key, ev_pos, ev_gid = ev_key[order], ev_pos[order], ev_gid[order]
-    lo = np.searchsorted(key_l, ev_key, side="right") - off[ev_gid]
-    hi = np.searchsorted(key_u, ev_key, side="right") - off[ev_gid] - 1
-    feasible = lo <= hi
-    chosen = np.clip(best_free[ev_gid], lo, np.maximum(hi, lo))
-    # what the constraint costs this group (<= 0); 0 where infeasible (counted apart)
-    loss = np.where(feasible, prefix[off[ev_gid] + np.minimum(chosen, avail[ev_gid])] - free_value[ev_gid], 0.0)
+    # At candidate j, group g may accept L_g(j) = #{c : idx < j} .. U_g(j) = #{c : tpos <= j} - 1
+    # rows. Events: entry (g, c) raises L_g at position idx + 1 and U_g at position tpos.
+    # Sorting the events by (group, position) and counting them gives L and U after each
+    # event; the group's value after its last event at a position is right, and the
+    # differences between consecutive events telescope, so the per-position sums of the
+    # differences give F(j) after a cumulative sum, ties at one position included.
+    span = n_cand + 1
+    ev_key = np.concatenate((gid * span + idx + 1, gid * span + tpos))
+    ev_is_l = np.concatenate((np.ones(gid.shape[0], bool), np.zeros(gid.shape[0], bool)))
+    order = np.argsort(ev_key, kind="stable")  # two sorted runs: a merge
+    ev_key, ev_is_l = ev_key[order], ev_is_l[order]
+    ev_gid = np.concatenate((gid, gid))[order]
+    ev_pos = ev_key - ev_gid * span
+    first_ev = np.searchsorted(ev_key, np.arange(n_groups) * span)  # first event of every group
+    l_cum = np.cumsum(ev_is_l)
+    u_cum = np.arange(1, ev_key.shape[0] + 1) - l_cum
+    base = first_ev[ev_gid]
+    lo = l_cum - np.where(base > 0, l_cum[base - 1], 0)
+    hi = u_cum - np.where(base > 0, u_cum[base - 1], 0) - 1
+    feasible = (lo <= hi) & (hi >= 0)
+    chosen = np.minimum(np.maximum(best_free[ev_gid], lo), np.maximum(hi, 0))
+    loss = np.where(feasible, loss_of[off[ev_gid] + np.minimum(chosen, avail[ev_gid])], 0.0)
     bad = (~feasible).astype(np.float64)
-    first = np.ones(ev_key.shape[0], dtype=bool)
-    first[1:] = ev_gid[1:] != ev_gid[:-1]
+    # before its first event a group has L = 0 and U = -1 (no count allowed yet): infeasible
+    first = np.zeros(ev_key.shape[0], dtype=bool)
+    first[first_ev[first_ev < ev_key.shape[0]]] = True
     d_loss = loss - np.where(first, 0.0, np.roll(loss, 1))
-    d_bad = bad - np.where(first, 0.0, np.roll(bad, 1))
-    total = np.cumsum(np.bincount(ev_pos, weights=d_loss, minlength=n_cand))
-    n_bad = np.rint(np.cumsum(np.bincount(ev_pos, weights=d_bad, minlength=n_cand)))
+    d_bad = bad - np.where(first, 1.0, np.roll(bad, 1))
+    keep = ev_pos < n_cand
+    total = np.cumsum(np.bincount(ev_pos[keep], weights=d_loss[keep], minlength=n_cand))
+    n_bad = n_groups + np.rint(np.cumsum(np.bincount(ev_pos[keep], weights=d_bad[keep], minlength=n_cand)))
     total = np.where(n_bad == 0, total, -np.inf)
     j = int(np.argmax(total))  # the first best candidate: the lowest minimum rate
     if not np.isfinite(total[j]):  # pragma: no cover - r = 0 is always feasible
@@ -242,14 +256,15 @@ def _best_counts(w: np.ndarray, starts: np.ndarray, avail: np.ndarray, sizes: np
     return np.clip(best_free, lo_j, hi_j)
 
 
-def _group_order(gains: np.ndarray, codes: np.ndarray, rows: np.ndarray):
-    """Rows sorted by group, then by decreasing gain, then by row index."""
-    order = np.lexsort((rows, -gains, codes))
-    return order
+def _group_order(gains: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Rows sorted by group, then by decreasing gain, then by row index (stable sorts)."""
+    order = np.argsort(-gains, kind="stable")
+    small = codes.astype(np.uint16) if codes.size and codes.max() < 2**16 else codes
+    return order[np.argsort(small[order], kind="stable")]  # radix sort for small codes
 
 
 def _solve_one(
-    gains: np.ndarray, codes: np.ndarray, sizes: np.ndarray, tol: float, rows: np.ndarray | None = None
+    gains: np.ndarray, codes: np.ndarray, sizes: np.ndarray, tol: float
 ) -> np.ndarray:
     """Accept/reject (bool) maximising the accepted gains, rates count/sizes within tol.
 
@@ -257,9 +272,7 @@ def _solve_one(
     denominators of the rates (at least the number of rows of each group).
     """
     n = gains.shape[0]
-    if rows is None:
-        rows = np.arange(n)
-    order = _group_order(gains, codes, rows)
+    order = _group_order(gains, codes)
     n_groups = sizes.shape[0]
     avail = np.bincount(codes, minlength=n_groups)
     starts = np.concatenate(([0], np.cumsum(avail)[:-1]))
@@ -315,7 +328,7 @@ def _multiclass_one(P: np.ndarray, g: np.ndarray, tol: float) -> np.ndarray:
                 break
             sub = P[rows]
             gain = sub[:, cls] - sub[:, remaining].max(1)
-            take = _solve_one(gain, g[rows], sizes, share, rows)
+            take = _solve_one(gain, g[rows], sizes, share)
             labels[rows[take]] = cls
             left[rows[take]] = False
         labels[left] = order[-1]
@@ -341,55 +354,54 @@ def _improve_binary(p: np.ndarray, codes: np.ndarray, labels: np.ndarray, tol: f
     """Greedy single flips towards the unconstrained labels that keep every gap <= tol.
 
     Rows are tried by decreasing ``|2p - 1|`` (then row index), in passes until a
-    pass changes nothing; every accepted flip raises the expected accuracy.
+    pass changes nothing; every accepted flip raises the expected accuracy. Within
+    a pass, once a flip in one direction fails for a combination of groups, that
+    combination is not tried again in that direction until the next pass.
     """
     labels = labels.copy()
     n_attr = codes.shape[1]
-    sizes = [np.bincount(codes[:, a]) for a in range(n_attr)]
-    acc = [np.bincount(codes[:, a], weights=labels, minlength=sizes[a].shape[0]) for a in range(n_attr)]
+    sizes = [np.bincount(codes[:, a]).astype(float).tolist() for a in range(n_attr)]
+    acc = [np.bincount(codes[:, a], weights=labels, minlength=len(sizes[a])).tolist() for a in range(n_attr)]
+    cells = _cells(codes)
     w = 2.0 * p - 1.0
-    for _ in range(8):
+    for _ in range(16):
         todo = np.flatnonzero((w > 0) & (labels == 0) | (w < 0) & (labels == 1))
         if todo.size == 0:
             break
         todo = todo[np.lexsort((todo, -np.abs(w[todo])))]
+        blocked = set()
         changed = False
-        for i in todo:
+        for i, cell, row_codes in zip(todo.tolist(), cells[todo].tolist(), codes[todo].tolist()):
             step = 1 if labels[i] == 0 else -1
+            if (cell, step) in blocked:
+                continue
             ok = True
-            for a in range(n_attr):
-                g = codes[i, a]
-                acc[a][g] += step
-                rates = acc[a] / sizes[a]
-                if not rates.max() - rates.min() <= tol:
+            for a, g in enumerate(row_codes):
+                rates = [c / s for c, s in zip(acc[a], sizes[a])]
+                rates[g] = (acc[a][g] + step) / sizes[a][g]
+                if not max(rates) - min(rates) <= tol:
                     ok = False
-                acc[a][g] -= step
-                if not ok:
                     break
             if ok:
-                for a in range(n_attr):
-                    acc[a][codes[i, a]] += step
+                for a, g in enumerate(row_codes):
+                    acc[a][g] += step
                 labels[i] += step
                 changed = True
+            else:
+                blocked.add((cell, step))
         if not changed:
             break
     return labels
 
 
 def _binary_several(p: np.ndarray, codes: np.ndarray, cells: np.ndarray, tol: float) -> np.ndarray:
-    """Binary targets, several attributes: the best of a few verified feasible labellings.
+    """Binary targets, several attributes: a verified feasible labelling.
 
-    The exact solution on the intersectional cells and the all-rejected labelling,
-    each improved by greedy single flips (:func:`_improve_binary`).
+    The exact solution on the intersectional cells (feasible for every attribute:
+    each group's rate is an average of its cells' rates), improved by greedy single
+    flips (:func:`_improve_binary`).
     """
-    w = 2.0 * p - 1.0
-    best, best_val = None, -np.inf
-    for start in (_binary_one(p, cells, tol), np.zeros(p.shape[0], dtype=np.int64)):
-        labels = _improve_binary(p, codes, start, tol)
-        val = float(w[labels == 1].sum())
-        if val > best_val:
-            best, best_val = labels, val
-    return best
+    return _improve_binary(p, codes, _binary_one(p, cells, tol), tol)
 
 
 # --------------------------------------------------------------------------- public
