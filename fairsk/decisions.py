@@ -82,8 +82,16 @@ def _as_codes(groups: Any, n: int) -> np.ndarray:
             raise ValueError(f"groups must hold integer codes, got dtype {arr.dtype}")
     out = np.empty(arr.shape, dtype=np.int64)
     for j in range(arr.shape[1]):
-        out[:, j] = np.unique(arr[:, j], return_inverse=True)[1].reshape(-1)
+        out[:, j] = _recode(arr[:, j])
     return out
+
+
+def _recode(col: np.ndarray) -> np.ndarray:
+    """Codes ``0..k-1`` in the sorted order of the distinct values of an integer column."""
+    if col.size and col.min() >= 0 and col.max() < 4 * col.size + 1024:  # small codes: a table, O(n)
+        present = np.bincount(col) > 0
+        return (np.cumsum(present) - 1)[col]
+    return np.unique(col, return_inverse=True)[1].reshape(-1)
 
 
 def _as_proba(proba: Any) -> np.ndarray:
@@ -345,9 +353,10 @@ def _multiclass_one(P: np.ndarray, g: np.ndarray, tol: float) -> np.ndarray:
 # --------------------------------------------------------------------------- several attributes
 def _cells(codes: np.ndarray) -> np.ndarray:
     """Intersectional cell of every row (one code per distinct combination)."""
-    if codes.shape[1] == 1:
-        return codes[:, 0]
-    return np.unique(codes, axis=0, return_inverse=True)[1].reshape(-1)
+    cells = codes[:, 0]
+    for j in range(1, codes.shape[1]):  # combine one column at a time; codes stay below n
+        cells = _recode(cells * (int(codes[:, j].max()) + 1) + codes[:, j])
+    return cells
 
 
 def _improve_binary(p: np.ndarray, codes: np.ndarray, labels: np.ndarray, tol: float) -> np.ndarray:
