@@ -595,24 +595,32 @@ class StreamingLabeler:
                 self.thresholds_[cell] = b / bins
         self._next_refresh = self.n_seen_ + max(32, int(self.refresh * self.n_seen_))
 
-    def _keeps_invariant(self, cell: int, a_new: int, n_new: int, exact: bool) -> bool:
+    def _within(self, cross: np.ndarray, n_a: np.ndarray, n_b: np.ndarray) -> np.ndarray:
+        """Exactly whether ``cross / (n_a n_b) <= max(tolerance, 1 / min(n_a, n_b))``.
+
+        ``cross = |A_a n_b - A_b n_a|`` (integers). The granularity part is an integer
+        comparison; the tolerance part is decided in floating point when clear and
+        with exact fractions (the float64 tolerance's exact value) near the boundary.
+        """
+        ok = cross <= np.maximum(n_a, n_b)
+        rhs = self.tol_ * n_a.astype(np.float64) * n_b
+        lhs = cross.astype(np.float64)
+        ok |= lhs < rhs * (1 - 1e-9)
+        near = ~ok & (lhs <= rhs * (1 + 1e-9))
+        if near.any():
+            tol = Fraction(self.tol_)
+            for i in zip(*np.nonzero(near)):
+                ok[i] = Fraction(int(cross[i])) <= tol * int(n_a[i]) * int(n_b[i])
+        return ok
+
+    def _keeps_invariant(self, cell: int, a_new: int, n_new: int) -> bool:
         others = self.counts_ > 0
         others[cell] = False
         n_h = self.counts_[others]
-        a_h = self.accepted_[others]
         if n_h.size == 0:
             return True
-        # granularity part, exact in integers: |a/n - a_h/n_h| <= 1/min(n, n_h)
-        cross = np.abs(a_new * n_h - a_h * n_new)
-        ok = cross <= np.maximum(n_new, n_h)
-        if exact:
-            tol = Fraction(self.tol_)
-            for i in np.flatnonzero(~ok):
-                if Fraction(int(cross[i]), int(n_new) * int(n_h[i])) > tol:
-                    return False
-            return True
-        ok |= np.abs(a_new / n_new - a_h / n_h) <= self.tol_
-        return bool(ok.all())
+        cross = np.abs(a_new * n_h - self.accepted_[others] * n_new)
+        return bool(self._within(cross, np.full_like(n_h, n_new), n_h).all())
 
     def partial_labels(self, proba: Any, groups: Any) -> np.ndarray:
         """Labels (0/1) for the next rows of the stream, in order.
@@ -656,12 +664,9 @@ class StreamingLabeler:
             n_new = int(self.counts_[cell]) + 1
             a_old = int(self.accepted_[cell])
             choice = None
-            for exact in (False, True):
-                for y in (preferred, 1 - preferred):
-                    if self._keeps_invariant(cell, a_old + y, n_new, exact):
-                        choice = y
-                        break
-                if choice is not None:
+            for y in (preferred, 1 - preferred):
+                if self._keeps_invariant(cell, a_old + y, n_new):
+                    choice = y
                     break
             if choice is None:  # pragma: no cover - impossible by the invariant's proof
                 raise InfeasibleProjectionError("no label keeps the pooled selection rates within their bound")
@@ -696,8 +701,5 @@ class StreamingLabeler:
         seen = np.flatnonzero(self.counts_ > 0)
         n, a = self.counts_[seen], self.accepted_[seen]
         cross = np.abs(a[:, None] * n[None, :] - a[None, :] * n[:, None])
-        grain = cross <= np.maximum(n[:, None], n[None, :])
-        with np.errstate(invalid="ignore"):
-            close = np.abs(a[:, None] / n[:, None] - a[None, :] / n[None, :]) <= self.tol_ + 1e-15
-        if not np.all(grain | close):
+        if not np.all(self._within(cross, np.broadcast_to(n[:, None], cross.shape), np.broadcast_to(n, cross.shape))):
             raise InfeasibleProjectionError("the pooled selection rates broke their bound")
