@@ -187,20 +187,57 @@ def _best_counts(w: np.ndarray, starts: np.ndarray, avail: np.ndarray, sizes: np
     may accept ``0..avail[g]`` rows and its rate is ``count / sizes[g]``.
     Maximises the sum of the accepted gains (the sweep described in the module
     docstring) and returns the counts.
+
+    When the tolerance exceeds every group's rate step ``1 / size``, some optimum
+    has its minimum rate in ``[min_g u_g/n_g - tol, max_g u_g/n_g]`` (``u_g``: the
+    unconstrained counts; see "Fair decisions" in the user guide), so only the
+    counts whose rates lie within ``tol`` of that window enter the sweep.
+    """
+    row_gid = np.repeat(np.arange(avail.shape[0]), avail)
+    best_free = np.bincount(row_gid, weights=(w > 0), minlength=avail.shape[0]).astype(np.int64)
+    c_lo = np.zeros_like(avail)
+    c_hi = avail.copy()
+    if avail.size and tol > (1 + 1e-6) / sizes.min() + 1e-12:
+        free_rate = best_free / sizes
+        slack = 1e-9
+        r_lo, r_hi = free_rate.min() - tol - slack, free_rate.max() + tol + slack
+        # c_lo: the number of counts whose rate is below r_lo, exactly as the rates are
+        # computed, so that every dropped rate lies below every candidate
+        c_lo = np.clip(np.ceil(r_lo * sizes).astype(np.int64), 0, best_free)
+        for _ in range(8):
+            down = (c_lo > 0) & ((c_lo - 1) / sizes >= r_lo)
+            up = (c_lo < best_free) & (c_lo / sizes < r_lo)
+            if not (down.any() or up.any()):
+                break
+            c_lo = c_lo - down + up
+        c_hi = np.clip(np.floor(r_hi * sizes).astype(np.int64) + 1, best_free, avail)
+        counts = _sweep(w, starts, avail, sizes, tol, best_free, c_lo, c_hi)
+        if counts is not None:
+            return counts
+    counts = _sweep(w, starts, avail, sizes, tol, best_free, np.zeros_like(avail), avail.copy())
+    if counts is None:  # pragma: no cover - r = 0 is always feasible in the full sweep
+        raise InfeasibleProjectionError("no feasible minimum rate found")
+    return counts
+
+
+def _sweep(w, starts, avail, sizes, tol, best_free, c_lo, c_hi):
+    """The sweep over candidate minimum rates, for counts restricted to ``[c_lo, c_hi]`` per group.
+
+    Counts below ``c_lo`` have rates below every candidate (they count towards both
+    bounds), counts above ``c_hi`` are never allowed. Returns the best counts, or
+    ``None`` when no candidate is feasible.
     """
     n_groups = avail.shape[0]
-    m1 = avail + 1  # counts 0..avail per group: one "entry" per (group, count)
+    m1 = c_hi - c_lo + 1  # one "entry" per (group, allowed count)
     gid = np.repeat(np.arange(n_groups), m1)
     off = np.concatenate(([0], np.cumsum(m1)[:-1]))  # first entry of every group
-    cnt = np.arange(gid.shape[0]) - off[gid]
+    cnt = np.arange(gid.shape[0]) - off[gid] + c_lo[gid]
     rate = cnt / sizes[gid]  # ascending inside every group
 
     # value of accepting the top c rows of group g, minus that of its unconstrained best
     csum = np.concatenate(([0.0], np.cumsum(w)))
     prefix = csum[starts[gid] + cnt] - csum[starts[gid]]
-    row_gid = np.repeat(np.arange(n_groups), avail)
-    best_free = np.bincount(row_gid, weights=(w > 0), minlength=n_groups).astype(np.int64)
-    loss_of = prefix - prefix[(off + best_free)[gid]]  # <= 0, what a forced count costs
+    loss_of = prefix - prefix[(off + best_free - c_lo)[gid]]  # <= 0, what a forced count costs
 
     # candidate minimum rates r: every rate, sorted (a merge of the groups' sorted runs)
     by_rate = np.argsort(rate, kind="stable")
@@ -224,12 +261,13 @@ def _best_counts(w: np.ndarray, starts: np.ndarray, avail: np.ndarray, sizes: np
     else:  # pragma: no cover - rounding never moves a position this far
         raise InfeasibleProjectionError("could not locate the rate thresholds")
 
-    # At candidate j, group g may accept L_g(j) = #{c : idx < j} .. U_g(j) = #{c : tpos <= j} - 1
-    # rows. Events: entry (g, c) raises L_g at position idx + 1 and U_g at position tpos.
-    # Sorting the events by (group, position) and counting them gives L and U after each
-    # event; the group's value after its last event at a position is right, and the
-    # differences between consecutive events telescope, so the per-position sums of the
-    # differences give F(j) after a cumulative sum, ties at one position included.
+    # At candidate j, group g may accept L_g(j) = c_lo + #{c : idx < j} up to
+    # U_g(j) = c_lo - 1 + #{c : tpos <= j} rows. Events: entry (g, c) raises L_g at
+    # position idx + 1 and U_g at position tpos. Sorting the events by (group,
+    # position) and counting them gives L and U after each event; the group's value
+    # after its last event at a position is right, and the differences between
+    # consecutive events telescope, so the per-position sums of the differences give
+    # F(j) after a cumulative sum, ties at one position included.
     span = n_cand + 1
     ev_key = np.concatenate((gid * span + idx + 1, gid * span + tpos))
     ev_is_l = np.concatenate((np.ones(gid.shape[0], bool), np.zeros(gid.shape[0], bool)))
@@ -241,13 +279,14 @@ def _best_counts(w: np.ndarray, starts: np.ndarray, avail: np.ndarray, sizes: np
     l_cum = np.cumsum(ev_is_l)
     u_cum = np.arange(1, ev_key.shape[0] + 1) - l_cum
     base = first_ev[ev_gid]
-    lo = l_cum - np.where(base > 0, l_cum[base - 1], 0)
-    hi = u_cum - np.where(base > 0, u_cum[base - 1], 0) - 1
-    feasible = (lo <= hi) & (hi >= 0)
-    chosen = np.minimum(np.maximum(best_free[ev_gid], lo), np.maximum(hi, 0))
-    loss = np.where(feasible, loss_of[off[ev_gid] + np.minimum(chosen, avail[ev_gid])], 0.0)
+    lo = l_cum - np.where(base > 0, l_cum[base - 1], 0) + c_lo[ev_gid]
+    hi = u_cum - np.where(base > 0, u_cum[base - 1], 0) + c_lo[ev_gid] - 1
+    feasible = (lo <= hi) & (hi >= c_lo[ev_gid])
+    chosen = np.minimum(np.maximum(best_free[ev_gid], lo), np.maximum(hi, c_lo[ev_gid]))
+    chosen = np.minimum(chosen, c_hi[ev_gid])
+    loss = np.where(feasible, loss_of[off[ev_gid] + chosen - c_lo[ev_gid]], 0.0)
     bad = (~feasible).astype(np.float64)
-    # before its first event a group has L = 0 and U = -1 (no count allowed yet): infeasible
+    # before its first event a group allows no count yet: infeasible
     first = np.zeros(ev_key.shape[0], dtype=bool)
     first[first_ev[first_ev < ev_key.shape[0]]] = True
     d_loss = loss - np.where(first, 0.0, np.roll(loss, 1))
@@ -257,10 +296,10 @@ def _best_counts(w: np.ndarray, starts: np.ndarray, avail: np.ndarray, sizes: np
     n_bad = n_groups + np.rint(np.cumsum(np.bincount(ev_pos[keep], weights=d_bad[keep], minlength=n_cand)))
     total = np.where(n_bad == 0, total, -np.inf)
     j = int(np.argmax(total))  # the first best candidate: the lowest minimum rate
-    if not np.isfinite(total[j]):  # pragma: no cover - r = 0 is always feasible
-        raise InfeasibleProjectionError("no feasible minimum rate found")
-    lo_j = np.bincount(gid[idx < j], minlength=n_groups)
-    hi_j = np.bincount(gid[tpos <= j], minlength=n_groups) - 1
+    if not np.isfinite(total[j]):
+        return None
+    lo_j = c_lo + np.bincount(gid[idx < j], minlength=n_groups)
+    hi_j = c_lo + np.bincount(gid[tpos <= j], minlength=n_groups) - 1
     return np.clip(best_free, lo_j, hi_j)
 
 

@@ -124,6 +124,31 @@ def test_binary_one_attribute_is_optimal_many_instances():
         assert expected_correct(two_columns(p), labels) == pytest.approx(best, abs=1e-9), (p, g, tol)
 
 
+@given(instances(max_n=600), st.floats(0.0, 1.0))
+def test_windowed_sweep_equals_full_sweep(case, tol):
+    """The sweep restricted to the window of the lemma ("Fair decisions" in the user guide) finds the
+    same optimum as the sweep over every candidate rate."""
+    import fairsk.decisions as decisions
+
+    p, codes, _ = case
+    g = decisions._recode(codes[:, 0])
+    w = 2 * p - 1
+    order = decisions._group_order(w, g)
+    avail = np.bincount(g)
+    starts = np.concatenate(([0], np.cumsum(avail)[:-1]))
+    ws = w[order]
+    windowed = decisions._best_counts(ws, starts, avail, avail.astype(float), tol)
+    free = np.array([np.sum(ws[s : s + a] > 0) for s, a in zip(starts, avail)])
+    full = decisions._sweep(ws, starts, avail, avail.astype(float), tol, free, np.zeros_like(avail), avail.copy())
+
+    def value(counts):
+        return sum(ws[s : s + c].sum() for s, c in zip(starts, counts))
+
+    assert value(windowed) == pytest.approx(value(full), abs=1e-9)
+    rates = windowed / avail
+    assert rates.max() - rates.min() <= tol
+
+
 @pytest.mark.parametrize("k, n_attr, n_max", [(2, 2, 11), (2, 3, 11), (3, 1, 7), (3, 2, 7), (4, 1, 6)])
 def test_feasible_methods_against_brute_force(k, n_attr, n_max):
     """Several attributes or classes: feasible, never better than the optimum, and not worse than
