@@ -715,6 +715,34 @@ class StreamingLabeler:
         self._check()
         return labels
 
+    # -- persistence
+    def get_state(self) -> dict:
+        """The stream's state as JSON-able values (lists, ints, floats); see :meth:`set_state`."""
+        return {
+            "cells": [list(key) for key in self.cells_],
+            "n_attributes": self.n_attributes_,
+            "counts": self.counts_.tolist(),
+            "accepted": self.accepted_.tolist(),
+            "hist": self.hist_.tolist(),
+            "thresholds": [None if not np.isfinite(t) else float(t) for t in self.thresholds_],
+            "n_seen": int(self.n_seen_),
+            "next_refresh": int(self._next_refresh),
+        }
+
+    def set_state(self, state: dict) -> StreamingLabeler:
+        """Continue the stream from :meth:`get_state`'s output (same parameters)."""
+        self.reset()
+        self.cells_ = {tuple(int(v) for v in key): i for i, key in enumerate(state["cells"])}
+        self.n_attributes_ = state["n_attributes"]
+        self.counts_ = np.asarray(state["counts"], dtype=np.int64).reshape(-1)
+        self.accepted_ = np.asarray(state["accepted"], dtype=np.int64).reshape(-1)
+        self.hist_ = np.asarray(state["hist"], dtype=np.int64).reshape(len(self.cells_), int(self.n_bins))
+        self.thresholds_ = np.array([np.inf if t is None else t for t in state["thresholds"]], dtype=np.float64)
+        self.n_seen_ = int(state["n_seen"])
+        self._next_refresh = int(state["next_refresh"])
+        self._check()
+        return self
+
     # -- reporting
     def rates(self) -> np.ndarray:
         """Pooled selection rate of every cell seen (NaN for none)."""

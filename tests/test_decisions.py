@@ -372,3 +372,18 @@ def test_stream_reset_and_errors():
     assert stream.n_seen_ == 0 and stream.pooled_gap() == 0.0
     with pytest.raises(ValueError, match="tolerance"):
         StreamingLabeler(-1.0)
+
+
+def test_stream_state_round_trip_continues_identically():
+    import json
+    import pickle
+
+    rng = np.random.default_rng(11)
+    p, g = rng.random(600), rng.integers(0, 3, (600, 2))
+    a = StreamingLabeler(0.05)
+    a.partial_labels(p[:300], g[:300])
+    b = StreamingLabeler(0.05).set_state(json.loads(json.dumps(a.get_state())))
+    c = pickle.loads(pickle.dumps(a))
+    rest = a.partial_labels(p[300:], g[300:])
+    np.testing.assert_array_equal(b.partial_labels(p[300:], g[300:]), rest)
+    np.testing.assert_array_equal(c.partial_labels(p[300:], g[300:]), rest)
