@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest
@@ -340,7 +339,7 @@ def test_stream_bound_after_every_call(case):
         bound = max(tol, 1 / smallest)
         gap = outside_gap(labels, seen, 2)
         assert gap <= bound + 1e-12
-        if tol > 0 and smallest >= math.ceil(1 / tol):
+        if tol > 0 and smallest >= 1 / tol:  # at least ceil(1 / tol) rows in every cell
             assert gap <= tol + 1e-12
         # pairwise invariant on the cells
         n_c = np.bincount(cells[:stop])
