@@ -40,7 +40,13 @@ accepted is always feasible) is always among them. :func:`fair_labels` evaluates
 ``F`` at every candidate with one sweep: ``L_g`` and ``U_g`` are step functions of
 ``r`` that change ``n_g + 1`` times each, so ``F`` is a sum of piecewise-constant
 functions whose jumps are computed per group and accumulated with a cumulative
-sum. Cost: ``O(n log n)`` for the sorts, ``O(n + G)`` for the sweep.
+sum. Cost: ``O(n log n)`` for the sorts, ``O(n + G)`` for the sweep. When the
+tolerance exceeds every group's rate step ``1 / n_g``, some optimum has its minimum
+rate in ``[min_g u_g/n_g - tolerance, max_g u_g/n_g]`` and the sweep is restricted to
+the counts near that window (proof in the user guide, "Fair decisions").
+
+Several attributes or several classes: the labels are feasible and verified, not
+always optimal; their measured cost against brute force is in the user guide.
 
 Ties: rows of equal probability are accepted in order of their row index (lower
 first); a row with ``p = 1/2`` exactly counts as not improved by acceptance; among
