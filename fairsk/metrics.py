@@ -12,8 +12,8 @@ import pandas as pd
 
 from ._groups import encode_sensitive
 
-__all__ = ["parity_gap", "residual_gap", "fairness_report", "make_fair_scorer", "FairScorer", "encode_sensitive",
-           "GroupScorer", "make_group_scorer", "get_scorer", "get_scorer_names"]
+__all__ = ["parity_gap", "residual_gap", "selection_rate_gap", "fairness_report", "make_fair_scorer", "FairScorer",
+           "encode_sensitive", "GroupScorer", "make_group_scorer", "get_scorer", "get_scorer_names"]
 
 
 def _as_2d_float(y: Any, name: str) -> np.ndarray:
@@ -78,6 +78,57 @@ def residual_gap(y_true: Any, y_pred: Any, sensitive_features: Any) -> float:
     for a in range(codes.shape[1]):
         gap = max(gap, float(np.abs(_group_means(diff, codes[:, a])).max()))
     return round(gap, 12)
+
+
+def selection_rate_gap(y_pred: Any, sensitive_features: Any, pos_label: Any = None) -> float:
+    """Largest difference between two groups' selection rates of predicted labels.
+
+    The demographic-parity difference of labels: the selection rate of a class in
+    a group is the fraction of the group's rows predicted as that class. With
+    ``pos_label`` given, the gap of that class's rates; with ``pos_label=None``,
+    the gap of class ``1`` when the labels are 0/1 (or booleans), otherwise the
+    largest gap over all classes. With several sensitive attributes (a 2-D
+    ``sensitive_features``), the largest gap over attributes, each attribute's
+    groups compared separately. For one attribute it equals
+    ``fairlearn.metrics.demographic_parity_difference`` (which, given several
+    columns, compares their intersections instead).
+
+    Examples
+    --------
+    >>> from fairsk.metrics import selection_rate_gap
+    >>> selection_rate_gap([1, 0, 1, 1], ["a", "a", "b", "b"])
+    0.5
+    >>> selection_rate_gap(["x", "y", "z", "z"], ["a", "a", "b", "b"])
+    1.0
+    """
+    if hasattr(y_pred, "detach"):
+        y_pred = y_pred.detach().cpu().numpy()
+    labels = np.asarray(y_pred)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise ValueError(f"y_pred must hold one label per row, got shape {labels.shape}")
+    codes, _ = encode_sensitive(sensitive_features, labels.shape[0])
+    if labels.size == 0:
+        return 0.0
+    if labels.dtype == object:
+        if pd.isna(labels).any():
+            raise ValueError("y_pred contains missing values")
+        labels = labels.astype(str)
+        pos_label = None if pos_label is None else str(pos_label)
+    if pos_label is not None:
+        classes = [pos_label]
+    else:
+        present = np.unique(labels)
+        binary = labels.dtype.kind in "biuf" and set(present.tolist()) <= {0, 1}
+        classes = [1] if binary else list(present)
+    gap = 0.0
+    for cls in classes:
+        hit = (labels == cls)[:, None].astype(np.float64)
+        for a in range(codes.shape[1]):
+            m = _group_means(hit, codes[:, a])
+            gap = max(gap, float(m.max() - m.min()))
+    return gap
 
 
 def fairness_report(y_true: Any, y_pred: Any, sensitive_features: Any, *,
