@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,plot,bench]"
 	touch $(STAMP)
 
+# the layer alone on diabetes, then a short run of the comparison with the baselines
+# and fairlearn (tables and plot in demo_results/; the full run: benchmarks/reproduce.py)
 demo: $(STAMP)
 	$(BIN)/python -m fairsk.demo
+	$(BIN)/python benchmarks/reproduce.py --quick
 
 # pytest exit codes: 0 passed, 1 failures, 2 interrupted, 3 internal error,
 # 4 usage error, 5 no tests collected (a failure for us: CI must test something)

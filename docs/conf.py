@@ -41,4 +41,6 @@ sphinx_gallery_conf = {
 }
 
 html_theme = "alabaster"
-html_static_path = []
+html_theme_options = {"page_width": "1100px", "sidebar_width": "220px"}
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # wide tables scroll, code wraps, images fit the column

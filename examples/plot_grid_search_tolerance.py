@@ -21,12 +21,14 @@ group = rng.integers(0, 2, n)
 X = np.column_stack([rng.normal(size=(n, 4)) + 0.8 * group[:, None], group])
 y = (X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.normal(size=n) > 0.5).astype(int)
 
-clf = FairLayerClassifier(sensitive_columns=[4], max_epochs=10, random_state=0, solver="exact")
+clf = FairLayerClassifier(sensitive_columns=[4], max_epochs=10, random_state=0,
+                          solver="exact")
 scorer = make_fair_scorer(max_gap=0.1, response_method="decision_function")
 tolerances = [0.0, 0.05, 0.1, 0.5, 2.0]
 search = GridSearchCV(clf, {"tolerance": tolerances}, scoring=scorer, cv=3).fit(X, y)
 scores = search.cv_results_["mean_test_score"]
-print("mean validation accuracy per tolerance (-inf: over the 0.1 budget):", np.round(scores, 3))
+print("mean validation accuracy per tolerance (-inf: over the 0.1 budget):",
+      np.round(scores, 3))
 print("chosen:", search.best_params_)
 
 finite = np.isfinite(scores)
