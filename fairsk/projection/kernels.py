@@ -282,7 +282,13 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
     coupling: then ``v_g = m_g``.
     """
     codes, n = groups.codes(0), groups.counts
-    f = n if free is None else np.bincount(codes, weights=free, minlength=n.shape[0])
+    if free is None:  # every sample free: v_g = m_g - lam with lam the n-weighted mean of m over tight groups
+        m = np.bincount(codes, weights=g, minlength=n.shape[0]) / n
+        v = np.where(tight, m, 0.0)
+        if couples:
+            v = np.where(tight, v - float(n @ v) / float(n @ tight), 0.0)
+        return np.take(v, codes)
+    f = np.bincount(codes, weights=free, minlength=n.shape[0])
     has_free = tight & (f > 0)
     m = np.where(has_free, np.bincount(codes, weights=g, minlength=n.shape[0]) / np.maximum(f, 1), 0.0)
     v = m
