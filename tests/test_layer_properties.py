@@ -146,51 +146,21 @@ def test_feasible_input_comes_back_unchanged(inst):
     torch.testing.assert_close(project(inst), feasible, atol=1e-12, rtol=0)
 
 
-def min_inactive_slack(inst, out) -> tuple[float, int]:
-    """Smallest slack of an inactive constraint row at ``out`` (group-mean rows and, with
-    a box, bound rows), and the number of rows (over all columns)."""
-    g = inst.groups.numpy()
-    slacks, rows = [], 0
-    for out in out.detach().numpy().T:
-        s, r = _slacks(inst, out, g)
-        slacks.append(s)
-        rows += r
-    s = np.concatenate(slacks)
-    s = s[s > 1e-9]
-    return (float(s.min()) if s.size else np.inf), rows
-
-
-def _slacks(inst, out, g):
-    slacks, rows = [], 0
-    for a in range(g.shape[1]):
-        codes = np.unique(g[:, a])
-        means = np.array([out[g[:, a] == c].mean() for c in codes])
-        if inst.criterion == "ecp":
-            s = inst.tolerance - (means[:, None] - means[None, :])
-            rows += s.size
-        else:
-            r = np.array([inst.y.numpy()[g[:, a] == c].mean() for c in codes])
-            s = inst.tolerance - np.abs(means - r)
-            rows += 2 * s.size
-        slacks.append(s.ravel())
-    if inst.bounds is not None:
-        slacks += [out - inst.bounds[0], inst.bounds[1] - out]
-        rows += 2 * out.size
-    return np.concatenate(slacks), rows
-
-
 def check_gradients(inst, w, results):
     """The exact gradient against central finite differences along ``w`` (J is
-    symmetric, so J^T w = J w), to 1e-6; qpth's against the exact one, to 1e-6 plus the
-    leak of qpth's backward, which clamps multipliers and slacks at 1e-8 and so lets
-    about ``1e-8 / slack`` through each inactive row (summed over the rows)."""
+    symmetric, so J^T w = J w), to 1e-6. qpth's gradient is its own KKT
+    differentiation, which clamps multipliers and slacks at 1e-8: it leaks gradient
+    through inactive rows, ~1e-8 / slack per row, and randomised runs measured up to
+    2.0e-5 (one attribute, EER, tolerance 0.86, n = 510) where the exact gradient
+    matched finite differences to 5e-10 (a slack-based bound 1e-6 + 1e-8 * rows / slack
+    allowed 1.8e-6 there: the leak is not bounded that way). qpth's gradient is held to
+    1e-4 (documented in docs/robustness.md)."""
     layer = FairnessLayer(inst.criterion, inst.tolerance, "exact", inst.bounds)
     eps = 1e-6
     fd = (layer(inst.z + eps * w, inst.groups, inst.y) - layer(inst.z - eps * w, inst.groups, inst.y)) / (2 * eps)
-    (out, g_exact), (_, g_qpth) = results
+    (_, g_exact), (_, g_qpth) = results
     torch.testing.assert_close(g_exact, fd, atol=1e-6, rtol=0)
-    slack, rows = min_inactive_slack(inst, out)
-    torch.testing.assert_close(g_qpth, g_exact, atol=1e-6 + 1e-8 * rows / slack, rtol=0)
+    torch.testing.assert_close(g_qpth, g_exact, atol=1e-4, rtol=0)
 
 
 @given(st.builds(
