@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .._groups import GroupIndex
-from .kernels import BoxSum, active_tolerance, dykstra, projector_vjp, shift_qp
+from .kernels import BoxSum, active_tolerance, dykstra, one_blas_thread, projector_vjp, shift_qp
 from .spec import SolverError, Spec
 
 DYKSTRA_MAX_SWEEPS = 20000
@@ -180,7 +180,13 @@ def _project_shifts(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswe
     blocks = [groups.attribute(a) for a in range(groups.n_attributes)]
     delta = active_tolerance(float(np.abs(z).max()) + spec.tolerance)
     shifts = np.empty(means.shape)
-    for j in range(z.shape[1]):
+    with one_blas_thread():
+        _solve_columns(means, metric, blocks, spec, delta, shifts, n_inv)
+    return _answer_from_output(z - groups.expand(shifts), groups, spec)
+
+
+def _solve_columns(means, metric, blocks, spec, delta, shifts, n_inv) -> None:
+    for j in range(means.shape[1]):
         def most_violated(b, m, j=j):
             return spec.criterion.most_violated(m, spec.tolerance, spec.targets_of(blocks[b], j))
 
@@ -188,4 +194,3 @@ def _project_shifts(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswe
         if w is None:
             raise SolverError(reason)
         shifts[:, j] = w * n_inv
-    return _answer_from_output(z - groups.expand(shifts), groups, spec)
