@@ -9,15 +9,19 @@ import torch
 from torch import Tensor, nn
 
 from ._groups import encode_groups
-from .projection import CHECK_ATOL, CRITERIA, SOLVERS, Spec, float32_margin, project
+from .projection import CHECK_ATOL, SOLVERS, Spec, float32_margin, get_criterion, project
+from .projection import CRITERIA as _CRITERION_REGISTRY
 
 __all__ = ["FairnessLayer", "CRITERIA", "validate_layer_params"]
+
+#: the public names of the criteria (the registry lives in :mod:`fairsk.projection.criteria`)
+CRITERIA = tuple(_CRITERION_REGISTRY)
 
 
 def validate_layer_params(criterion: Any, tolerance: Any, solver: Any, bounds: Any) -> tuple:
     """Check the layer's parameters; return ``(tolerance, lb, ub)`` as floats."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
+    if not isinstance(criterion, str) or criterion not in _CRITERION_REGISTRY:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {tuple(SOLVERS)}, got {solver!r}")
     try:
@@ -139,7 +143,7 @@ class FairnessLayer(nn.Module):
             raise ValueError("z contains NaN or infinite values")
         gidx = encode_groups(groups, top if groups.dim() == 1 or groups.shape[1] == 1 else None)
         targets = None
-        if CRITERIA[self.criterion].needs_targets:
+        if get_criterion(self.criterion).needs_targets:
             yt = _as_targets(y, z2)
             targets = gidx.means(yt.detach().cpu().numpy()) if yt.shape[0] else None
         if z2.dtype == torch.float32 and tol > 0 and z2.numel():

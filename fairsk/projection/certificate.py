@@ -32,13 +32,14 @@ def float32_margin(scale: float) -> float:
 def violation(y: np.ndarray, groups: GroupIndex, spec: Spec) -> float:
     """Largest violation of any constraint by ``y`` (n, c) float64 (nan if not finite)."""
     worst = 0.0
-    if y.size:
+    if y.size and (spec.has_box or groups.n_slots == 0):
         if not np.isfinite(y).all():
             return float("nan")
         lb, ub = spec.box
         worst = max(worst, lb - float(y.min()), float(y.max()) - ub)
     if y.shape[0] == 0 or groups.n_slots == 0:
         return worst
+    # a NaN or infinity in y shows in the group means, which every criterion checks
     means = groups.means(y)
     for a in range(groups.n_attributes):
         sl = groups.attribute(a)

@@ -38,7 +38,7 @@ def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch
         if name not in answers and name not in reasons:  # each solver at most once
             try:
                 out = SOLVERS[name](z, groups, spec)
-                certify(out.detach().cpu().numpy(), groups, spec, dtype)
+                certify(_host(out), groups, spec, dtype)
                 answers[name] = out
             except SolverError as err:
                 reasons[name] = str(err)
@@ -54,7 +54,7 @@ def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch
             ref = None if ref_name is None else attempt(ref_name)
             if ref is not None:
                 try:
-                    certify_optimal(out.detach().cpu().numpy(), ref.detach().cpu().numpy())
+                    certify_optimal(_host(out), _host(ref))
                 except SolverError as err:
                     reasons[name] = str(err)
                     out, answered = ref, ref_name
@@ -66,6 +66,11 @@ def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch
     failed = "; ".join(f"the {k!r} solver: {v}" for k, v in reasons.items())
     raise InfeasibleProjectionError(f"no solver produced an output that meets the {spec.criterion.name!r} "
                                     f"constraints ({failed}); the projection is refused rather than returned unfair")
+
+
+def _host(t: Tensor):
+    t = t.detach()
+    return (t if t.device.type == "cpu" else t.cpu()).numpy()
 
 
 def _caller_level() -> int:

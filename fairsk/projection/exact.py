@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .._groups import GroupIndex
-from .kernels import BoxSum, active_tolerance, dykstra, projector_vjp, shift_qp
+from .kernels import BoxSum, active_tolerance, dykstra, one_blas_thread, projector_vjp, shift_qp
 from .spec import SolverError, Spec
 
 DYKSTRA_MAX_SWEEPS = 20000
@@ -51,7 +51,12 @@ def solve_exact(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
     answer = project(zn, groups, spec)
     if z.requires_grad and torch.is_grad_enabled():
         return _ExactProjection.apply(z, answer, groups, spec)
-    return torch.from_numpy(answer.out).to(z.device)
+    return _to_device(answer.out, z.device)
+
+
+def _to_device(a: np.ndarray, device) -> Tensor:
+    t = torch.from_numpy(a)
+    return t if device.type == "cpu" else t.to(device)
 
 
 solve_exact.exact = True  # its answers are the projection by construction
@@ -63,14 +68,15 @@ class _ExactProjection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, answer, groups, spec):
         ctx.answer, ctx.groups, ctx.spec = answer, groups, spec
-        return torch.from_numpy(answer.out).to(z.device)
+        return _to_device(answer.out, z.device)
 
     @staticmethod
     def backward(ctx, grad):
         a = ctx.answer
-        g = grad.detach().cpu().numpy()
+        g = grad.detach()
+        g = (g if g.device.type == "cpu" else g.cpu()).numpy()
         res = projector_vjp(g, a.tight, a.free, ctx.groups, ctx.spec.criterion.couples_multipliers)
-        return torch.from_numpy(res).to(grad.device), None, None, None
+        return _to_device(res, grad.device), None, None, None
 
 
 def project(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:
@@ -131,7 +137,7 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
             means = np.bincount(codes, weights=z[:, j], minlength=counts.shape[0]) / counts
             if not np.isfinite(means).all():
                 raise SolverError("the group sums of z are not finite (overflow)")
-            delta = active_tolerance(float(np.abs(means).max()) + tol)
+            delta = active_tolerance(max(-float(means.min()), float(means.max())) + tol)
             new, tight[sl, j] = crit.project_means(means, counts, tol, spec.targets_of(sl, j), delta)
             col = out[:, j]
             # mode="clip": the codes are in range by construction, and the default
@@ -174,7 +180,13 @@ def _project_shifts(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswe
     blocks = [groups.attribute(a) for a in range(groups.n_attributes)]
     delta = active_tolerance(float(np.abs(z).max()) + spec.tolerance)
     shifts = np.empty(means.shape)
-    for j in range(z.shape[1]):
+    with one_blas_thread():
+        _solve_columns(means, metric, blocks, spec, delta, shifts, n_inv)
+    return _answer_from_output(z - groups.expand(shifts), groups, spec)
+
+
+def _solve_columns(means, metric, blocks, spec, delta, shifts, n_inv) -> None:
+    for j in range(means.shape[1]):
         def most_violated(b, m, j=j):
             return spec.criterion.most_violated(m, spec.tolerance, spec.targets_of(blocks[b], j))
 
@@ -182,4 +194,3 @@ def _project_shifts(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswe
         if w is None:
             raise SolverError(reason)
         shifts[:, j] = w * n_inv
-    return _answer_from_output(z - groups.expand(shifts), groups, spec)

@@ -24,8 +24,23 @@ import numpy as np
 
 from .._groups import GroupIndex
 
-__all__ = ["BoxSum", "active_tolerance", "bisect_decreasing", "dykstra", "interval_start", "projector_vjp",
-           "shift_qp"]
+__all__ = ["BoxSum", "active_tolerance", "bisect_decreasing", "dykstra", "interval_start", "one_blas_thread",
+           "projector_vjp", "shift_qp"]
+
+
+_BLAS = []
+
+
+def one_blas_thread():
+    """A context in which BLAS/LAPACK run on one thread: the kernels make many tiny
+    LAPACK calls, where threads only add synchronisation (solves measured 10-100x
+    slower on a busy machine with torch's threads alive). The thread pools are
+    inspected once, on first use."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 def active_tolerance(scale: float) -> float:
@@ -264,7 +279,8 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
         if groups.n_attributes == 1:
             corr = _one_attribute_correction(g_free[:, j], f, tight[:, j], groups, couples)
         else:
-            corr = _general_correction(g_free[:, j], f, tight[:, j], groups, couples)
+            with one_blas_thread():
+                corr = _general_correction(g_free[:, j], f, tight[:, j], groups, couples)
         out[:, j] = g_free[:, j] - (corr if f is None else corr * f)
     return out
 
@@ -282,7 +298,13 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
     coupling: then ``v_g = m_g``.
     """
     codes, n = groups.codes(0), groups.counts
-    f = n if free is None else np.bincount(codes, weights=free, minlength=n.shape[0])
+    if free is None:  # every sample free: v_g = m_g - lam with lam the n-weighted mean of m over tight groups
+        m = np.bincount(codes, weights=g, minlength=n.shape[0]) / n
+        v = np.where(tight, m, 0.0)
+        if couples:
+            v = np.where(tight, v - float(n @ v) / float(n @ tight), 0.0)
+        return np.take(v, codes)
+    f = np.bincount(codes, weights=free, minlength=n.shape[0])
     has_free = tight & (f > 0)
     m = np.where(has_free, np.bincount(codes, weights=g, minlength=n.shape[0]) / np.maximum(f, 1), 0.0)
     v = m

@@ -15,10 +15,12 @@ class Parity(Criterion):
     couples_multipliers = True
 
     def project_means(self, m, w, tol, r, delta):
-        # the closest means within one interval [c, c + tol]: clip to it
-        if m.shape[0] < 2 or m.max() - m.min() < tol - delta:
+        # the closest means within one interval [c, c + tol]: clip to it (a few
+        # groups: Python floats beat array calls)
+        ml = m.tolist()
+        if len(ml) < 2 or max(ml) - min(ml) < tol - delta:
             return m, np.zeros(m.shape, dtype=bool)
-        c = interval_start(m, w, tol)
+        c = interval_start(ml, w.tolist(), tol)
         return np.clip(m, c, c + tol), (m <= c + delta) | (m >= c + tol - delta)
 
     def box_means(self, m0, w, tol, r, lb, ub, shifts_for, delta):
