@@ -142,7 +142,8 @@ class PenaltyRegressor(_PenaltyBase, FairLayerRegressor):
     Parameters are those of :class:`~fairsk.FairLayerRegressor` plus ``lam`` (a
     number, or ``"auto"``: the smallest of ``lam_grid`` that meets ``tolerance`` on a
     25% held-out split) and ``lam_grid``. ``lam=1e3`` is the paper's strict penalty.
-    Predictions are the net's raw outputs: nothing guarantees the tolerance.
+    Predictions are the net's raw outputs: nothing guarantees the tolerance, and no
+    sensitive features are needed at prediction (``missing_sensitive`` has no effect).
 
     Attributes
     ----------
