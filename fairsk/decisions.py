@@ -541,8 +541,9 @@ def fair_labels(proba: Any, groups: Any, tolerance: float) -> np.ndarray:
       ``O(n log n)``;
     * several attributes: the exact solution on the intersectional cells (every
       combination of groups; at parity on cells means at parity on every
-      attribute), improved by greedy single flips that keep every attribute at
-      parity. Feasible and verified, not always optimal;
+      attribute), improved by greedy single flips and a local search over the
+      cells' counts that keep every attribute at parity. Feasible and verified,
+      not always optimal;
     * several classes: a verified feasible labelling (classes assigned one after
       the other with the exact binary sweep; see ``docs/user_guide.md`` for its
       measured cost), the unconstrained argmax whenever that is already fair.
