@@ -32,7 +32,6 @@ from fairsk import FairLayerClassifier, StreamingFairPredictor
 from fairsk.datasets import load_adult, load_german_credit
 from fairsk.metrics import parity_gap
 
-PRIOR = int(__import__("os").environ.get("PRIOR", 200))
 TOLERANCES = (0.0, 0.001, 0.005, 0.02, 0.1)
 
 
@@ -89,7 +88,7 @@ def run(name, data, batch_sizes, train, slack):
         _TRAIN[id(est)] = (A_tr, s_tr)
         batch = est.decision_function(A_te, sensitive_features=s_te)
         acc_batch = float(((batch > 0).astype(int) == y_te).mean())
-        for rule, params in (("shrink", {"slack": slack, "prior_samples": PRIOR}), ("strict", {"slack": 0.0})):
+        for rule, params in (("shrink", {"slack": slack}), ("strict", {"slack": 0.0})):
             for b in batch_sizes:
                 logits, stream, ms = stream_once(est, tol, b, A_te, s_te, **params)
                 acc = float(((logits > 0).astype(int) == y_te).mean())
