@@ -13,8 +13,8 @@ then one ``index_add`` per attribute, never a Python loop over samples.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
+from numbers import Number
 from typing import Any
 
 import numpy as np
@@ -22,12 +22,22 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ._warn import warn
+
 
 def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.ndarray, list]:
     """Integer codes (n, a) for sensitive features of any kind, and the labels.
 
     Accepts 1-D or 2-D arrays, lists, Series and DataFrames, with numbers, strings,
     booleans or categories. Missing values (None / NaN) raise ``ValueError``.
+
+    **Which values are one group.** Groups are compared as the values pandas holds:
+    two values are one group when they are equal (``1`` and ``1.0`` are one group;
+    ``"White"`` and ``"White "`` are two). A column must hold one kind of value
+    (numbers, strings or booleans): mixing kinds, such as ``1`` and ``"1"``, raises
+    ``ValueError`` rather than guess. The same rule applies in ``fit``, at
+    prediction (:class:`GroupEncoder`), in streaming and in the metrics. Labels are
+    sorted; codes follow that order.
 
     Examples
     --------
@@ -53,14 +63,61 @@ def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.
     if n is not None and length != n:
         raise ValueError(f"sensitive_features has {length} rows but the data has {n}")
     codes, labels = [], []
-    for col in columns:
-        col = np.asarray(col)
-        if col.dtype.kind not in "biu" and pd.isna(col).any():  # integers cannot be missing
-            raise ValueError("sensitive_features contains missing values (None or NaN)")
-        uniques, inverse = np.unique(col.astype(str) if col.dtype == object else col, return_inverse=True)
-        codes.append(inverse.reshape(-1))
-        labels.append(list(uniques))
+    for a, col in enumerate(columns):
+        inverse, uniques = _encode_column(np.asarray(col), a)
+        codes.append(inverse)
+        labels.append(uniques)
     return np.stack(codes, 1).astype(np.int64), labels
+
+
+def _encode_column(col: np.ndarray, a: int) -> tuple[np.ndarray, list]:
+    """Codes and sorted labels of one column, under the rule of :func:`encode_sensitive`."""
+    if col.dtype.kind not in "biu" and pd.isna(col).any():  # integers cannot be missing
+        raise ValueError("sensitive_features contains missing values (None or NaN)")
+    if col.dtype != object:
+        uniques, inverse = np.unique(col, return_inverse=True)
+        return inverse.reshape(-1), list(uniques)
+    # object columns: hash the values as pandas does (equal values, one group)
+    present = pd.unique(col)
+    _check_one_kind(present, a)
+    try:
+        uniques = sorted(present)
+    except TypeError:
+        raise ValueError(f"the groups of sensitive attribute {a} cannot be ordered: {list(present)[:5]}") from None
+    inverse = pd.Index(np.asarray(uniques, dtype=object)).get_indexer(col)
+    return inverse.astype(np.int64), uniques
+
+
+def _kind(value: Any) -> str:
+    """The kind of a group label: ``"bool"``, ``"number"``, ``"string"``, or its type's name."""
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, Number):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
+
+
+def _check_one_kind(values: Any, a: int, fitted: set | None = None) -> set:
+    kinds = {_kind(v) for v in values}
+    if len(kinds) > 1:
+        examples = {k: next(repr(v) for v in values if _kind(v) == k) for k in sorted(kinds)}
+        raise ValueError(
+            f"sensitive attribute {a} mixes kinds of values ({', '.join(f'{k} {v}' for k, v in examples.items())}): "
+            "groups are compared as the values pandas holds, so 1 and '1' would be different groups; "
+            "convert the column to one type first"
+        )
+    if fitted and kinds and kinds != fitted:
+        raise ValueError(
+            f"sensitive attribute {a} holds {next(iter(kinds))} values but was fitted with "
+            f"{sorted(fitted)[0]} values: convert the column to the type it had in fit"
+        )
+    return kinds
+
+
+def _normalised(value: Any) -> Any:
+    return value.strip().casefold() if isinstance(value, str) else value
 
 
 class GroupEncoder:
@@ -105,26 +162,39 @@ class GroupEncoder:
             )
         out = np.empty_like(codes)
         for a, known in enumerate(self.labels_):
-            # map this call's labels (few) to the fitted codes
             labels_a = np.asarray(labels[a], dtype=object)
+            _check_one_kind(labels_a, a, fitted={_kind(v) for v in known})
+            # map this call's labels (few) to the fitted codes
             mapped = pd.Index(np.asarray(known, dtype=object)).get_indexer(labels_a)
             unseen = mapped < 0
             if unseen.any():
                 names = [str(v) for v in labels_a[unseen]]
                 if self.unseen == "error":
                     raise ValueError(f"groups {names} of attribute {a} were not seen in fit")
+                _warn_near_duplicates(labels_a[unseen], known, a)
                 if self.unseen == "new":
-                    warnings.warn(
+                    warn(
                         f"groups {names} of attribute {a} were not seen in fit; "
                         "each is constrained as a group of its own in this call",
-                        UserWarning,
-                        stacklevel=3,
                     )
                 mapped[unseen] = len(known) + np.arange(unseen.sum())
                 if self.unseen == "extend":
                     known.extend(labels_a[unseen].tolist())
             out[:, a] = mapped[codes[:, a]]
         return out
+
+
+def _warn_near_duplicates(unseen: np.ndarray, known: list, a: int) -> None:
+    """Warn about new labels equal to a fitted one but for case or surrounding spaces
+    (most likely a typo that would otherwise silently make a group of its own)."""
+    fitted = {_normalised(v): v for v in known if isinstance(v, str)}
+    pairs = [(v, fitted[_normalised(v)]) for v in unseen if isinstance(v, str) and _normalised(v) in fitted]
+    if pairs:
+        warn(
+            f"groups {[p[0] for p in pairs]} of attribute {a} differ from the fitted groups "
+            f"{[p[1] for p in pairs]} only by case or surrounding spaces; they are treated as different groups "
+            "(clean the labels if they are the same group)",
+        )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,10 @@
 """The paper's baselines, with the FairLayer estimators' parameters and methods.
 
+Each is a FairLayer estimator with other hooks: what is trained
+(``_training_module``: the body alone), an extra loss term (``_loss_penalty``: the
+gap penalty, through the net's ``get_loss``) and what prediction does with the raw
+outputs (``_fair_output``).
+
 * :class:`ProjectionRegressor` / :class:`ProjectionClassifier`: train the same net
   without the layer, apply the same projection at prediction only.
 * :class:`PenaltyRegressor` / :class:`PenaltyClassifier`: train without the layer on
@@ -20,8 +25,10 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples
 
+from ._groups import encode_sensitive
+from ._net import FairModule, GapPenalty
 from .estimators import FairLayerClassifier, FairLayerRegressor, _FairLayerBase
-from .metrics import encode_sensitive, parity_gap
+from .metrics import parity_gap
 
 __all__ = ["ProjectionRegressor", "ProjectionClassifier", "PenaltyRegressor", "PenaltyClassifier"]
 
@@ -45,7 +52,8 @@ class ProjectionRegressor(FairLayerRegressor):
     True
     """
 
-    _layer_in_training = False
+    def _training_module(self, body):
+        return FairModule(body, None)  # trained without the layer; _fair_output projects at prediction
 
 
 class ProjectionClassifier(FairLayerClassifier):
@@ -60,55 +68,36 @@ class ProjectionClassifier(FairLayerClassifier):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(200, 3)); s = rng.integers(0, 2, 200); y = (X[:, 0] + s > 0.5).astype(int)
     >>> clf = ProjectionClassifier(max_epochs=5, random_state=0, solver="exact").fit(X, y, sensitive_features=s)
-    >>> clf.predict(X[:3], sensitive_features=s[:3]).shape
-    (3,)
+    >>> clf.predict(X[:5], sensitive_features=s[:5]).shape
+    (5,)
     """
 
-    _layer_in_training = False
+    def _training_module(self, body):
+        return FairModule(body, None)  # trained without the layer; _fair_output projects at prediction
 
 
 class _PenaltyBase(_FairLayerBase):
-    _layer_in_training = False
-    _layer_at_predict = False
-    _parameter_constraints: dict = {
-        **_FairLayerBase._parameter_constraints,
+    _added_constraints: dict = {
         "lam": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
         "lam_grid": ["array-like"],
     }
 
-    def __init__(
-        self,
-        *,
-        lam="auto",
-        lam_grid=(0.1, 1.0, 10.0, 100.0, 1000.0),
-        hidden_layer_sizes=(64,),
-        module=None,
-        criterion="ecp",
-        tolerance=0.01,
-        sensitive_columns=None,
-        solver="qpth",
-        bounds=None,
-        max_epochs=60,
-        lr=0.01,
-        batch_size=128,
-        early_stopping=False,
-        validation_fraction=0.1,
-        patience=5,
-        random_state=None,
-        verbose=0,
-        **module_params,
-    ):
+    def __init__(self, *, lam="auto", lam_grid=(0.1, 1.0, 10.0, 100.0, 1000.0), **params):
         self.lam = lam
         self.lam_grid = lam_grid
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, module=module, criterion=criterion, tolerance=tolerance,
-            sensitive_columns=sensitive_columns, solver=solver, bounds=bounds, max_epochs=max_epochs, lr=lr,
-            batch_size=batch_size, early_stopping=early_stopping, validation_fraction=validation_fraction,
-            patience=patience, random_state=random_state, verbose=verbose, **module_params,
-        )
+        super().__init__(**params)
 
-    def _penalty_weight(self) -> float:
-        return float(self.lam_)
+    def _training_module(self, body):
+        return FairModule(body, None)  # trained without the layer, on loss + penalty
+
+    def _loss_penalty(self):
+        return GapPenalty(self.lam_) if self.lam_ else None
+
+    def _predicts_with_groups(self) -> bool:
+        return False
+
+    def _fair_output(self, z, groups):
+        return super()._fair_output(z, None)  # the raw outputs (in the box, if any)
 
     def fit(self, X, y, sample_weight=None, sensitive_features=None):
         """Choose ``lam`` (if ``"auto"``), then train with the penalty."""
@@ -121,7 +110,7 @@ class _PenaltyBase(_FairLayerBase):
 
     def _choose_lam(self, X, y, sample_weight, sensitive_features):
         """Smallest lam of the grid whose held-out gap meets the tolerance (else the largest)."""
-        _, sensitive = self._resolve_groups(X, sensitive_features)
+        _, sensitive = self.split_sensitive(X, sensitive_features)
         if sensitive is None:  # an unconstrained model (fit warns): no penalty to choose
             return 0.0, []
         codes, _ = encode_sensitive(sensitive, _num_samples(X))

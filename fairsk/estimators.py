@@ -1,49 +1,83 @@
 """FairLayerRegressor and FairLayerClassifier: skorch nets ending in the fairness layer.
 
-One path of data: ``fit(X, y, sensitive_features=...)`` -> :meth:`_split_sensitive`
-(groups from the argument or from ``sensitive_columns``) -> :meth:`_encode_groups`
-(labels -> integer codes, learnt in fit) -> a skorch :class:`~fairsk._net.FairNet`
-whose module is body + :class:`~fairsk.FairnessLayer`, trained on stratified batches.
-At prediction the body's raw outputs for *all* rows of the call are projected at once
-(:meth:`_project`), so the guarantee holds over the whole call.
+One path of data: ``fit(X, y, sensitive_features=...)`` -> :meth:`~_FairLayerBase.split_sensitive`
+(groups from the argument or from ``sensitive_columns``) -> a fitted
+:class:`~fairsk._groups.GroupEncoder` (labels -> integer codes) -> a
+:class:`~fairsk._net.FairDataset` trained by a skorch :class:`~fairsk._net.FairNet`
+whose module is built by the hook :meth:`~_FairLayerBase._training_module`
+(body + :class:`~fairsk.FairnessLayer`), on stratified batches.
+At prediction the body's raw outputs for *all* rows of the call are made fair at
+once by the hook :meth:`~_FairLayerBase._fair_output` (the exact projection), so the
+guarantee holds over the whole call.
+
+Subclasses change behaviour through three small hooks: ``_training_module(body)``
+(what is trained), ``_loss_penalty()`` (an extra loss term) and
+``_fair_output(z, groups)`` (what prediction does with the raw outputs); the
+baselines in :mod:`fairsk.baselines` are written that way.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, _num_samples, check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping
+from skorch.callbacks import EarlyStopping, ProgressBar
 from skorch.dataset import ValidSplit
+from torch import nn
 
 from ._groups import GroupEncoder
-from ._net import FairModule, FairNet, build_body
+from ._net import EpochFairness, FairDataset, FairModule, FairNet, build_body, resolve_device
+from ._warn import warn
 from .layer import FairnessLayer, validate_layer_params
 
-__all__ = ["FairLayerRegressor", "FairLayerClassifier"]
+__all__ = ["FairLayerRegressor", "FairLayerClassifier", "SingleGroupWarning"]
 
 _PREDICT_CHUNK = 65536
 
+#: fitted attributes that make up an estimator's state (see ``get_fitted_state``)
+_STATE_ATTRIBUTES = ("n_features_in_", "n_outputs_", "_y_2d", "classes_", "group_labels_", "feature_names_in_",
+                     "eer_cells_", "eer_offsets_", "lam_", "lam_search_")
+
+
+def _keyword_only(init) -> list[inspect.Parameter]:
+    return [p for p in inspect.signature(init).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def _merged_signature(cls) -> inspect.Signature:
+    """``__init__``'s signature listing the keyword parameters of ``cls`` and its bases."""
+    seen, params = set(), [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or not issubclass(klass, _FairLayerBase):
+            continue
+        own = getattr(init, "_own_params", None)
+        for p in _keyword_only(init) if own is None else own:
+            if p.name not in seen:
+                seen.add(p.name)
+                params.append(p)
+    params.append(inspect.Parameter("module_params", inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(params)
+
+
+class SingleGroupWarning(UserWarning):
+    """A prediction call holds a single group of an attribute: the parity constraint,
+    which compares the groups *of that call*, then changes nothing."""
+
 
 class _FairLayerBase(BaseEstimator):
-    # what the layer does where; the baselines (fairsk.baselines) override these
-    _layer_in_training = True
-    _layer_at_predict = True
-
-    def _penalty_weight(self) -> float:
-        return 0.0
-
     _parameter_constraints: dict = {
-        "hidden_layer_sizes": ["array-like"],
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "module": [type, None],
         "criterion": [StrOptions({"ecp", "eer"})],
         "tolerance": [Interval(Real, 0, None, closed="left")],
@@ -56,6 +90,9 @@ class _FairLayerBase(BaseEstimator):
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "patience": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "missing_sensitive": [StrOptions({"error", "warn", "ignore"})],
+        "progress_bar": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -70,12 +107,15 @@ class _FairLayerBase(BaseEstimator):
         sensitive_columns=None,
         solver="qpth",
         bounds=None,
-        max_epochs=60,
+        max_epochs=20,
         lr=0.01,
-        batch_size=128,
+        batch_size=256,
         early_stopping=False,
         validation_fraction=0.1,
         patience=5,
+        device="cpu",
+        missing_sensitive="error",
+        progress_bar=False,
         random_state=None,
         verbose=0,
         **module_params,
@@ -93,12 +133,41 @@ class _FairLayerBase(BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.device = device
+        self.missing_sensitive = missing_sensitive
+        self.progress_bar = progress_bar
         self.random_state = random_state
         self.verbose = verbose
         self._extra_params = {k: v for k, v in module_params.items() if not k.startswith("module__")}
         for key, value in module_params.items():
             if key.startswith("module__"):
                 setattr(self, key, value)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # scikit-learn reads the parameter names from the signature of __init__. A
+        # subclass adding parameters writes ``__init__(self, *, new=..., **params)``
+        # and forwards ``params``; its signature is then completed here with its
+        # bases' parameters, so no subclass repeats the list.
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            inherited = cls.__init__
+
+            def init(self, **params):
+                inherited(self, **params)
+
+            init.__qualname__ = f"{cls.__qualname__}.__init__"
+            init._own_params = []
+            cls.__init__ = init
+        elif not hasattr(init, "_own_params"):
+            init._own_params = _keyword_only(init)
+        init.__signature__ = _merged_signature(cls)
+        # likewise the parameter constraints: the base's, updated by each class's
+        # ``_added_constraints`` (the most derived class wins)
+        constraints = dict(_FairLayerBase._parameter_constraints)
+        for klass in reversed(cls.__mro__):
+            constraints.update(klass.__dict__.get("_added_constraints", {}))
+        cls._parameter_constraints = constraints
 
     # skorch-style module__* parameters are part of get_params / set_params
     def get_params(self, deep=True):
@@ -113,9 +182,47 @@ class _FairLayerBase(BaseEstimator):
             self._extra_params = {"module_params": params.pop("module_params")}
         return super().set_params(**params)
 
+    # -- hooks (the baselines override these) -----------------------------------------
+    def _training_module(self, body: nn.Module) -> nn.Module:
+        """The module trained: the body followed by the fairness layer."""
+        return FairModule(body, self._layer())
 
-    # -- groups ---------------------------------------------------------------------
-    def _split_sensitive(self, X):
+    def _loss_penalty(self):
+        """An extra loss term ``(y_pred, batch) -> scalar`` added to every batch's loss, or None."""
+        return None
+
+    def _predicts_with_groups(self) -> bool:
+        """Whether predictions depend on the sensitive features (they are then required)."""
+        return True
+
+    def _fair_output(self, z: torch.Tensor, groups: np.ndarray | None) -> torch.Tensor:
+        """The outputs of one prediction call from the body's raw outputs ``z`` (n, c).
+
+        ECP: the exact projection of the whole call (no gradient is needed at
+        prediction and the projection is unique, so the exact solver is used whatever
+        ``solver`` says). EER needs the targets: its offsets learnt in fit are already
+        in ``z``; only the box applies.
+        """
+        if groups is None or self.criterion == "eer":
+            return z if self.bounds is None else z.clamp(min=self.bounds[0], max=self.bounds[1])
+        return self._layer(solver="exact")(z, torch.as_tensor(groups, device=z.device))
+
+    # -- the interface streaming, persistence and the scorers use ---------------------
+    def split_sensitive(self, X, sensitive_features=None):
+        """``(features, sensitive features or None)`` of one call.
+
+        The sensitive features come from the argument or from the columns named by
+        ``sensitive_columns`` (passing both is an error); the features are ``X``
+        without those columns. Part of the small interface through which
+        :class:`~fairsk.StreamingFairPredictor`, :mod:`fairsk.persistence` and the
+        scorers talk to an estimator.
+        """
+        X_feat, from_columns = self._columns_of(X)
+        if from_columns is not None and sensitive_features is not None:
+            raise ValueError("pass sensitive_features or set sensitive_columns, not both")
+        return X_feat, (from_columns if from_columns is not None else sensitive_features)
+
+    def _columns_of(self, X):
         """Features and sensitive features of ``X`` (when ``sensitive_columns`` is set)."""
         cols = self.sensitive_columns
         if cols is None:
@@ -139,71 +246,17 @@ class _FairLayerBase(BaseEstimator):
         keep = np.setdiff1d(np.arange(arr.shape[1]), np.asarray(cols) % arr.shape[1])
         return arr[:, keep], arr[:, cols]
 
-    def _resolve_groups(self, X, sensitive_features):
-        X_feat, from_columns = self._split_sensitive(X)
-        if from_columns is not None and sensitive_features is not None:
-            raise ValueError("pass sensitive_features or set sensitive_columns, not both")
-        return X_feat, (from_columns if from_columns is not None else sensitive_features)
-
-    def _encode_groups(self, sensitive, n: int, fit: bool):
-        """Integer codes (n, a) with the labels learnt in fit; unseen labels get new codes."""
-        if sensitive is None:
-            if fit or getattr(self, "group_labels_", None) is not None:
-                warnings.warn(
-                    f"{type(self).__name__} got no sensitive_features (and no sensitive_columns): "
-                    "it behaves as an ordinary unconstrained model",
-                    UserWarning,
-                    stacklevel=3,
-                )
-            return None
-        if fit:
-            encoder = GroupEncoder()
-            codes = encoder.fit_transform(sensitive, n)
-            self.group_labels_ = encoder.labels_
-            return codes
-        if self.group_labels_ is None:
-            return GroupEncoder().fit_transform(sensitive, n)
-        return self._group_encoder().transform(sensitive, n)
-
-    def _group_encoder(self) -> GroupEncoder:
-        """The fitted labels as an encoder (unseen labels get codes of their own)."""
-        encoder = GroupEncoder(unseen="new")
-        encoder.labels_ = [list(a) for a in self.group_labels_]
-        return encoder
-
-    # -- the interface streaming, persistence and the scorers use ---------------------
-    def split_sensitive(self, X, sensitive_features=None):
-        """``(features, sensitive features or None)`` of one call.
-
-        The sensitive features come from the argument or from the columns named by
-        ``sensitive_columns`` (passing both is an error); the features are ``X``
-        without those columns. Part of the small interface through which
-        :class:`~fairsk.StreamingFairPredictor`, :mod:`fairsk.persistence` and the
-        scorers talk to an estimator.
-        """
-        return self._resolve_groups(X, sensitive_features)
-
     def raw_output(self, X, sensitive_features=None):
         """``(z, sensitive)``: the body's outputs (n, c) in float64 for every row of
         ``X``, before any projection (with the EER offsets learnt in fit), and the
         call's sensitive features (or None)."""
         check_is_fitted(self, "net_")
-        X_feat, sensitive = self._resolve_groups(X, sensitive_features)
+        X_feat, sensitive = self.split_sensitive(X, sensitive_features)
         X_feat = self._check_features(X_feat)
         z = self._raw(X_feat)
-        if sensitive is not None and self.criterion == "eer" and getattr(self, "eer_offsets_", None) is not None:
-            groups = self._encode_groups(sensitive, X_feat.shape[0], fit=False)
-            z = z + torch.as_tensor(self._eer_offsets(groups))
-        return z.numpy(), sensitive
-
-    def _check_features(self, X):
-        """validate_data at prediction, with a fast path for a plain float array (a
-        stream's one-row calls would otherwise spend most of their time here)."""
-        if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f" and X.shape[1] == self.n_features_in_:
-            if not np.isfinite(X).all():
-                raise ValueError("Input X contains NaN or infinity.")
-            return X
-        return _dense(validate_data(self, X, dtype=[np.float64, np.float32], reset=False, accept_sparse=True))
+        if sensitive is not None and self._has_eer_offsets():
+            z = z + self._eer_offsets(self._encode(sensitive, X_feat.shape[0]), z)
+        return z.cpu().numpy(), sensitive
 
     def format_output(self, out: np.ndarray) -> np.ndarray:
         """Scores (n, c) as this estimator returns them (``predict`` of a regressor,
@@ -211,35 +264,110 @@ class _FairLayerBase(BaseEstimator):
         model was fitted on a 2-D target."""
         return out if getattr(self, "_y_2d", False) else out[:, 0]
 
-    # -- fitting --------------------------------------------------------------------
-    def _layer(self) -> FairnessLayer:
-        return FairnessLayer(self.criterion, self.tolerance, self.solver, self.bounds)
+    def get_fitted_state(self) -> dict:
+        """The fitted state, for :mod:`fairsk.persistence`.
 
-    def _fit(self, X, y_train, sample_weight, sensitive_features, n_outputs, criterion):
-        self._validate_params()
+        Returns ``{"attributes": {...}, "body": state_dict}``: the fitted attributes
+        (numbers, strings, tuples, lists and NumPy arrays only, keyed by attribute
+        name) and the body's weights (CPU tensors). :meth:`from_fitted_state` turns
+        them back into an estimator that predicts identically.
+        """
+        check_is_fitted(self, "net_")
+        attributes = {}
+        for name in _STATE_ATTRIBUTES:
+            value = getattr(self, name, None)
+            if value is None:
+                continue
+            if name == "group_labels_":
+                value = [[_plain(v) for v in labels] for labels in value]
+            elif name == "lam_search_":
+                value = [(float(lam), float(gap)) for lam, gap in value]
+            elif isinstance(value, np.generic):
+                value = value.item()
+            attributes[name] = value
+        body = {k: v.detach().cpu().clone() for k, v in self._trained_body().state_dict().items()}
+        return {"attributes": attributes, "body": body}
+
+    @classmethod
+    def from_fitted_state(cls, params: dict, state: dict, *, module: type | None = None):
+        """A fitted estimator from its parameters and :meth:`get_fitted_state`'s output.
+
+        ``params`` are ``get_params()`` (without ``module``, or with ``module=None``);
+        ``module`` is the body class of a model fitted with a custom ``module=``.
+        """
+        params = {k: v for k, v in params.items() if k != "module"}
+        est = cls(module=module, **params)
+        attributes = dict(state["attributes"])
+        for required in ("n_features_in_", "n_outputs_"):
+            if required not in attributes:
+                raise ValueError(f"the fitted state has no {required!r}")
+        est.group_labels_ = None
+        for name, value in attributes.items():
+            if name not in _STATE_ATTRIBUTES:
+                raise ValueError(f"unknown fitted attribute {name!r} in the state")
+            if name in ("classes_", "feature_names_in_", "eer_cells_", "eer_offsets_"):
+                value = np.asarray(value, dtype=object if name == "feature_names_in_" else None)
+            elif name == "group_labels_":
+                value = [list(labels) for labels in value]
+            setattr(est, name, value)
+        if getattr(est, "eer_cells_", None) is not None:
+            est.eer_cells_ = est.eer_cells_.astype(np.int64).reshape(len(est.eer_cells_), -1)
+            est.eer_offsets_ = est.eer_offsets_.astype(np.float64).reshape(len(est.eer_cells_), -1)
+        else:
+            est.eer_cells_ = est.eer_offsets_ = None
+        device = resolve_device(est.device)
+        body = est._build_body(est.n_features_in_, est.n_outputs_)
+        body.load_state_dict(state["body"])
+        # an inference-ready net around the loaded body (no optimiser state is kept)
+        est.net_ = FairNet(est._training_module(body), criterion=nn.MSELoss, device=str(device)).initialize()
+        est.body64_ = copy.deepcopy(body).double().eval().to(device)
+        return est
+
+    # -- fitting --------------------------------------------------------------------
+    def _layer(self, solver: str | None = None) -> FairnessLayer:
+        return FairnessLayer(self.criterion, self.tolerance, solver or self.solver, self.bounds)
+
+    def _build_body(self, n_features_in: int, n_outputs: int) -> nn.Module:
+        module_params = {k[len("module__"):]: v for k, v in self.get_params().items() if k.startswith("module__")}
+        return build_body(self.module, module_params, n_features_in, n_outputs, self.hidden_layer_sizes)
+
+    def _trained_body(self) -> nn.Module:
+        return self.net_.module_.body
+
+    def _callbacks(self) -> list:
+        callbacks = []
+        if self.early_stopping:
+            callbacks.append(("early_stopping", EarlyStopping(patience=self.patience)))
+        if self.verbose:
+            callbacks.append(("fairness", EpochFairness(classifier=isinstance(self, ClassifierMixin))))
+        if self.progress_bar:
+            callbacks.append(("progress_bar", ProgressBar()))
+        return callbacks
+
+    def _fit(self, X, y_train, sample_weight, sensitive_features, criterion):
         if getattr(self, "_extra_params", None):
             raise ValueError(f"unexpected parameters {sorted(self._extra_params)} (body parameters go in module__*)")
         validate_layer_params(self.criterion, self.tolerance, self.solver, self.bounds)
-        X_feat, sensitive = self._resolve_groups(X, sensitive_features)
+        device = resolve_device(self.device)
+        X_feat, sensitive = self.split_sensitive(X, sensitive_features)
         X_feat = _dense(validate_data(self, X_feat, dtype=np.float32, reset=True, accept_sparse=True))
         n = X_feat.shape[0]
-        groups = self._encode_groups(sensitive, n, fit=True)
-        if groups is None:
-            self.group_labels_ = None
-        weight = None if sample_weight is None else _check_sample_weight(sample_weight, X_feat, dtype=np.float32)
+        self.group_labels_ = groups = None
+        if sensitive is None:
+            warn(f"{type(self).__name__} got no sensitive_features (and no sensitive_columns): "
+                "it behaves as an ordinary unconstrained model")
+        else:
+            encoder = GroupEncoder()
+            groups = encoder.fit_transform(sensitive, n)
+            self.group_labels_ = encoder.labels_
+        weight = self._training_weight(sample_weight, X_feat, y_train)
         seed = np.random.RandomState(self.random_state).randint(2**31 - 1)
-        with torch.random.fork_rng():
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
-            body = build_body(
-                self.module,
-                {k[len("module__"):]: v for k, v in self.get_params().items() if k.startswith("module__")},
-                X_feat.shape[1],
-                n_outputs,
-                self.hidden_layer_sizes,
-            )
-            callbacks = [("early_stopping", EarlyStopping(patience=self.patience))] if self.early_stopping else []
+            body = self._build_body(X_feat.shape[1], self.n_outputs_)
             self.net_ = FairNet(
-                FairModule(body, self._layer()),
+                self._training_module(body),
                 criterion=criterion,
                 criterion__reduction="none",
                 optimizer=torch.optim.Adam,
@@ -247,29 +375,25 @@ class _FairLayerBase(BaseEstimator):
                 max_epochs=self.max_epochs,
                 batch_size=self.batch_size,
                 train_split=ValidSplit(self.validation_fraction, random_state=seed) if self.early_stopping else None,
-                callbacks=callbacks,
+                callbacks=self._callbacks(),
                 iterator_valid__shuffle=False,
                 verbose=self.verbose,
                 batch_seed=seed,
-                penalty=self._penalty_weight(),
+                penalty=self._loss_penalty(),
+                device=str(device),
             )
-            inputs = {"X": X_feat}
-            if groups is not None:
-                inputs["strata"] = groups  # stratified batches (and the penalty baselines)
-                if self._layer_in_training:
-                    inputs["groups"] = groups
-                    if self.criterion == "eer":
-                        inputs["y"] = y_train.astype(np.float32)
-            if weight is not None:
-                inputs["sample_weight"] = weight
-            self.net_.fit(inputs, y_train)
+            target = y_train if self.criterion == "eer" and groups is not None else None
+            self.net_.fit(FairDataset(X_feat, y_train, groups=groups, target=target, sample_weight=weight), None)
         # predictions run a float64 copy: outputs then do not depend on how many
         # rows one call holds (float32 BLAS blocks differ with the batch shape)
-        self.body64_ = copy.deepcopy(self.net_.module_.body).double().eval()
+        self.body64_ = copy.deepcopy(self._trained_body()).double().eval()
         self.eer_cells_ = self.eer_offsets_ = None
         if self.criterion == "eer" and groups is not None:
             self._fit_eer_offsets(X_feat, y_train, groups)
         return self
+
+    def _training_weight(self, sample_weight, X_feat, y_train):
+        return None if sample_weight is None else _check_sample_weight(sample_weight, X_feat, dtype=np.float32)
 
     def _fit_eer_offsets(self, X_feat, y_train, groups) -> None:
         """EER needs targets, unknown at prediction: keep instead each cell's (one group
@@ -277,17 +401,20 @@ class _FairLayerBase(BaseEstimator):
         batch. Applied at prediction, it makes predictions on the training data meet
         the criterion (exactly without a box) and carries the same offsets to new data."""
         z = self._raw(X_feat)
-        target = torch.as_tensor(np.asarray(y_train, dtype=np.float64).reshape(len(z), -1))
-        projected = self._layer()(z, torch.as_tensor(groups), target)
+        target = torch.as_tensor(np.asarray(y_train, dtype=np.float64).reshape(len(z), -1), device=z.device)
+        projected = self._layer(solver="exact")(z, torch.as_tensor(groups, device=z.device), target)
         cells, inverse = np.unique(groups, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
-        shift = (projected - z).numpy()
+        shift = (projected - z).cpu().numpy()
         counts = np.bincount(inverse, minlength=len(cells))[:, None]
         sums = np.stack([np.bincount(inverse, weights=shift[:, j], minlength=len(cells))
                          for j in range(shift.shape[1])], 1)
         self.eer_cells_, self.eer_offsets_ = cells, sums / counts
 
-    def _eer_offsets(self, groups: np.ndarray) -> np.ndarray:
+    def _has_eer_offsets(self) -> bool:
+        return self.criterion == "eer" and getattr(self, "eer_offsets_", None) is not None
+
+    def _eer_offsets(self, groups: np.ndarray, z: torch.Tensor) -> torch.Tensor:
         """Offsets (n, c) of the cells of ``groups``; zero, with a warning, for unseen cells."""
         both = np.concatenate([self.eer_cells_, groups], 0)
         _, inverse = np.unique(both, axis=0, return_inverse=True)
@@ -295,40 +422,84 @@ class _FairLayerBase(BaseEstimator):
         known = {cell: i for i, cell in enumerate(inverse[: len(self.eer_cells_)])}
         rows = np.array([known.get(cell, -1) for cell in inverse[len(self.eer_cells_):]], dtype=np.int64)
         if (rows < 0).any():
-            warnings.warn("some combinations of groups were not seen in fit: no EER offset for them", UserWarning,
-                          stacklevel=3)
+            warn("some combinations of groups were not seen in fit: no EER offset for them")
         padded = np.vstack([self.eer_offsets_, np.zeros((1, self.eer_offsets_.shape[1]))])
-        return padded[rows]
+        return torch.as_tensor(padded[rows], dtype=z.dtype, device=z.device)
 
     # -- prediction -----------------------------------------------------------------
+    def _check_features(self, X):
+        """validate_data at prediction, with a fast path for a plain float array (a
+        stream's one-row calls would otherwise spend most of their time here)."""
+        if (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f" and X.shape[1] == self.n_features_in_
+                and not hasattr(self, "feature_names_in_")):
+            if not np.isfinite(X).all():
+                raise ValueError("Input X contains NaN or infinity.")
+            return X
+        return _dense(validate_data(self, X, dtype=[np.float64, np.float32], reset=False, accept_sparse=True))
+
+    def _encode(self, sensitive, n: int) -> np.ndarray:
+        """Codes (n, a) of the call's groups in the numbering learnt in fit."""
+        if getattr(self, "group_labels_", None) is None:
+            return GroupEncoder().fit_transform(sensitive, n)
+        encoder = GroupEncoder(unseen="new")
+        encoder.labels_ = [list(a) for a in self.group_labels_]
+        return encoder.transform(sensitive, n)
+
+    def _groups_at_predict(self, sensitive, n: int) -> np.ndarray | None:
+        """The call's group codes; a model fitted with groups refuses a call without them
+        (``missing_sensitive``), and a call holding one group of an attribute warns."""
+        if sensitive is None:
+            if getattr(self, "group_labels_", None) is not None and self._predicts_with_groups():
+                message = (
+                    f"{type(self).__name__} was fitted with sensitive features but this call has none, so its "
+                    "outputs would not meet the fairness constraint. Pass sensitive_features= (with scikit-learn's "
+                    "metadata routing: fairsk.request_sensitive(estimator); after a search: "
+                    "search.best_estimator_.predict(X, sensitive_features=...)), or set sensitive_columns, or "
+                    "missing_sensitive='warn' or 'ignore' to accept unconstrained outputs"
+                )
+                if self.missing_sensitive == "error":
+                    raise ValueError(message)
+                if self.missing_sensitive == "warn":
+                    warn(message)
+            return None
+        groups = self._encode(sensitive, n)
+        if self._predicts_with_groups() and self.criterion == "ecp" and n:
+            single = [a for a in range(groups.shape[1]) if (groups[:, a] == groups[0, a]).all()]
+            if single:
+                warn(
+                    f"this call holds a single group of attribute(s) {single}: the parity constraint compares the "
+                    "groups of one call, so it changes nothing here. The guarantee is per call; predict rows "
+                    "together, or use fairsk.StreamingFairPredictor for row-at-a-time predictions",
+                    SingleGroupWarning,
+                )
+        return groups
+
     def _raw(self, X_feat) -> torch.Tensor:
-        """The body's outputs for all rows, in float64 (no projection)."""
+        """The body's outputs for all rows, in float64 (no projection), on ``device``."""
         body = self.body64_
+        device = next(body.parameters(), torch.zeros(())).device
         outs = []
         X64 = np.asarray(X_feat, dtype=np.float64)
+        if not X64.flags.writeable:  # torch wants writable memory (it never writes here)
+            X64 = X64.copy()
         with torch.no_grad():
             for start in range(0, X64.shape[0], _PREDICT_CHUNK):
-                outs.append(body(torch.as_tensor(X64[start : start + _PREDICT_CHUNK])))
+                outs.append(body(torch.as_tensor(X64[start : start + _PREDICT_CHUNK]).to(device)))
         if not outs:
-            return torch.zeros((0, self.n_outputs_), dtype=torch.float64)
+            return torch.zeros((0, self.n_outputs_), dtype=torch.float64, device=device)
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return out.reshape(X_feat.shape[0], -1)
 
-    def _project(self, X, sensitive_features) -> np.ndarray:
-        """Raw outputs of the whole call, projected at once onto the fair set."""
+    def _outputs(self, X, sensitive_features) -> np.ndarray:
+        """Fair outputs (n, c) of one call: raw outputs of the whole call, made fair at once."""
         check_is_fitted(self, "net_")
-        X_feat, sensitive = self._resolve_groups(X, sensitive_features)
-        X_feat = _dense(validate_data(self, X_feat, dtype=[np.float64, np.float32], reset=False, accept_sparse=True))
+        X_feat, sensitive = self.split_sensitive(X, sensitive_features)
+        X_feat = self._check_features(X_feat)
+        groups = self._groups_at_predict(sensitive, X_feat.shape[0])
         z = self._raw(X_feat)
-        groups = self._encode_groups(sensitive, X_feat.shape[0], fit=False)
-        if self.criterion == "eer" and groups is not None and getattr(self, "eer_offsets_", None) is not None:
-            z = z + torch.as_tensor(self._eer_offsets(groups))
-        if groups is None or self.criterion == "eer" or not self._layer_at_predict:
-            # eer needs the targets: the layer itself acts in training only
-            out = z if self.bounds is None else z.clamp(min=self.bounds[0], max=self.bounds[1])
-        else:
-            out = self._layer()(z, torch.as_tensor(groups))
-        return out.numpy()
+        if groups is not None and self._has_eer_offsets():
+            z = z + self._eer_offsets(groups, z)
+        return self._fair_output(z, groups).cpu().numpy()
 
     def _score(self, metric, X, y, sample_weight, sensitive_features) -> float:
         pred = self.predict(X, sensitive_features=sensitive_features)
@@ -342,50 +513,70 @@ class _FairLayerBase(BaseEstimator):
         return tags
 
 
-class FairLayerRegressor(RegressorMixin, _FairLayerBase):
-    """Neural network regressor whose last module is the fairness layer.
-
-    The network (an MLP, or ``module=``) is trained *through* the projection onto
-    the set where group means are at parity, on stratified mini-batches.
-
-    Parameters
-    ----------
-    hidden_layer_sizes : tuple of int, default=(64,)
-        Widths of the default MLP body's hidden layers.
+_COMMON_PARAMETERS = """
+    hidden_layer_sizes : int or tuple of int, default=(64,)
+        Widths of the default MLP body's hidden layers (an int is one layer).
     module : torch.nn.Module class, default=None
-        A custom body; its parameters go in ``module__*`` keyword arguments, and it
-        receives ``n_features_in`` and ``n_outputs`` when its signature has them.
-    criterion : {"ecp", "eer"}, default="ecp"
-        See :class:`~fairsk.FairnessLayer`. ``"eer"`` needs the targets, so the layer
-        acts in training; ``predict`` adds to the body's outputs each cell's (one
-        group of every attribute) mean correction on the training set, so that
-        predictions on the training data meet the criterion (exactly, without a box).
-        New data get the same offsets; nothing is guaranteed there.
+        A custom body; its parameters go in ``module__*`` keyword arguments (a key
+        the body does not take is an error), and it receives ``n_features_in`` and
+        ``n_outputs`` when its signature has them.
+    criterion : {criterion}
     tolerance : float, default=0.01
         Allowed gap between group means.
     sensitive_columns : str, int or list, default=None
         Columns of ``X`` holding the sensitive features (they are then not used as
         features). Otherwise pass ``sensitive_features`` to each method.
-    solver : {"qpth", "exact"}, default="qpth"
+    solver : {{"qpth", "exact"}}, default="qpth"
+        The layer's solver in training. Prediction always uses the exact solver:
+        no gradient is needed there and the projection is unique, so both solvers
+        give the same outputs (to 1e-6) and the exact one is faster and scales.
     bounds : tuple (lb, ub), default=None
         Optional box on the outputs.
-    max_epochs, lr, batch_size : int, float, int
+    max_epochs, lr, batch_size : int, float, int, default=20, 0.01, 256
         Training length, Adam's learning rate, mini-batch size.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` and stop after ``patience`` epochs without
         improvement of the validation loss.
     validation_fraction : float, default=0.1
     patience : int, default=5
+    device : str or torch.device, default="cpu"
+        Where training and prediction run, in skorch's spelling (``"cpu"``,
+        ``"cuda"``, ``"cuda:1"``). A device this machine lacks is an error at fit.
+    missing_sensitive : {{"error", "warn", "ignore"}}, default="error"
+        What a model fitted with sensitive features does when a prediction call
+        (``predict``, ``decision_function``, ``predict_proba``, ``score``) has none:
+        raise, or return unconstrained outputs with or without a warning.
+    progress_bar : bool, default=False
+        Show a progress bar of each training epoch (skorch's ``ProgressBar``).
     random_state : int, RandomState or None, default=None
         Seeds the weights and the batches: equal seeds give equal fits.
     verbose : int, default=0
-        1 prints skorch's table of epochs.
+        1 prints a table of epochs: training loss, and the parity gap of the
+        training outputs over the epoch (``train_gap``; and ``train_acc`` for a
+        classifier)."""
+
+_GUARANTEE_NOTE = """
+    The guarantee holds over the rows of one call: rows predicted in separate calls
+    are not constrained together (a call holding a single group of an attribute
+    warns with :class:`SingleGroupWarning`). For predictions one row at a time use
+    :class:`~fairsk.StreamingFairPredictor`."""
+
+
+class FairLayerRegressor(RegressorMixin, _FairLayerBase):
+    __doc__ = """Neural network regressor whose last module is the fairness layer.
+
+    The network (an MLP, or ``module=``) is trained *through* the projection onto
+    the set where group means are at parity, on stratified mini-batches.
+    {note}
+
+    Parameters
+    ----------{params}
 
     Attributes
     ----------
     net_ : skorch.NeuralNet
         The trained net; ``net_.module_.body`` and ``net_.module_.layer``.
-    group_labels_ : list of arrays or None
+    group_labels_ : list of lists or None
         The groups seen in fit, per attribute.
     n_features_in_ : int
 
@@ -401,22 +592,27 @@ class FairLayerRegressor(RegressorMixin, _FairLayerBase):
     >>> reg = reg.fit(X, y, sensitive_features=s)
     >>> parity_gap(reg.predict(X, sensitive_features=s), s) <= 0.05 + 1e-6
     True
-    """
+    """.format(note=_GUARANTEE_NOTE, params=_COMMON_PARAMETERS.format(criterion="""{"ecp", "eer"}, default="ecp"
+        See :class:`~fairsk.FairnessLayer`. ``"eer"`` needs the targets, so the layer
+        acts in training; ``predict`` adds to the body's outputs each cell's (one
+        group of every attribute) mean correction on the training set, so that
+        predictions on the training data meet the criterion (exactly, without a box).
+        New data get the same offsets; nothing is guaranteed there."""))
 
     def fit(self, X, y, sample_weight=None, sensitive_features=None) -> FairLayerRegressor:
         """Train the network through the fairness layer."""
+        self._validate_params()
         y = _check_target(y)
         self._y_2d = y.ndim == 2
         y_train = y.reshape(len(y), -1).astype(np.float32)
         self.n_outputs_ = y_train.shape[1]
-        if len(y_train) != _n_rows(X):
-            raise ValueError(f"X has {_n_rows(X)} rows but y has {len(y_train)}")
-        return self._fit(X, y_train, sample_weight, sensitive_features, self.n_outputs_, torch.nn.MSELoss)
+        if len(y_train) != _num_samples(X):
+            raise ValueError(f"X has {_num_samples(X)} rows but y has {len(y_train)}")
+        return self._fit(X, y_train, sample_weight, sensitive_features, nn.MSELoss)
 
     def predict(self, X, sensitive_features=None) -> np.ndarray:
-        """Predictions of all rows, projected together: the call's group means meet the criterion."""
-        out = self._project(X, sensitive_features)
-        return out if self._y_2d else out[:, 0]
+        """Predictions of all rows, made fair together: the call's group means meet the criterion."""
+        return self.format_output(self._outputs(X, sensitive_features))
 
     def score(self, X, y, sample_weight=None, sensitive_features=None) -> float:
         """R^2 of the (projected) predictions."""
@@ -426,7 +622,7 @@ class FairLayerRegressor(RegressorMixin, _FairLayerBase):
 
 
 class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
-    """Neural network classifier whose last module is the fairness layer (on logits).
+    __doc__ = """Neural network classifier whose last module is the fairness layer (on logits).
 
     Binary targets use one logit (binary cross-entropy); ``k > 2`` classes use ``k``
     logits (cross-entropy), each constrained separately. The guarantee is on the
@@ -434,9 +630,14 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
     group means of the logits of one call are within ``tolerance``. Probabilities
     and labels are monotone functions of those logits and are not themselves
     guaranteed to be at parity.
+    {note}
 
-    Parameters are those of :class:`FairLayerRegressor` (``criterion`` must be
-    ``"ecp"``; ``bounds`` applies to the logits).
+    Parameters
+    ----------
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss, as in scikit-learn's classifiers
+        (``"balanced"``: inversely proportional to the class frequencies);
+        multiplied with ``sample_weight``.{params}
 
     Attributes
     ----------
@@ -455,32 +656,51 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
     >>> clf = clf.fit(X, y, sensitive_features=s)
     >>> parity_gap(clf.decision_function(X, sensitive_features=s), s) <= 0.1 + 1e-6
     True
-    """
+    """.format(note=_GUARANTEE_NOTE, params=_COMMON_PARAMETERS.format(criterion="""{"ecp"}, default="ecp"
+        Parity of the logits' group means (the paper's); ``bounds`` applies to the logits."""))
+
+    _added_constraints: dict = {
+        "criterion": [StrOptions({"ecp"})],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(self, *, class_weight=None, **params):
+        self.class_weight = class_weight
+        super().__init__(**params)
 
     def fit(self, X, y, sample_weight=None, sensitive_features=None) -> FairLayerClassifier:
         """Train the network through the fairness layer (on its logits)."""
-        if self.criterion != "ecp":
-            raise ValueError("FairLayerClassifier supports criterion='ecp' only (the paper's logit parity)")
+        self._validate_params()
         y = _check_target(y, classification=True)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D for a classifier, got shape {y.shape}")
         check_classification_targets(y)
-        self._encoder = LabelEncoder().fit(y)
-        self.classes_ = self._encoder.classes_
-        if len(y) != _n_rows(X):
-            raise ValueError(f"X has {_n_rows(X)} rows but y has {len(y)}")
-        codes = self._encoder.transform(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        codes = codes.reshape(-1)
+        if len(y) != _num_samples(X):
+            raise ValueError(f"X has {_num_samples(X)} rows but y has {len(y)}")
         if len(self.classes_) <= 2:
             self.n_outputs_ = 1
             y_train = codes.astype(np.float32).reshape(-1, 1)
-            return self._fit(X, y_train, sample_weight, sensitive_features, 1, torch.nn.BCEWithLogitsLoss)
+            return self._fit(X, y_train, sample_weight, sensitive_features, nn.BCEWithLogitsLoss)
         self.n_outputs_ = len(self.classes_)
-        return self._fit(X, codes.astype(np.int64), sample_weight, sensitive_features, self.n_outputs_,
-                         torch.nn.CrossEntropyLoss)
+        return self._fit(X, codes.astype(np.int64), sample_weight, sensitive_features, nn.CrossEntropyLoss)
+
+    def _training_weight(self, sample_weight, X_feat, y_train):
+        weight = super()._training_weight(sample_weight, X_feat, y_train)
+        if self.class_weight is None:
+            return weight
+        y = self.classes_[np.asarray(y_train).reshape(-1).astype(np.int64)]  # the class codes
+        if isinstance(self.class_weight, dict):
+            unknown = [c for c in self.class_weight if c not in set(self.classes_.tolist())]
+            if unknown:
+                raise ValueError(f"class_weight has classes {unknown} that are not in y")
+        by_class = compute_sample_weight(self.class_weight, y).astype(np.float32)
+        return by_class if weight is None else weight * by_class
 
     def decision_function(self, X, sensitive_features=None) -> np.ndarray:
         """Projected logits of all rows of the call (the guaranteed output)."""
-        return self.format_output(self._project(X, sensitive_features))
+        return self.format_output(self._outputs(X, sensitive_features))
 
     def format_output(self, out: np.ndarray) -> np.ndarray:
         return out[:, 0] if out.shape[1] == 1 else out
@@ -493,7 +713,7 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
 
     def predict_proba(self, X, sensitive_features=None) -> np.ndarray:
         """Class probabilities from the projected logits."""
-        logits = torch.as_tensor(self._project(X, sensitive_features))
+        logits = torch.as_tensor(self._outputs(X, sensitive_features))
         if self.n_outputs_ == 1:
             if len(self.classes_) == 1:
                 return np.ones((logits.shape[0], 1))
@@ -513,13 +733,15 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         return self._score(accuracy_score, X, y, sample_weight, sensitive_features)
 
 
+# -- helpers --------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python scalar it holds (JSON-able)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _dense(X):
     """Sparse input (e.g. one-hot encoded) is densified: the body is a dense torch net."""
     return X.toarray() if hasattr(X, "toarray") else X
-
-
-def _n_rows(X) -> int:
-    return _num_samples(X)
 
 
 def _check_target(y, classification: bool = False) -> np.ndarray:
@@ -531,7 +753,9 @@ def _check_target(y, classification: bool = False) -> np.ndarray:
     if y.ndim > 2:
         raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}")
     if y.ndim == 2 and y.shape[1] == 1 and classification:
-        warnings.warn("A column-vector y was passed when a 1d array was expected", _data_conversion_warning(),
+        from sklearn.exceptions import DataConversionWarning
+
+        warnings.warn("A column-vector y was passed when a 1d array was expected", DataConversionWarning,
                       stacklevel=3)
         y = y[:, 0]
     if y.dtype.kind in "fc" or not classification:
@@ -544,9 +768,3 @@ def _check_target(y, classification: bool = False) -> np.ndarray:
     elif y.dtype == object and pd.isna(pd.Series(y.ravel())).any():
         raise ValueError("Input y contains NaN.")
     return y
-
-
-def _data_conversion_warning():
-    from sklearn.exceptions import DataConversionWarning
-
-    return DataConversionWarning

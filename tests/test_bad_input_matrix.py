@@ -7,13 +7,15 @@ constraint. Nothing may escape as a raw torch/qpth error, return NaN, or break p
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 
-from fairsk import FairLayerClassifier, FairLayerRegressor, FairnessLayer, StreamingFairPredictor
+from fairsk import FairLayerClassifier, FairLayerRegressor, FairnessLayer, SingleGroupWarning, StreamingFairPredictor
 from fairsk.exceptions import InfeasibleProjectionError
 from fairsk.metrics import parity_gap
 
@@ -93,18 +95,35 @@ def test_predict_handles(reg, name, make):
         with pytest.raises(ValueError, match="attributes"):
             reg.predict(Xp, sensitive_features=Sp)
         return
-    with pytest.warns(UserWarning) if name == "unseen group" else _no_warning():
+    if name in ("object labels", "categorical labels", "boolean labels"):
+        # labels of another kind than in fit (numbers) are refused, not guessed;
+        # a model fitted on such labels predicts with them
+        with pytest.raises(ValueError, match="was fitted with number values"):
+            reg.predict(Xp, sensitive_features=Sp)
+        reg = FairLayerRegressor(**FAST).fit(X, Y, sensitive_features=Sp)
+    if name == "unseen group":
+        expected = pytest.warns(UserWarning, match="not seen in fit")
+    elif name in ("single sample", "single group"):  # the constraint has nothing to compare
+        expected = pytest.warns(SingleGroupWarning)
+    else:
+        expected = _no_warning()
+    with expected:
         out = reg.predict(Xp, sensitive_features=Sp)
     assert np.all(np.isfinite(out))
     assert parity_gap(out, np.asarray(Sp)) <= TOL + 1e-6
 
 
 class _no_warning:
+    """Fails on any UserWarning inside the block."""
+
     def __enter__(self):
+        self._guard = warnings.catch_warnings()
+        self._guard.__enter__()
+        warnings.simplefilter("error", UserWarning)
         return self
 
     def __exit__(self, *exc):
-        return False
+        return self._guard.__exit__(*exc)
 
 
 def test_huge_tolerance_changes_nothing(reg):
