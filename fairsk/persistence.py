@@ -63,8 +63,14 @@ def _sklearn_classes() -> dict:
     """scikit-learn transformers whose fitted state is plain arrays, strings and numbers."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import (FunctionTransformer, MaxAbsScaler, MinMaxScaler, OneHotEncoder,
-                                       OrdinalEncoder, StandardScaler)
+    from sklearn.preprocessing import (
+        FunctionTransformer,
+        MaxAbsScaler,
+        MinMaxScaler,
+        OneHotEncoder,
+        OrdinalEncoder,
+        StandardScaler,
+    )
 
     return {cls.__name__: cls for cls in (ColumnTransformer, StandardScaler, MinMaxScaler, MaxAbsScaler,
                                           OneHotEncoder, OrdinalEncoder, SimpleImputer, FunctionTransformer)}
@@ -124,7 +130,7 @@ class _Writer:
             raise ValueError(f"save takes a fitted estimator; this {type(est).__name__} is not fitted")
         params = est.get_params(deep=False)
         module = params.pop("module")
-        state = _fitted_state(est)
+        state = est.get_fitted_state()
         buffer = io.BytesIO()
         torch.save(state["body"], buffer)
         return {"kind": "fairsk", "class": type(est).__name__,
@@ -153,16 +159,6 @@ class _Writer:
 
 def _is_plain(v) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
-
-
-def _fitted_state(est) -> dict:
-    if hasattr(est, "get_fitted_state"):
-        return est.get_fitted_state()
-    # estimators without the method: the attributes fairsk 0.1 saved
-    names = ("n_features_in_", "n_outputs_", "classes_", "group_labels_", "_y_2d", "lam_", "feature_names_in_",
-             "eer_cells_", "eer_offsets_")
-    return {"attributes": {n: getattr(est, n) for n in names if hasattr(est, n)},
-            "body": est.net_.module_.body.state_dict()}
 
 
 class _Reader:
@@ -194,7 +190,8 @@ class _Reader:
     def estimator(self, record: dict):
         kind = record.get("kind")
         if kind == "pipeline":
-            return Pipeline([(name, self.value(step)) for name, step in record["steps"]], **self.value(record["params"]))
+            steps = [(name, self.value(step)) for name, step in record["steps"]]
+            return Pipeline(steps, **self.value(record["params"]))
         if kind == "stream":
             inner = self.estimator(record["estimator"])
             with np.load(io.BytesIO(self.members[record["stream"]]), allow_pickle=False) as npz:
@@ -220,10 +217,7 @@ class _Reader:
         module = _check_module(record, self.module)
         body = torch.load(io.BytesIO(self.members[record["body"]]), weights_only=True)
         state = {"attributes": self.value(record["attributes"]), "body": body}
-        params = self.value(record["params"])
-        if hasattr(cls, "from_fitted_state"):
-            return cls.from_fitted_state(params, state, module=module)
-        return _rebuild_legacy(cls, params, state["attributes"], body, module)
+        return cls.from_fitted_state(self.value(record["params"]), state, module=module)
 
 
 def _key(k):
@@ -397,8 +391,9 @@ def _load_legacy(path, manifest: dict, members: dict, module: type | None, key: 
         raise ValueError(f"unknown estimator class {record['class']!r}: only fairsk's estimators are loaded")
     reader = _Reader(members, module)
     body = torch.load(io.BytesIO(members["body.pt"]), weights_only=True)
-    est = _rebuild_legacy(cls, reader.value(record["params"]), reader.value(record["fitted"]), body,
-                          _check_module(record, module))
+    # the attributes fairsk 0.1 saved are a fitted state the estimators still take
+    est = cls.from_fitted_state(reader.value(record["params"]), {"attributes": reader.value(record["fitted"]),
+                                                                 "body": body}, module=_check_module(record, module))
     if "stream" not in manifest:
         return est
     info = manifest["stream"]
@@ -424,29 +419,3 @@ def _load_legacy(path, manifest: dict, members: dict, module: type | None, key: 
     fitted = {"attributes": {"scale_": np.zeros(width), "prior_counts_": [], "prior_sums_": []},
               "stream": state.to_arrays(), "estimator_": est}
     return StreamingFairPredictor.from_fitted_state(params, fitted)
-
-
-def _rebuild_legacy(cls, params: dict, fitted: dict, body_state: dict, module: type | None):
-    """An estimator from the attributes fairsk 0.1 saved (``n_features_in_``,
-    ``n_outputs_``, ``classes_``, ``group_labels_``, ``_y_2d``...) and its body."""
-    import copy
-
-    from sklearn.preprocessing import LabelEncoder
-
-    from ._net import FairModule, FairNet, build_body
-
-    est = cls(module=module, **params)
-    for name, value in fitted.items():
-        setattr(est, name, value)
-    if "classes_" in fitted:
-        est._encoder = LabelEncoder()
-        est._encoder.classes_ = fitted["classes_"]
-    body = build_body(module, {k[len("module__"):]: v for k, v in params.items() if k.startswith("module__")},
-                      est.n_features_in_, est.n_outputs_, est.hidden_layer_sizes)
-    body.load_state_dict(body_state)
-    # an inference-ready net around the loaded body (no optimiser state is kept)
-    est.net_ = FairNet(FairModule(body, est._layer()), criterion=torch.nn.MSELoss).initialize()
-    est.body64_ = copy.deepcopy(body).double().eval()
-    if not hasattr(est, "eer_offsets_"):
-        est.eer_cells_ = est.eer_offsets_ = None
-    return est

@@ -324,14 +324,14 @@ class _PooledRule:
             free = {g: (history[g] + float(np.clip(col[codes[:, a] == g], lb, ub).sum())) / total[g]
                     for g in present}
 
-            def shifts(c: float) -> dict:
+            def shifts(c: float, free=free, e=e, groups=groups, history=history) -> dict:
                 res = {}
                 for g in present:
                     target = min(max(free[g], c - e[g]), c + tol + e[g])
                     res[g] = 0.0 if target == free[g] else groups[g].shift_for(target * total[g] - history[g])
                 return res
 
-            def balance(c: float) -> float:
+            def balance(c: float, shifts=shifts) -> float:
                 return sum(total[g] * t for g, t in shifts(c).items())
 
             if len(present) == 1 and absent:

@@ -220,9 +220,9 @@ def test_stream_over_a_pipeline_round_trip(tmp_path):
         stream.partial_predict(X.iloc[i : i + 3], sensitive_features=s[i : i + 3])
     back = load(save(stream, tmp_path / "s.fairsk", key=KEY), key=KEY)
     for i in range(60, 120, 3):
-        np.testing.assert_array_equal(back.partial_decision_function(X.iloc[i : i + 3], sensitive_features=s[i : i + 3]),
-                                      stream.partial_decision_function(X.iloc[i : i + 3],
-                                                                       sensitive_features=s[i : i + 3]))
+        rows = slice(i, i + 3)
+        np.testing.assert_array_equal(back.partial_decision_function(X.iloc[rows], sensitive_features=s[rows]),
+                                      stream.partial_decision_function(X.iloc[rows], sensitive_features=s[rows]))
 
 
 @pytest.mark.parametrize("step, match", [

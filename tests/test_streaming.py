@@ -213,8 +213,9 @@ def test_stream_wraps_a_pipeline():
     scaler = StandardScaler().fit(X)
     bare = StreamingFairPredictor(reg).fit(scaler.transform(X), y, sensitive_features=s)
     for i in range(0, 60, 4):
-        np.testing.assert_allclose(piped.partial_predict(X[i : i + 4], sensitive_features=s[i : i + 4]),
-                                   bare.partial_predict(scaler.transform(X[i : i + 4]), sensitive_features=s[i : i + 4]),
+        rows = slice(i, i + 4)
+        np.testing.assert_allclose(piped.partial_predict(X[rows], sensitive_features=s[rows]),
+                                   bare.partial_predict(scaler.transform(X[rows]), sensitive_features=s[rows]),
                                    rtol=0, atol=1e-12)
     np.testing.assert_allclose(piped.predict(X, sensitive_features=s),
                                bare.predict(scaler.transform(X), sensitive_features=s), rtol=0, atol=1e-12)
