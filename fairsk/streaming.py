@@ -53,6 +53,9 @@ from .solvers._single import BoxedGroup, interval_start_1d
 
 __all__ = ["StreamingFairPredictor", "StreamState"]
 
+#: raw scores beyond this magnitude are refused (group sums of float64 would overflow)
+_MAX_RAW = 1e150
+
 
 def _dykstra(y: np.ndarray, project_attribute, n_attributes: int) -> np.ndarray:
     """Dykstra's algorithm over the attributes' projections: the projection kernels'
@@ -735,6 +738,9 @@ class StreamingFairPredictor(BaseEstimator):
         z, sensitive = self._final().raw_output(self._features(X), sensitive_features)  # (n, c) float64
         if sensitive is None:
             raise ValueError("partial_predict needs sensitive_features (or an estimator with sensitive_columns)")
+        if not np.all(np.abs(z) <= _MAX_RAW):  # also catches NaN
+            raise ValueError(f"the model's raw outputs for this call are not finite or exceed {_MAX_RAW:g} in "
+                             "magnitude (inputs far outside the training range?): the stream's sums would overflow")
         n = z.shape[0]
         rule = self._rule()
         with self._lock:  # one stream: calls are serialised, no update is lost
