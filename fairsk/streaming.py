@@ -1,34 +1,31 @@
 """StreamingFairPredictor: fairness of everything emitted so far, at any batch size.
 
-Two modes (``mode=``):
+The stream keeps, per sensitive attribute and group, the count, the sum of raw scores
+and the sum of emitted scores (a :class:`StreamState`); a *rule* (``mode=``) turns
+each call's raw scores into emitted scores from that state.
 
-``"pooled"`` (default)
-    Keeps, per attribute and group, the count, the sum of raw scores and the sum of
-    emitted scores. For each call:
-
+``mode="pooled"`` (default)
     1. *plug-in shift*: the exact offline projection of the running raw group means
-       (weights = counts) gives per-group shifts ``t_g`` (what the batch projection of
+       (weights = counts; optionally started from the training set's means, see
+       ``prior_samples``) gives per-group shifts ``t_g`` (what the batch projection of
        the whole stream so far would apply); the call's scores are shifted by them;
-    2. *pooled projection*: the call's scores are then projected, exactly, so that
-       the pooled means of **everything emitted so far** (history fixed, this call
-       free) lie in one interval of width ``tolerance``. Moving a group's pooled
-       mean by ``d`` costs ``d^2 (N_g + n_g)^2 / n_g``; the interval start is the
-       root of the same breakpoint function as the batch layer's, clamped so the
-       interval contains the pooled means of the groups absent from the call.
+    2. *pooled projection*: the call's scores are then projected, exactly (inside the
+       estimator's ``bounds`` when it has some), so that the pooled means of
+       **everything emitted so far** (history fixed, this call free) lie in bands
+       ``[c - e_g, c + tolerance + e_g]`` around one common interval. The slack
+       ``e_g = slack * scale_ / sqrt(N_g)`` shrinks as group ``g`` grows (``N_g``
+       samples emitted, ``scale_`` the spread of the raw scores within groups at
+       fit).
 
-    Guarantee (one sensitive attribute): after every call, the pooled parity gap of
-    all emitted scores is at most ``tolerance`` (up to rounding), at every batch size
-    down to 1, with no assumption on the stream. Proof: by induction; the groups
-    absent from a call keep their pooled means, which lie within ``tolerance`` of
-    each other, and step 2 places the present ones in an interval of width
-    ``tolerance`` containing them. Step 1 only makes step 2's correction small: for
-    an i.i.d. stream the plug-in shifts converge to the offline projection's at rate
-    ``O(1/sqrt(N_g))``. With several attributes the per-attribute projections are
-    combined by Dykstra's algorithm; a call can then be infeasible (one sample cannot
-    sit in two disjoint intervals), in which case the gap may exceed ``tolerance``
-    until later calls repair it; ``pooled_gap_`` always reports the truth.
+    Guarantee (one sensitive attribute, any stream, any batch size down to 1): after
+    every call, for every two groups ``g, h`` seen so far,
+    ``|mean_g - mean_h| <= tolerance + e_g + e_h``; so the pooled gap tends to at most
+    ``tolerance`` as every group grows. ``slack=0`` gives the strict bound
+    ``pooled gap <= tolerance`` after every call (which, at small tolerances and one
+    sample per call, can only be met by emitting nearly constant scores). The proof
+    is in the user guide ("Streaming").
 
-``"paper"``
+``mode="paper"``
     The online primal-dual algorithm of the paper (one attribute): each batch's
     scores minimise ``||y - z||^2 + dual * b * gap(y)``, then
     ``dual <- max(0, dual + eta0 / sqrt(t) * b * (gap(y) - tolerance))``. Batches
@@ -39,26 +36,396 @@ Two modes (``mode=``):
 
 from __future__ import annotations
 
+import math
 import threading
-from numbers import Real
+from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
+from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from ._groups import encode_sensitive
+from ._groups import GroupEncoder, encode_sensitive
+from .projection.kernels import BoxSum, dykstra
 from .projection.kernels import interval_start as interval_start_1d
 
-__all__ = ["StreamingFairPredictor"]
+__all__ = ["StreamingFairPredictor", "StreamState"]
 
-_DYKSTRA_SWEEPS = 500
+#: raw scores beyond this magnitude are refused (group sums of float64 would overflow)
+_MAX_RAW = 1e150
+
+
+def _dykstra(y: np.ndarray, project_attribute, n_attributes: int) -> np.ndarray:
+    """Dykstra's algorithm over the attributes' projections: the projection kernels'
+    iteration (one home for it; the stream only supplies the per-attribute step)."""
+    out, _ = dykstra(y, [lambda x, a=a: project_attribute(a, x) for a in range(n_attributes)])
+    return out
+
+
+# -- the state ---------------------------------------------------------------------------
+@dataclass
+class StreamState:
+    """Everything a stream has learnt since fit or :meth:`StreamingFairPredictor.reset`.
+
+    Per sensitive attribute ``a``: ``labels[a]`` maps each group label to its slot,
+    ``count[a]`` (k,), ``raw_sum[a]`` and ``out_sum[a]`` (k, c) are the number of
+    samples, the sum of raw scores and the sum of emitted scores per slot.
+    ``rule`` holds the rule's own arrays (``mode="pooled"``: ``shifts`` and ``slack``
+    per attribute, (k, c); ``mode="paper"``: ``dual`` and ``steps``).
+
+    :meth:`to_arrays` / :meth:`from_arrays` convert to and from a flat dict of NumPy
+    arrays (what :mod:`fairsk.persistence` saves, without pickle).
+    """
+
+    labels: list[dict] = field(default_factory=list)
+    count: list[np.ndarray] = field(default_factory=list)
+    raw_sum: list[np.ndarray] = field(default_factory=list)
+    out_sum: list[np.ndarray] = field(default_factory=list)
+    n_seen: int = 0
+    rule: dict = field(default_factory=dict)
+
+    @property
+    def n_attributes(self) -> int:
+        return len(self.labels)
+
+    def add_groups(self, a: int, new: int, c: int) -> None:
+        """Append ``new`` empty slots to attribute ``a``."""
+        self.count[a] = np.concatenate([self.count[a], np.zeros(new)])
+        for stats in (self.raw_sum, self.out_sum):
+            stats[a] = np.vstack([stats[a], np.zeros((new, c))])
+        for name, value in self.rule.items():
+            if isinstance(value, list):  # per-attribute rule arrays (k, c)
+                fill = np.inf if name == "slack" else 0.0
+                value[a] = np.vstack([value[a], np.full((new, c), fill)])
+
+    def record(self, z: np.ndarray, out: np.ndarray, codes: np.ndarray) -> None:
+        """Add one call's raw and emitted scores."""
+        self.n_seen += out.shape[0]
+        for a in range(codes.shape[1]):
+            k = len(self.count[a])
+            self.count[a] = self.count[a] + np.bincount(codes[:, a], minlength=k)
+            self.raw_sum[a] = self.raw_sum[a] + _group_sums(z, codes[:, a], k)
+            self.out_sum[a] = self.out_sum[a] + _group_sums(out, codes[:, a], k)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """A flat ``{name: ndarray}`` with no object arrays (loadable with ``allow_pickle=False``)."""
+        arrays = {"n_seen": np.asarray(self.n_seen, dtype=np.int64), "attributes": np.asarray(self.n_attributes)}
+        for a, lookup in enumerate(self.labels):
+            labels = sorted(lookup, key=lookup.get)
+            arr = np.asarray(labels)
+            if len({type(v) for v in labels}) > 1 or arr.dtype == object:
+                raise TypeError(f"the labels of attribute {a} ({sorted({type(v).__name__ for v in labels})}) "
+                                "cannot be saved without pickle")
+            arrays[f"labels.{a}"] = arr
+            arrays[f"count.{a}"] = self.count[a]
+            arrays[f"raw_sum.{a}"] = self.raw_sum[a]
+            arrays[f"out_sum.{a}"] = self.out_sum[a]
+        for name, value in self.rule.items():
+            if isinstance(value, list):
+                for a, arr in enumerate(value):
+                    arrays[f"rule.{name}.{a}"] = np.asarray(arr)
+            else:
+                arrays[f"rule.{name}"] = np.asarray(value)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays) -> StreamState:
+        """The inverse of :meth:`to_arrays`."""
+        n_attr = int(arrays["attributes"])
+        state = cls(n_seen=int(arrays["n_seen"]))
+        for a in range(n_attr):
+            state.labels.append({label: i for i, label in enumerate(arrays[f"labels.{a}"].tolist())})
+            state.count.append(np.array(arrays[f"count.{a}"], dtype=np.float64))
+            state.raw_sum.append(np.array(arrays[f"raw_sum.{a}"], dtype=np.float64))
+            state.out_sum.append(np.array(arrays[f"out_sum.{a}"], dtype=np.float64))
+        for key in sorted(arrays):
+            parts = key.split(".")
+            if parts[0] != "rule":
+                continue
+            value = np.array(arrays[key])
+            if len(parts) == 2:
+                state.rule[parts[1]] = value.item()
+            else:
+                state.rule.setdefault(parts[1], [None] * n_attr)[int(parts[2])] = value
+        return state
+
+
+# -- the rules ---------------------------------------------------------------------------
+class _PooledRule:
+    """Plug-in shift, then the exact pooled projection (see the module documentation)."""
+
+    def __init__(self, tol: float, slack: float, scale: np.ndarray, bounds, prior: list | None):
+        self.tol, self.slack, self.scale = tol, slack, scale
+        self.lb = -math.inf if bounds is None or bounds[0] is None else float(bounds[0])
+        self.ub = math.inf if bounds is None or bounds[1] is None else float(bounds[1])
+        self.box = bounds is not None and (math.isfinite(self.lb) or math.isfinite(self.ub))
+        self.prior = prior  # per attribute: (counts (k0,), raw sums (k0, c)) weighted, or None
+
+    @staticmethod
+    def new_state() -> dict:
+        return {"shifts": [], "slack": []}
+
+    @staticmethod
+    def dual(rule: dict) -> np.ndarray:
+        return np.concatenate(rule["shifts"], 0) if rule["shifts"] else np.zeros((0, 0))
+
+    def step(self, z: np.ndarray, codes: np.ndarray, state: StreamState) -> np.ndarray:
+        tol = self.tol
+        # 1. plug-in shifts from the raw statistics including this call
+        y = z.copy()
+        for a in range(codes.shape[1]):
+            k = len(state.count[a])
+            count = state.count[a] + np.bincount(codes[:, a], minlength=k)
+            raw = state.raw_sum[a] + _group_sums(z, codes[:, a], k)
+            if self.prior is not None and a < len(self.prior):
+                p_count, p_sum = self.prior[a]
+                count, raw = count.copy(), raw.copy()
+                count[: len(p_count)] += p_count
+                raw[: len(p_count)] += p_sum
+            t = np.array([_plug_in_shifts(raw[:, j].tolist(), count.tolist(), tol) for j in range(z.shape[1])]).T
+            state.rule["shifts"][a] = t
+            y -= t[codes[:, a]]
+            if self.slack > 0:
+                # the debt: what the emitted sums owe to the plug-in target (raw sums minus
+                # the current shifts), repaid over the group's samples so far and now
+                before = state.count[a]
+                debt = state.out_sum[a] - state.raw_sum[a] + before[:, None] * t
+                total = before + np.bincount(codes[:, a], minlength=k)
+                y -= (debt / np.maximum(total, 1)[:, None])[codes[:, a]]
+        # 2. exact projection of this call onto "pooled means within the bands"
+        slack = [self._call_slack(state, codes, a, y.shape[1]) for a in range(codes.shape[1])]
+        if codes.shape[1] == 1:
+            out = self._pooled_projection(y, codes, 0, state, slack[0])
+        else:
+            out = _dykstra(y, lambda a, x: self._pooled_projection(x, codes, a, state, slack[a]), codes.shape[1])
+            if self.box:  # Dykstra's iterate lies in the box only up to rounding
+                out = np.clip(out, self.lb, self.ub)
+        self._settle_slack(state, codes, out, slack)
+        return out
+
+    def _formula(self, counts: np.ndarray, c: int) -> np.ndarray:
+        """``slack * scale_ / sqrt(N_g)`` (k, c); infinite for a group never emitted."""
+        root = np.sqrt(np.asarray(counts, dtype=np.float64))
+        with np.errstate(divide="ignore"):
+            inv = np.where(root > 0, 1.0 / np.where(root > 0, root, 1.0), np.inf)
+        return self.slack * inv[:, None] * np.broadcast_to(self.scale, (c,))[None, :]
+
+    def _call_slack(self, state: StreamState, codes: np.ndarray, a: int, c: int) -> np.ndarray:
+        """Slack per group for this call: the formula at the counts after it for the
+        present groups, the settled value for the others. With a box, a present group
+        whose shrunk band cannot be reached (or met with the others) keeps its settled
+        slack for this call (which the previous call showed feasible)."""
+        k = len(state.count[a])
+        n_call = np.bincount(codes[:, a], minlength=k)
+        present = n_call > 0
+        settled = state.rule["slack"][a]
+        if self.slack == 0:
+            return np.zeros((k, c))
+        new = np.where(present[:, None], self._formula(state.count[a] + n_call, c), settled)
+        if not self.box:
+            return new
+        for j in range(c):
+            if _c_range(state, a, j, n_call, new[:, j], self.tol, self.lb, self.ub) is None:
+                new[present, j] = settled[present, j]
+        return new
+
+    def _settle_slack(self, state, codes, out, slack) -> None:
+        """After the call: each seen group's slack is the one its band now needs, never
+        below this call's (so the bound reported is the bound met)."""
+        if self.slack == 0:
+            return
+        for a in range(codes.shape[1]):
+            k = len(state.count[a])
+            total = state.count[a] + np.bincount(codes[:, a], minlength=k)
+            seen = total > 0
+            sums = state.out_sum[a] + _group_sums(out, codes[:, a], k)
+            for j in range(out.shape[1]):
+                e = slack[a][:, j]
+                if seen.sum() < 2:
+                    state.rule["slack"][a][:, j] = np.where(seen, e, state.rule["slack"][a][:, j])
+                    continue
+                m = sums[seen, j] / total[seen]
+                es = np.minimum(e[seen], 1e300)
+                lo, hi = float(np.max(m - self.tol - es)), float(np.min(m + es))
+                if lo <= hi:
+                    settled = es
+                else:  # rounding, or attributes that conflict: the bound becomes what was met
+                    c0 = 0.5 * (lo + hi)
+                    settled = np.maximum.reduce([es, c0 - m, m - self.tol - c0])
+                state.rule["slack"][a][seen, j] = settled
+
+    def _pooled_projection(self, y: np.ndarray, codes: np.ndarray, a: int, state: StreamState,
+                           slack: np.ndarray) -> np.ndarray:
+        """Shift this call's groups (attribute a) so all pooled means fit their bands.
+
+        The work on the k groups is done in Python floats: a stream's calls are tiny,
+        and array calls would cost more than the arithmetic.
+        """
+        tol = self.tol
+        k = len(state.count[a])
+        n_call = np.bincount(codes[:, a], minlength=k).tolist()
+        before = state.count[a].tolist()
+        present = [g for g in range(k) if n_call[g] > 0]
+        absent = [g for g in range(k) if n_call[g] == 0 and before[g] > 0]
+        if len(present) + len(absent) < 2:
+            return np.clip(y, self.lb, self.ub) if self.box else y
+        if self.box:
+            return self._pooled_projection_box(y, codes, a, state, slack, present, absent)
+        total = [before[g] + n_call[g] for g in range(k)]
+        pooled = state.out_sum[a] + _group_sums(y, codes[:, a], k)
+        weights = [total[g] ** 2 / n_call[g] for g in present]
+        delta = np.zeros((k, y.shape[1]))
+        for j in range(y.shape[1]):
+            col = pooled[:, j].tolist()
+            e = slack[:, j].tolist()
+            means0 = [col[g] / total[g] for g in present]
+            width, lo, hi = tol, -math.inf, math.inf
+            if absent:
+                history = state.out_sum[a][:, j].tolist()
+                fixed = [history[g] / before[g] for g in absent]
+                lo = max(m - tol - e[g] for g, m in zip(absent, fixed))
+                hi = min(m + e[g] for g, m in zip(absent, fixed))
+                if lo > hi:  # the history itself breaks the bound (attributes in conflict): never tighter
+                    width, lo = width + (lo - hi), hi
+            pe = [e[g] for g in present]
+            if len(present) >= 2:
+                # convex in the start: the constrained optimum is the clamped free one
+                free = interval_start_1d(means0, weights, width) if not any(pe) else \
+                    _band_start(means0, weights, pe, width)
+                start = min(max(free, lo), hi)
+            else:  # one group moves: it must land within its band around the fixed means
+                start = min(max(means0[0] - width / 2, lo), hi)
+            for g, m, eg in zip(present, means0, pe):
+                moved = m - min(max(m, start - eg), start + width + eg)  # change of the pooled mean
+                delta[g, j] = moved * (total[g] / n_call[g])
+        return y - delta[codes[:, a]]
+
+    def _pooled_projection_box(self, y, codes, a, state, slack, present, absent) -> np.ndarray:
+        """As :meth:`_pooled_projection`, inside the box: each present group is shifted
+        by one scalar and clipped; the interval start solves ``sum_g T_g t_g(c) = 0``
+        (stationarity in ``c``) by bisection within the range where every group's band
+        is reachable."""
+        tol, lb, ub = self.tol, self.lb, self.ub
+        k = len(state.count[a])
+        n_call = np.bincount(codes[:, a], minlength=k)
+        total = state.count[a] + n_call
+        out = np.empty_like(y)
+        for j in range(y.shape[1]):
+            col = y[:, j]
+            e = slack[:, j]
+            history = state.out_sum[a][:, j]
+            rng = _c_range(state, a, j, n_call, e, tol, lb, ub)
+            if rng is None:  # only when attributes conflict: keep the box, give up the band
+                out[:, j] = np.clip(col, lb, ub)
+                continue
+            c_lo, c_hi = rng
+            groups = {g: BoxSum(np.sort(col[codes[:, a] == g]), lb, ub) for g in present}
+            free = {g: (history[g] + float(np.clip(col[codes[:, a] == g], lb, ub).sum())) / total[g]
+                    for g in present}
+
+            def shifts(c: float, free=free, e=e, groups=groups, history=history) -> dict:
+                res = {}
+                for g in present:
+                    target = min(max(free[g], c - e[g]), c + tol + e[g])
+                    res[g] = 0.0 if target == free[g] else groups[g].shift_for(target * total[g] - history[g])
+                return res
+
+            def balance(c: float, shifts=shifts) -> float:
+                return sum(total[g] * t for g, t in shifts(c).items())
+
+            if len(present) == 1 and absent:
+                g = present[0]
+                c = min(max(free[g] - tol / 2, c_lo), c_hi)
+            else:
+                lo = max(c_lo, min(free[g] - tol - e[g] for g in present))
+                hi = min(c_hi, max(free[g] + e[g] for g in present))
+                if lo >= hi:
+                    c = lo if lo <= c_hi else c_hi
+                elif balance(lo) <= 0:
+                    c = lo
+                elif balance(hi) >= 0:
+                    c = hi
+                else:
+                    for _ in range(200):  # until the bracket stops shrinking
+                        mid = 0.5 * (lo + hi)
+                        if not lo < mid < hi:
+                            break
+                        if balance(mid) > 0:
+                            lo = mid
+                        else:
+                            hi = mid
+                    c = 0.5 * (lo + hi)
+            t = np.zeros(k)
+            for g, tg in shifts(c).items():
+                t[g] = tg
+            out[:, j] = np.clip(col - t[codes[:, a]], lb, ub)
+        return out
+
+
+def _c_range(state: StreamState, a: int, j: int, n_call: np.ndarray, e: np.ndarray, tol: float,
+             lb: float, ub: float):
+    """``(lo, hi)``: the interval starts ``c`` for which every group's band
+    ``[c - e_g, c + tol + e_g]`` holds its fixed pooled mean (absent groups) or can be
+    reached by clipped outputs (present groups); None when empty."""
+    before, history = state.count[a], state.out_sum[a][:, j]
+    lo, hi = -math.inf, math.inf
+    for g in range(len(before)):
+        n, N = float(n_call[g]), float(before[g])
+        if n == 0 and N == 0:
+            continue
+        if n == 0:
+            r_lo = r_hi = history[g] / N
+        else:
+            r_lo, r_hi = (history[g] + n * lb) / (N + n), (history[g] + n * ub) / (N + n)
+        lo, hi = max(lo, r_lo - tol - e[g]), min(hi, r_hi + e[g])
+    if lo <= hi:
+        return lo, hi
+    if lo - hi <= 1e-12 * (1.0 + abs(lo) + abs(hi)):  # a bound met with equality, up to rounding
+        return 0.5 * (lo + hi), 0.5 * (lo + hi)
+    return None
+
+
+class _PaperRule:
+    """The paper's online primal-dual step (one attribute)."""
+
+    def __init__(self, tol: float, eta0: float):
+        self.tol, self.eta0 = tol, eta0
+
+    @staticmethod
+    def new_state() -> dict:
+        return {"dual": 0.0, "steps": 0}
+
+    @staticmethod
+    def dual(rule: dict) -> float:
+        return float(rule["dual"])
+
+    def step(self, z: np.ndarray, codes: np.ndarray, state: StreamState) -> np.ndarray:
+        if codes.shape[1] != 1:
+            raise ValueError("mode='paper' handles one sensitive attribute (the paper's setting)")
+        g = codes[:, 0]
+        slots, local = np.unique(g, return_inverse=True)
+        if len(slots) < 2:
+            return z
+        n = len(g)
+        counts = np.bincount(local).astype(float)
+        means = _group_sums(z, local, len(slots)) / counts[:, None]
+        lam = float(state.rule["dual"])
+        new = _penalised_means(means, counts, lam * n / 2)
+        y = z + (new - means)[local]
+        gap = float((new.max(0) - new.min(0)).max())
+        state.rule["steps"] = int(state.rule["steps"]) + 1
+        step = self.eta0 / np.sqrt(state.rule["steps"])
+        state.rule["dual"] = max(0.0, lam + step * n * (gap - self.tol))
+        return y
 
 
 def _estimator_has(name):
     def check(self):
-        return hasattr(self.estimator_ if hasattr(self, "estimator_") else self.estimator, name)
+        est = self.estimator_ if hasattr(self, "estimator_") else self.estimator
+        return hasattr(est[-1] if isinstance(est, Pipeline) else est, name)
 
     return check
 
@@ -68,10 +435,19 @@ class StreamingFairPredictor(BaseEstimator):
 
     Parameters
     ----------
-    estimator : FairLayerRegressor or FairLayerClassifier
-        Cloned and fitted by :meth:`fit`.
+    estimator : FairLayerRegressor, FairLayerClassifier, or a Pipeline ending in one
+        Cloned and fitted by :meth:`fit`. In a Pipeline, the stream transforms ``X``
+        through the steps before the last one and works on the last one's raw outputs.
     tolerance : float or None, default=None
-        The pooled parity budget; None takes the estimator's ``tolerance``.
+        The pooled parity budget; None takes the (final) estimator's ``tolerance``.
+    slack : float, default=1.0
+        ``mode="pooled"``: the bands' slack ``e_g = slack * scale_ / sqrt(N_g)``
+        (in units of the raw scores' spread within groups). ``0`` enforces the strict
+        bound ``pooled gap <= tolerance`` after every call.
+    prior_samples : int, default=20
+        ``mode="pooled"``: the plug-in shifts start from the training set's raw group
+        means, weighted as this many samples (0: from the stream alone). Only the
+        shifts use them; every bound is on what the stream emitted.
     eta0 : float, default=0.5
         Dual step of ``mode="paper"`` (step ``eta0 / sqrt(t)``).
     mode : {"pooled", "paper"}, default="pooled"
@@ -84,6 +460,10 @@ class StreamingFairPredictor(BaseEstimator):
     Attributes
     ----------
     estimator_ : the fitted clone
+    stream_state_ : StreamState
+        Counts, sums and the rule's own state (see :class:`StreamState`).
+    scale_ : ndarray (c,)
+        Standard deviation of the training raw scores within groups (the slack's unit).
     n_seen_ : int
         Samples emitted by :meth:`partial_predict` since fit or :meth:`reset`.
     dual_ : ndarray or float
@@ -94,6 +474,9 @@ class StreamingFairPredictor(BaseEstimator):
         ``{(attribute, group): mean emitted score}`` (an array for several columns).
     pooled_gap_ : float
         Parity gap of everything emitted so far (max over attributes and columns).
+    pooled_bound_ : float
+        ``mode="pooled"``: the bound the rule guarantees for ``pooled_gap_`` now,
+        ``tolerance + max (e_g + e_h)`` over pairs of groups seen.
 
     Examples
     --------
@@ -105,21 +488,26 @@ class StreamingFairPredictor(BaseEstimator):
     ...                                tolerance=0.05).fit(X, y, sensitive_features=s)
     >>> for i in range(50):
     ...     _ = stream.partial_predict(X[i:i + 1], sensitive_features=s[i:i + 1])
-    >>> stream.n_seen_, stream.pooled_gap_ <= 0.05 + 1e-9
+    >>> stream.n_seen_, stream.pooled_gap_ <= stream.pooled_bound_ + 1e-9
     (50, True)
     """
 
     _parameter_constraints: dict = {
         "estimator": [HasMethods(["fit", "predict"])],
         "tolerance": [Interval(Real, 0, None, closed="left"), None],
+        "slack": [Interval(Real, 0, None, closed="left")],
+        "prior_samples": [Interval(Integral, 0, None, closed="left")],
         "eta0": [Interval(Real, 0, None, closed="neither")],
         "mode": [StrOptions({"pooled", "paper"})],
         "unknown_group": [StrOptions({"new", "error"})],
     }
 
-    def __init__(self, estimator, *, tolerance=None, eta0=0.5, mode="pooled", unknown_group="new"):
+    def __init__(self, estimator, *, tolerance=None, slack=1.0, prior_samples=20, eta0=0.5, mode="pooled",
+                 unknown_group="new"):
         self.estimator = estimator
         self.tolerance = tolerance
+        self.slack = slack
+        self.prior_samples = prior_samples
         self.eta0 = eta0
         self.mode = mode
         self.unknown_group = unknown_group
@@ -128,33 +516,89 @@ class StreamingFairPredictor(BaseEstimator):
     def fit(self, X, y, sample_weight=None, sensitive_features=None) -> StreamingFairPredictor:
         """Fit a clone of ``estimator`` and start an empty stream."""
         self._validate_params()
-        self.estimator_ = clone(self.estimator).fit(
-            X, y, sample_weight=sample_weight, sensitive_features=sensitive_features
-        )
+        est = clone(self.estimator)
+        tol = getattr(est[-1] if isinstance(est, Pipeline) else est, "tolerance", None) \
+            if self.tolerance is None else self.tolerance
+        if self.mode == "pooled" and self.slack == 0 and tol == 0:
+            raise ValueError(
+                "slack=0 with tolerance=0 keeps every group's pooled mean fixed once set: a call of one sample "
+                "then gets the one output that keeps it, whatever its input (the stream would emit constants). "
+                "Use slack > 0 (the default), whose bound tends to the tolerance as the stream grows, or a "
+                "positive tolerance"
+            )
+        final = est[-1] if isinstance(est, Pipeline) else est
+        if not all(hasattr(final, name) for name in ("raw_output", "format_output")):
+            raise ValueError(f"StreamingFairPredictor needs a fairsk estimator (or a Pipeline ending in one), got "
+                             f"{type(final).__name__}")
+        self.estimator_ = est.fit(X, y, **self._fit_params(est, sample_weight, sensitive_features))
         for name in ("classes_", "n_features_in_", "feature_names_in_"):
             if hasattr(self.estimator_, name):
                 setattr(self, name, getattr(self.estimator_, name))
+        self._fit_stream_statistics(X, sensitive_features)
         self.reset()
         return self
+
+    @staticmethod
+    def _fit_params(est, sample_weight, sensitive_features) -> dict:
+        """Only what was given; a Pipeline gets it as ``<last step>__name`` unless
+        metadata routing is on (then it routes the plain names itself)."""
+        from sklearn import get_config
+
+        params = {}
+        if sample_weight is not None:
+            params["sample_weight"] = sample_weight
+        if sensitive_features is not None:
+            params["sensitive_features"] = sensitive_features
+        if isinstance(est, Pipeline) and not get_config().get("enable_metadata_routing", False):
+            params = {f"{est.steps[-1][0]}__{k}": v for k, v in params.items()}
+        return params
+
+    def _fit_stream_statistics(self, X, sensitive_features) -> None:
+        """``scale_`` (within-group spread of the training raw scores) and the prior
+        of the plug-in shifts (training raw group means)."""
+        final = self._final()
+        z, sensitive = final.raw_output(self._features(X), sensitive_features)
+        self.prior_counts_, self.prior_sums_ = [], []
+        labels = getattr(final, "group_labels_", None)
+        if sensitive is None or labels is None:
+            self.scale_ = z.std(0) if len(z) else np.zeros(z.shape[1])
+            return
+        encoder = GroupEncoder()
+        encoder.labels_ = [list(known) for known in labels]
+        codes = encoder.transform(sensitive, z.shape[0])
+        for a, known in enumerate(labels):
+            self.prior_counts_.append(np.bincount(codes[:, a], minlength=len(known)).astype(np.float64))
+            self.prior_sums_.append(_group_sums(z, codes[:, a], len(known)))
+        means = self.prior_sums_[0] / np.maximum(self.prior_counts_[0], 1)[:, None]
+        self.scale_ = np.sqrt(((z - means[codes[:, 0]]) ** 2).mean(0))  # spread within groups
+
+    def _final(self):
+        est = self.estimator_
+        return est[-1] if isinstance(est, Pipeline) else est
+
+    def _features(self, X):
+        est = self.estimator_
+        return est[:-1].transform(X) if isinstance(est, Pipeline) else X
 
     def predict(self, X, sensitive_features=None):
         """The ordinary batch projection of the fitted model (no stream state)."""
         check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(X, sensitive_features=sensitive_features)
+        return self._final().predict(self._features(X), sensitive_features=sensitive_features)
 
     @available_if(_estimator_has("predict_proba"))
     def predict_proba(self, X, sensitive_features=None):
         check_is_fitted(self, "estimator_")
-        return self.estimator_.predict_proba(X, sensitive_features=sensitive_features)
+        return self._final().predict_proba(self._features(X), sensitive_features=sensitive_features)
 
     @available_if(_estimator_has("decision_function"))
     def decision_function(self, X, sensitive_features=None):
         check_is_fitted(self, "estimator_")
-        return self.estimator_.decision_function(X, sensitive_features=sensitive_features)
+        return self._final().decision_function(self._features(X), sensitive_features=sensitive_features)
 
     def score(self, X, y, sample_weight=None, sensitive_features=None) -> float:
         check_is_fitted(self, "estimator_")
-        return self.estimator_.score(X, y, sample_weight=sample_weight, sensitive_features=sensitive_features)
+        return self._final().score(self._features(X), y, sample_weight=sample_weight,
+                                   sensitive_features=sensitive_features)
 
     def __sklearn_tags__(self):
         tags = self.estimator.__sklearn_tags__()
@@ -164,22 +608,71 @@ class StreamingFairPredictor(BaseEstimator):
     # -- the stream ---------------------------------------------------------------------
     @property
     def _tol(self) -> float:
-        return float(self.estimator_.tolerance if self.tolerance is None else self.tolerance)
+        return float(self._final().tolerance if self.tolerance is None else self.tolerance)
+
+    def _rule(self):
+        if self.mode == "paper":
+            return _PaperRule(self._tol, self.eta0)
+        prior = None
+        if self.prior_samples > 0 and getattr(self, "prior_counts_", None):
+            n_train = float(self.prior_counts_[0].sum())
+            w = self.prior_samples / n_train if n_train > 0 else 0.0
+            prior = [(c * w, s * w) for c, s in zip(self.prior_counts_, self.prior_sums_)]
+        return _PooledRule(self._tol, float(self.slack), np.asarray(getattr(self, "scale_", 1.0), dtype=float),
+                           getattr(self._final(), "bounds", None), prior)
 
     def reset(self) -> StreamingFairPredictor:
         """Forget the stream; the fitted model stays."""
         check_is_fitted(self, "estimator_")
         self._lock = threading.Lock()
-        self._labels: list[dict] = []  # per attribute: label -> slot
-        self._count: list[np.ndarray] = []  # per attribute: (k,)
-        self._raw_sum: list[np.ndarray] = []  # (k, c)
-        self._out_sum: list[np.ndarray] = []  # (k, c)
-        self._paper_steps = 0
-        self.n_seen_ = 0
-        self.dual_ = 0.0 if self.mode == "paper" else np.zeros((0, 0))
-        self.group_means_ = {}
-        self.pooled_gap_ = 0.0
+        rule = _PaperRule if self.mode == "paper" else _PooledRule
+        self.stream_state_ = StreamState(rule=rule.new_state())
         return self
+
+    # the public view of the state
+    @property
+    def n_seen_(self) -> int:
+        return self.stream_state_.n_seen
+
+    @property
+    def dual_(self):
+        rule = _PaperRule if self.mode == "paper" else _PooledRule
+        return rule.dual(self.stream_state_.rule)
+
+    @property
+    def group_means_(self) -> dict:
+        state, means = self.stream_state_, {}
+        for a, lookup in enumerate(state.labels):
+            for label, slot in lookup.items():
+                n = state.count[a][slot]
+                if n > 0:
+                    row = state.out_sum[a][slot] / n
+                    means[(a, label)] = float(row[0]) if row.shape[0] == 1 else row
+        return means
+
+    @property
+    def pooled_gap_(self) -> float:
+        state, gap = self.stream_state_, 0.0
+        for a in range(state.n_attributes):
+            seen = state.count[a] > 0
+            if seen.any():
+                m = state.out_sum[a][seen] / state.count[a][seen][:, None]
+                gap = max(gap, float((m.max(0) - m.min(0)).max()))
+        return gap
+
+    @property
+    def pooled_bound_(self) -> float:
+        state, bound = self.stream_state_, self._tol
+        if self.mode == "paper":
+            return math.inf
+        if self.slack == 0:
+            return bound
+        for a, slack in enumerate(state.rule["slack"]):
+            seen = state.count[a] > 0
+            if seen.sum() >= 2:
+                top = np.sort(slack[seen], 0)[-2:]
+                bound = max(bound, self._tol + float(top.sum(0).max()))
+        return bound
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -191,6 +684,34 @@ class StreamingFairPredictor(BaseEstimator):
         if "estimator_" in state:
             self._lock = threading.Lock()
 
+    # -- fitted state for persistence -----------------------------------------------------
+    def get_fitted_state(self) -> dict:
+        """``{"attributes": ..., "stream": StreamState.to_arrays()}``: this predictor's
+        own fitted state (the wrapped estimator's is its own ``get_fitted_state``)."""
+        check_is_fitted(self, "estimator_")
+        attributes = {"scale_": np.asarray(self.scale_), "prior_counts_": list(self.prior_counts_),
+                      "prior_sums_": list(self.prior_sums_)}
+        for name in ("classes_", "n_features_in_", "feature_names_in_"):
+            if hasattr(self, name):
+                attributes[name] = getattr(self, name)
+        return {"attributes": attributes, "stream": self.stream_state_.to_arrays()}
+
+    @classmethod
+    def from_fitted_state(cls, params: dict, state: dict, *, module=None) -> StreamingFairPredictor:
+        """Rebuild from :meth:`get_fitted_state`: ``params`` are ``get_params(deep=False)``
+        and ``state["estimator_"]`` the fitted wrapped estimator (rebuilt by the
+        caller); ``module`` is unused here (the wrapped estimator takes it)."""
+        est = state["estimator_"]
+        stream = cls(**{**params, "estimator": params.get("estimator") or clone(est)})
+        stream._validate_params()
+        stream.estimator_ = est
+        for name, value in state["attributes"].items():
+            setattr(stream, name, value)
+        stream.reset()
+        stream.stream_state_ = StreamState.from_arrays(state["stream"])
+        return stream
+
+    # -- streaming ----------------------------------------------------------------------
     def partial_predict(self, X, sensitive_features=None) -> np.ndarray:
         """Predict one batch of the stream (any size, down to 1) and update the state.
 
@@ -198,9 +719,10 @@ class StreamingFairPredictor(BaseEstimator):
         logits (use :meth:`partial_decision_function` for the logits themselves).
         """
         scores = self._partial(X, sensitive_features)
-        if hasattr(self.estimator_, "labels_from_scores"):
-            return self.estimator_.labels_from_scores(scores)
-        return self.estimator_.format_output(scores)
+        final = self._final()
+        if hasattr(final, "labels_from_scores"):
+            return final.labels_from_scores(scores)
+        return final.format_output(scores)
 
     @available_if(_estimator_has("decision_function"))
     def partial_decision_function(self, X, sensitive_features=None) -> np.ndarray:
@@ -210,23 +732,24 @@ class StreamingFairPredictor(BaseEstimator):
 
     def _partial(self, X, sensitive_features) -> np.ndarray:
         check_is_fitted(self, "estimator_")
-        est = self.estimator_
         if (X.shape[0] if isinstance(X, np.ndarray) else _num_samples(X)) == 0:
             raise ValueError("partial_predict got an empty batch")
-        z, sensitive = est.raw_output(X, sensitive_features)  # (n, c) raw scores, float64
+        z, sensitive = self._final().raw_output(self._features(X), sensitive_features)  # (n, c) float64
         if sensitive is None:
             raise ValueError("partial_predict needs sensitive_features (or an estimator with sensitive_columns)")
+        if not np.all(np.abs(z) <= _MAX_RAW):  # also catches NaN
+            raise ValueError(f"the model's raw outputs for this call are not finite or exceed {_MAX_RAW:g} in "
+                             "magnitude (inputs far outside the training range?): the stream's sums would overflow")
         n = z.shape[0]
+        rule = self._rule()
         with self._lock:  # one stream: calls are serialised, no update is lost
+            state = self.stream_state_
             codes = self._known_slots(sensitive, n)
             if codes is None:
                 codes_local, labels_local = encode_sensitive(sensitive, n)
                 codes = self._slots(codes_local, labels_local, z.shape[1])
-            out = self._step_paper(z, codes) if self.mode == "paper" else self._step_pooled(z, codes)
-            bounds = getattr(est, "bounds", None)
-            if bounds is not None:
-                out = np.clip(out, bounds[0], bounds[1])
-            self._record(z, out, codes)
+            out = rule.step(z, codes, state)
+            state.record(z, out, codes)
         return out
 
     def _known_slots(self, sensitive, n: int) -> np.ndarray | None:
@@ -237,10 +760,11 @@ class StreamingFairPredictor(BaseEstimator):
         are matched as the general route matches them: object columns by ``str``,
         others by value.
         """
-        if not self._labels or not isinstance(sensitive, np.ndarray) or sensitive.ndim not in (1, 2):
+        labels = self.stream_state_.labels
+        if not labels or not isinstance(sensitive, np.ndarray) or sensitive.ndim not in (1, 2):
             return None
         columns = [sensitive] if sensitive.ndim == 1 else list(sensitive.T)
-        if len(columns) != len(self._labels) or sensitive.shape[0] != n:
+        if len(columns) != len(labels) or sensitive.shape[0] != n:
             return None
         codes = np.empty((n, len(columns)), dtype=np.int64)
         for a, column in enumerate(columns):
@@ -249,7 +773,7 @@ class StreamingFairPredictor(BaseEstimator):
                 return None  # missing: the general route raises
             if column.dtype == object:
                 values = [str(v) for v in values]
-            lookup = self._labels[a]
+            lookup = labels[a]
             try:
                 codes[:, a] = [lookup[v] for v in values]
             except (KeyError, TypeError):  # a new label, or an unhashable one
@@ -258,26 +782,30 @@ class StreamingFairPredictor(BaseEstimator):
 
     def _slots(self, codes_local, labels_local, c) -> np.ndarray:
         """Map this call's labels to the stream's persistent slots (new ones appended)."""
-        if not self._labels:
-            fitted = getattr(self.estimator_, "group_labels_", None) or [[] for _ in labels_local]
+        state = self.stream_state_
+        fitted_labels = getattr(self._final(), "group_labels_", None)
+        if not state.labels:
+            fitted = fitted_labels or [[] for _ in labels_local]
             if len(fitted) != len(labels_local):  # fitted with another number of attributes
                 raise ValueError(
                     f"sensitive_features has {len(labels_local)} attributes but the model was fitted with {len(fitted)}"
                 )
             for known in fitted:
-                self._labels.append({label: i for i, label in enumerate(known)})
+                state.labels.append({label: i for i, label in enumerate(known)})
                 k = len(known)
-                self._count.append(np.zeros(k))
-                self._raw_sum.append(np.zeros((k, c)))
-                self._out_sum.append(np.zeros((k, c)))
-        if len(labels_local) != len(self._labels):
+                state.count.append(np.zeros(k))
+                state.raw_sum.append(np.zeros((k, c)))
+                state.out_sum.append(np.zeros((k, c)))
+                for name, value in state.rule.items():
+                    if isinstance(value, list):
+                        value.append(np.full((k, c), np.inf if name == "slack" else 0.0))
+        if len(labels_local) != state.n_attributes:
             raise ValueError(
-                f"sensitive_features has {len(labels_local)} attributes but the stream has {len(self._labels)}"
+                f"sensitive_features has {len(labels_local)} attributes but the stream has {state.n_attributes}"
             )
-        fitted_labels = getattr(self.estimator_, "group_labels_", None)
         codes = np.empty_like(codes_local)
         for a, labels in enumerate(labels_local):
-            lookup = self._labels[a]
+            lookup = state.labels[a]
             fitted = set(fitted_labels[a]) if fitted_labels else set()
             mapping = np.empty(len(labels), dtype=np.int64)
             for i, label in enumerate(labels):
@@ -287,122 +815,45 @@ class StreamingFairPredictor(BaseEstimator):
                             f"group {label!r} of attribute {a} was not seen in fit (unknown_group='error')"
                         )
                     lookup[label] = len(lookup)
-                    self._count[a] = np.append(self._count[a], 0.0)
-                    self._raw_sum[a] = np.vstack([self._raw_sum[a], np.zeros((1, c))])
-                    self._out_sum[a] = np.vstack([self._out_sum[a], np.zeros((1, c))])
+                    state.add_groups(a, 1, c)
                 mapping[i] = lookup[label]
             codes[:, a] = mapping[codes_local[:, a]]
         return codes
 
-    def _step_pooled(self, z: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        tol = self._tol
-        # 1. plug-in shifts from the raw statistics including this call
-        y = z.copy()
-        shifts = []
-        for a in range(codes.shape[1]):
-            k = len(self._count[a])
-            count = (self._count[a] + np.bincount(codes[:, a], minlength=k)).tolist()
-            raw = self._raw_sum[a] + _group_sums(z, codes[:, a], k)
-            t = np.array([_plug_in_shifts(raw[:, j].tolist(), count, tol) for j in range(z.shape[1])]).T
-            shifts.append(t)
-            y -= t[codes[:, a]]
-        self.dual_ = np.concatenate(shifts, 0)
-        # 2. exact projection of this call onto "pooled means within tolerance"
-        if codes.shape[1] == 1:
-            return self._pooled_projection(y, codes, 0)
-        incr = [np.zeros_like(y) for _ in range(codes.shape[1])]
-        for _ in range(_DYKSTRA_SWEEPS):
-            moved = 0.0
-            for a in range(codes.shape[1]):
-                shifted = y + incr[a]
-                new = self._pooled_projection(shifted, codes, a)
-                incr[a] = shifted - new
-                moved = max(moved, float(np.abs(new - y).max()))
-                y = new
-            if moved <= 1e-12 * (1.0 + float(np.abs(y).max())):
-                break
-        return y
 
-    def _pooled_projection(self, y: np.ndarray, codes: np.ndarray, a: int) -> np.ndarray:
-        """Shift this call's groups (attribute a) so all pooled means fit one interval.
+def _band_start(m: list, w: list, e: list, tol: float) -> float:
+    """Start ``c`` of the bands ``[c - e_g, c + tol + e_g]`` closest to the means ``m``
+    (weights ``w``): the root of ``F(c) = sum_g w_g ((m_g - tol - e_g - c)_+ -
+    (c - e_g - m_g)_+)``, non-increasing and linear between its breakpoints
+    (:func:`interval_start_1d` is the case ``e = 0``)."""
 
-        The work on the k groups is done in Python floats: a stream's calls are tiny,
-        and array calls would cost more than the arithmetic.
-        """
-        tol = self._tol
-        k = len(self._count[a])
-        n_call = np.bincount(codes[:, a], minlength=k).tolist()
-        before = self._count[a].tolist()
-        present = [g for g in range(k) if n_call[g] > 0]
-        absent = [g for g in range(k) if n_call[g] == 0 and before[g] > 0]
-        if len(present) + len(absent) < 2:
-            return y
-        total = [before[g] + n_call[g] for g in range(k)]
-        pooled = self._out_sum[a] + _group_sums(y, codes[:, a], k)
-        weights = [total[g] ** 2 / n_call[g] for g in present]
-        delta = np.zeros((k, y.shape[1]))
-        for j in range(y.shape[1]):
-            col = pooled[:, j].tolist()
-            means0 = [col[g] / total[g] for g in present]
-            width, lo, hi = tol, -np.inf, np.inf
-            if absent:
-                history = self._out_sum[a][:, j].tolist()
-                fixed = [history[g] / before[g] for g in absent]
-                width = max(width, max(fixed) - min(fixed))  # never tighter than history
-                lo, hi = max(fixed) - width, min(fixed)
-            if len(present) >= 2:
-                # convex in the start: the constrained optimum is the clamped free one
-                start = min(max(interval_start_1d(means0, weights, width), lo), hi)
-            else:  # one group moves: it must land within `width` of every fixed mean
-                start = min(max(means0[0] - width / 2, lo), hi)
-            for g, m in zip(present, means0):
-                moved = m - min(max(m, start), start + width)  # change of the pooled mean
-                delta[g, j] = moved * (total[g] / n_call[g])
-        return y - delta[codes[:, a]]
+    def f(c: float) -> float:
+        total = 0.0
+        for mg, wg, eg in zip(m, w, e):
+            above = mg - tol - eg - c
+            if above > 0:
+                total += wg * above
+            elif c - eg > mg:
+                total -= wg * (c - eg - mg)
+        return total
 
-    def _step_paper(self, z: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        if codes.shape[1] != 1:
-            raise ValueError("mode='paper' handles one sensitive attribute (the paper's setting)")
-        tol = self._tol
-        g = codes[:, 0]
-        slots, local = np.unique(g, return_inverse=True)
-        if len(slots) < 2:
-            return z
-        n = len(g)
-        counts = np.bincount(local).astype(float)
-        means = _group_sums(z, local, len(slots)) / counts[:, None]
-        lam = float(self.dual_)
-        new = _penalised_means(means, counts, lam * n / 2)
-        y = z + (new - means)[local]
-        gap = float((new.max(0) - new.min(0)).max())
-        self._paper_steps += 1
-        step = self.eta0 / np.sqrt(self._paper_steps)
-        self.dual_ = max(0.0, lam + step * n * (gap - tol))
-        return y
-
-    def _record(self, z, out, codes) -> None:
-        self.n_seen_ += out.shape[0]
-        gap = 0.0
-        means = {}
-        for a in range(codes.shape[1]):
-            k = len(self._count[a])
-            self._count[a] += np.bincount(codes[:, a], minlength=k)
-            self._raw_sum[a] += _group_sums(z, codes[:, a], k)
-            self._out_sum[a] += _group_sums(out, codes[:, a], k)
-            count = self._count[a].tolist()
-            per_column = [
-                [s / n if n > 0 else None for s, n in zip(self._out_sum[a][:, j].tolist(), count)]
-                for j in range(out.shape[1])
-            ]
-            for col in per_column:
-                seen = [m for m in col if m is not None]
-                gap = max(gap, max(seen) - min(seen))
-            for label, slot in self._labels[a].items():
-                if count[slot] > 0:
-                    one = out.shape[1] == 1
-                    means[(a, label)] = per_column[0][slot] if one else self._out_sum[a][slot] / count[slot]
-        self.pooled_gap_ = gap
-        self.group_means_ = means
+    bps = sorted([mg - tol - eg for mg, eg in zip(m, e)] + [mg + eg for mg, eg in zip(m, e)])
+    lo, hi = 0, len(bps) - 1
+    f_hi = f(bps[hi])
+    if f_hi >= 0:
+        return bps[hi]
+    f_lo = f(bps[lo])
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        f_mid = f(bps[mid])
+        if f_mid >= 0:
+            lo, f_lo = mid, f_mid
+        else:
+            hi, f_hi = mid, f_mid
+    b0, b1 = bps[lo], bps[hi]
+    if f_lo > 0 and f_lo > f_hi and b1 > b0:
+        return b0 + f_lo / ((f_lo - f_hi) / (b1 - b0))
+    return b0
 
 
 def _plug_in_shifts(raw: list, count: list, tol: float) -> list:
@@ -455,4 +906,3 @@ def _water_level(m: np.ndarray, counts: np.ndarray, budget: float) -> float:
         if h >= below:
             return float(h)
     return float(h)
-

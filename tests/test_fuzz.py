@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -94,29 +95,42 @@ def test_layer_never_breaks_a_constraint(inputs, solver):
 _STREAM = {}
 
 
-def _stream():
-    if not _STREAM:
+def _stream(kind):
+    if kind not in _STREAM:
         rng = np.random.default_rng(0)
         X, s = rng.normal(size=(80, 2)), rng.integers(0, 3, 80)
-        _STREAM["s"] = StreamingFairPredictor(FairLayerRegressor(max_epochs=1, random_state=0, solver="exact"),
-                                              tolerance=0.05).fit(X, X[:, 0] + s, sensitive_features=s)
-    return _STREAM["s"]
+        bounds = (-1.0, 1.0) if kind == "box" else None
+        _STREAM[kind] = StreamingFairPredictor(
+            FairLayerRegressor(max_epochs=1, random_state=0, solver="exact", bounds=bounds),
+            tolerance=0.05).fit(X, np.clip(X[:, 0] + s, -1, 1), sensitive_features=s)
+    return _STREAM[kind]
 
 
+@pytest.mark.parametrize("kind", ["free", "box"])
+@pytest.mark.parametrize("slack", [0.0, 1.0])
 @given(st.lists(st.tuples(arrays(np.float64, (3, 2),
                                  elements=st.one_of(finite, anything)),
                           arrays(np.int64, (3,), elements=st.integers(0, 5)),
                           st.integers(1, 3)), min_size=1, max_size=20))
-def test_stream_never_breaks_the_pooled_bound(calls):
-    stream = _stream()
+def test_stream_never_breaks_the_pooled_bound(kind, slack, calls):
+    """Unscaled inputs (up to 1e6, NaN, infinities), with and without a box, both
+    rules: an error of the ValueError family, or outputs in the box whose pooled gap
+    is within the rule's bound (the tolerance for slack=0)."""
+    stream = _stream(kind)
+    stream.set_params(slack=slack)
     stream.reset()
     for X, s, b in calls:
         try:
-            stream.partial_predict(X[:b] * 1e-3, sensitive_features=s[:b])
+            out = stream.partial_predict(X[:b], sensitive_features=s[:b])
         except ValueError:
             continue
+        assert np.all(np.isfinite(out))
+        if kind == "box":
+            assert out.min() >= -1.0 and out.max() <= 1.0
         # "up to rounding": float64 resolves ~1e-16 of the raw scores' magnitude, and
         # a huge raw score shifted back to the fair interval keeps that absolute error
-        raw = [np.abs(r[c > 0] / c[c > 0, None]).max() for r, c in zip(stream._raw_sum, stream._count) if c.any()]
+        state = stream.stream_state_
+        raw = [np.abs(r[c > 0] / c[c > 0, None]).max() for r, c in zip(state.raw_sum, state.count) if c.any()]
         scale = max([1.0] + raw)
-        assert np.isfinite(stream.pooled_gap_) and stream.pooled_gap_ <= 0.05 + 1e-12 * scale
+        bound = 0.05 if slack == 0 else stream.pooled_bound_
+        assert np.isfinite(stream.pooled_gap_) and stream.pooled_gap_ <= bound + 1e-12 * scale

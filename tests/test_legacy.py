@@ -47,3 +47,15 @@ def test_v1_stream_continues_as_before(expected):
     after = np.concatenate([stream.partial_predict(X[i : i + 2], sensitive_features=s[i : i + 2])
                             for i in range(120, 200, 2)])
     np.testing.assert_allclose(after, expected["stream_after"], rtol=0, atol=1e-12)
+
+
+def test_v1_archives_load_with_a_warning_and_refuse_a_key():
+    with pytest.warns(UserWarning, match="not authenticated"):
+        load(FIXTURES / "v1_regressor.fairsk")
+    with pytest.raises(ValueError, match="cannot be authenticated"):
+        load(FIXTURES / "v1_regressor.fairsk", key=b"k")
+
+
+def test_v1_stream_keeps_its_strict_rule():
+    stream = _load("v1_stream.fairsk")
+    assert stream.slack == 0.0 and stream.prior_samples == 0 and stream.pooled_bound_ == stream._tol

@@ -1,4 +1,5 @@
-"""StreamingFairPredictor: the pooled guarantee, the paper's mode, state, threads, bad input."""
+"""StreamingFairPredictor: the pooled guarantees (strict and shrinking), the box, the
+paper's mode, state, threads, pipelines, bad input."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from fairsk import FairLayerClassifier, FairLayerRegressor, StreamingFairPredictor
 from fairsk.metrics import parity_gap
+from fairsk.streaming import StreamState
 
 TOL = 0.03
 
@@ -26,11 +32,41 @@ def make_data(n=400, k=3, attributes=1, seed=0):
     return X, y, s if attributes > 1 else s[:, 0]
 
 
+class Centred(torch.nn.Module):
+    """A linear body whose outputs start around 0.5 with a wide spread, so that a
+    box (0, 1) clips many of them."""
+
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.lin = torch.nn.Linear(n_features_in, n_outputs)
+        with torch.no_grad():
+            self.lin.bias.fill_(0.5)
+            self.lin.weight.mul_(3.0)
+
+    def forward(self, X):
+        return self.lin(X)
+
+
+_FITTED: dict = {}
+
+
+def fitted_stream(kind: str) -> StreamingFairPredictor:
+    """Module-level cache (hypothesis tests cannot take function-scoped fixtures)."""
+    if kind not in _FITTED:
+        X, y, s = make_data()
+        if kind == "free":
+            reg = FairLayerRegressor(tolerance=TOL, max_epochs=5, random_state=0, solver="exact")
+        else:  # a bounded regressor
+            reg = FairLayerRegressor(module=Centred, bounds=(0.0, 1.0), tolerance=TOL, max_epochs=1, lr=1e-4,
+                                     random_state=0, solver="exact")
+            y = np.clip(y / 4 + 0.3, 0, 1)
+        _FITTED[kind] = StreamingFairPredictor(reg).fit(X, y, sensitive_features=s)
+    return _FITTED[kind]
+
+
 @pytest.fixture(scope="module")
 def fitted():
-    X, y, s = make_data()
-    reg = FairLayerRegressor(tolerance=TOL, max_epochs=5, random_state=0, solver="exact")
-    return StreamingFairPredictor(reg).fit(X, y, sensitive_features=s)
+    return fitted_stream("free")
 
 
 def fresh(fitted, **params):
@@ -39,18 +75,8 @@ def fresh(fitted, **params):
     return stream.reset()
 
 
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    n=st.integers(1, 300),
-    max_batch=st.integers(1, 16),
-    k=st.integers(2, 5),
-    drift=st.booleans(),
-)
-def test_pooled_gap_never_exceeds_tolerance(fitted, seed, n, max_batch, k, drift):
-    """After every call, the gap of everything emitted so far (measured from outside)
-    is within the tolerance: any stream, any batch sizes, groups appearing mid-stream."""
+def _random_stream(stream, seed, n, max_batch, k, drift, check):
     rng = np.random.default_rng(seed)
-    stream = fresh(fitted)
     X = rng.normal(size=(n, 4)) * rng.uniform(0.5, 3)
     share = np.linspace(0.1, 0.9, n) if drift else np.full(n, 0.5)
     s = np.where(rng.uniform(size=n) < share, 0, rng.integers(0, k, size=n))
@@ -61,10 +87,140 @@ def test_pooled_gap_never_exceeds_tolerance(fitted, seed, n, max_batch, k, drift
         emitted.append(stream.partial_predict(X[rows], sensitive_features=s[rows]))
         groups.append(s[rows])
         start += b
-        outside = parity_gap(np.concatenate(emitted), np.concatenate(groups))
+        check(np.concatenate(emitted), np.concatenate(groups))
+    assert stream.n_seen_ == n
+
+
+@pytest.mark.parametrize("kind", ["free", "box"])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 300),
+    max_batch=st.integers(1, 16),
+    k=st.integers(2, 5),
+    drift=st.booleans(),
+)
+def test_pooled_gap_never_exceeds_tolerance(kind, seed, n, max_batch, k, drift):
+    """slack=0: after every call, the gap of everything emitted so far (measured from
+    outside) is within the tolerance: any stream, any batch sizes, groups appearing
+    mid-stream, with and without a box (whose bounds every output respects)."""
+    stream = fresh(fitted_stream(kind), slack=0.0)
+
+    def check(out, groups):
+        outside = parity_gap(out, groups)
         assert outside <= TOL + 1e-9
         assert stream.pooled_gap_ == pytest.approx(outside, abs=1e-9)
-    assert stream.n_seen_ == n
+        if kind == "box":
+            assert out.min() >= 0.0 and out.max() <= 1.0
+
+    _random_stream(stream, seed, n, max_batch, k, drift, check)
+
+
+@pytest.mark.parametrize("kind", ["free", "box"])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 300),
+    max_batch=st.integers(1, 16),
+    k=st.integers(2, 5),
+    drift=st.booleans(),
+    slack=st.sampled_from([0.1, 1.0, 3.0]),
+)
+def test_shrinking_bound_holds_after_every_call(kind, seed, n, max_batch, k, drift, slack):
+    """The default rule: after every call, every two groups' pooled means are within
+    tolerance + e_g + e_h, e_g = slack * scale_ / sqrt(N_g), recomputed from outside
+    (without a box; with one, within the bound the stream reports, which is never
+    below the formula)."""
+    stream = fresh(fitted_stream(kind), slack=slack)
+    scale = float(stream.scale_[0])
+
+    def check(out, groups):
+        labels, counts = np.unique(groups, return_counts=True)
+        means = np.array([out[groups == g].mean() for g in labels])
+        e = slack * scale / np.sqrt(counts)
+        allowed = TOL + e[:, None] + e[None, :]
+        if kind == "free":
+            assert (np.abs(means[:, None] - means[None, :]) <= allowed + 1e-9).all()
+        else:
+            assert out.min() >= 0.0 and out.max() <= 1.0
+            assert stream.pooled_bound_ >= TOL + np.sort(e)[-2:].sum() - 1e-12 if len(e) > 1 else True
+        assert stream.pooled_gap_ == pytest.approx(parity_gap(out, groups), abs=1e-9)
+        assert stream.pooled_gap_ <= stream.pooled_bound_ + 1e-9
+
+    _random_stream(stream, seed, n, max_batch, k, drift, check)
+
+
+def test_bounded_regressor_batches_of_three():
+    """A bounded regressor (bounds (0, 1), tolerance 0.05), batches of 3: the pooled
+    step works inside the box (clipping after it broke the pooled bound)."""
+    X, y, s = make_data(n=300)
+    reg = FairLayerRegressor(module=Centred, bounds=(0, 1), tolerance=0.05, max_epochs=1, lr=1e-4, random_state=0,
+                             solver="exact")
+    stream = StreamingFairPredictor(reg, slack=0.0).fit(X, np.clip(y / 4 + 0.3, 0, 1), sensitive_features=s)
+    raw = stream.estimator_.raw_output(X, s)[0]
+    assert ((raw < 0) | (raw > 1)).mean() > 0.3  # the box binds often
+    out = []
+    for i in range(0, 300, 3):
+        out.append(stream.partial_predict(X[i : i + 3], sensitive_features=s[i : i + 3]))
+        both = np.concatenate(out)
+        assert parity_gap(both, s[: len(both)]) <= 0.05 + 1e-9
+        assert both.min() >= 0 and both.max() <= 1
+
+
+def test_one_sample_calls_stay_informative_at_tolerance_zero():
+    """Batch size 1, tolerance 0: the default rule emits the model's information
+    (distinct outputs, labels as the batch call's) while its bound shrinks; the
+    strict rule is refused at fit for this case."""
+    X, y, s = make_data(n=2400, k=2, seed=5)
+    labels = (y > np.median(y)).astype(int)
+    clf = FairLayerClassifier(tolerance=0.0, max_epochs=5, random_state=0, solver="exact")
+    stream = StreamingFairPredictor(clf).fit(X[:1200], labels[:1200], sensitive_features=s[:1200])
+    Xs, ys, ss = X[1200:], labels[1200:], s[1200:]
+    logits = np.concatenate([stream.partial_decision_function(Xs[i : i + 1], sensitive_features=ss[i : i + 1])
+                             for i in range(1200)])
+    batch = stream.decision_function(Xs, sensitive_features=ss)
+    assert len(np.unique(logits)) == 1200
+    assert np.corrcoef(logits, batch)[0, 1] > 0.99
+    acc_stream, acc_batch = ((logits > 0) == ys).mean(), ((batch > 0) == ys).mean()
+    assert abs(acc_stream - acc_batch) <= 0.01
+    counts = np.bincount(ss)
+    e = stream.slack * stream.scale_[0] / np.sqrt(counts)
+    assert parity_gap(logits, ss) <= e.sum() + 1e-9
+    with pytest.raises(ValueError, match="emit constants"):
+        StreamingFairPredictor(clf, slack=0.0).fit(X[:1200], labels[:1200], sensitive_features=s[:1200])
+
+
+def test_state_to_arrays_round_trip(fitted):
+    X, y, s = make_data()
+    stream = fresh(fitted)
+    stream.partial_predict(X[:30], sensitive_features=s[:30])
+    stream.partial_predict(X[30:33], sensitive_features=np.array([0, 9, 9]))  # a new group
+    arrays = stream.stream_state_.to_arrays()
+    assert all(isinstance(v, np.ndarray) and v.dtype != object for v in arrays.values())
+    copy = fresh(fitted)
+    copy.stream_state_ = StreamState.from_arrays(arrays)
+    assert copy.group_means_ == stream.group_means_ and copy.n_seen_ == 33
+    np.testing.assert_array_equal(copy.dual_, stream.dual_)
+    for i in range(40, 80, 2):
+        np.testing.assert_array_equal(copy.partial_predict(X[i : i + 2], sensitive_features=s[i : i + 2]),
+                                      stream.partial_predict(X[i : i + 2], sensitive_features=s[i : i + 2]))
+
+
+def test_stream_wraps_a_pipeline():
+    X, y, s = make_data()
+    X = X * 100 + 5  # unscaled: the pipeline's scaler matters
+    reg = FairLayerRegressor(tolerance=TOL, max_epochs=3, random_state=0, solver="exact")
+    piped = StreamingFairPredictor(Pipeline([("scale", StandardScaler()), ("reg", reg)])).fit(
+        X, y, sensitive_features=s)
+    scaler = StandardScaler().fit(X)
+    bare = StreamingFairPredictor(reg).fit(scaler.transform(X), y, sensitive_features=s)
+    for i in range(0, 60, 4):
+        rows = slice(i, i + 4)
+        np.testing.assert_allclose(piped.partial_predict(X[rows], sensitive_features=s[rows]),
+                                   bare.partial_predict(scaler.transform(X[rows]), sensitive_features=s[rows]),
+                                   rtol=0, atol=1e-12)
+    np.testing.assert_allclose(piped.predict(X, sensitive_features=s),
+                               bare.predict(scaler.transform(X), sensitive_features=s), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="fairsk estimator"):
+        StreamingFairPredictor(Pipeline([("scale", StandardScaler()), ("lin", LinearRegression())])).fit(X, y)
 
 
 def test_pooled_mode_stays_close_to_the_batch_projection(fitted):
@@ -81,7 +237,7 @@ def test_pooled_mode_stays_close_to_the_batch_projection(fitted):
 def test_several_attributes_stream(fitted):
     X, y, s = make_data(n=300, attributes=2, seed=1)
     reg = FairLayerRegressor(tolerance=TOL, max_epochs=3, random_state=0, solver="exact")
-    stream = StreamingFairPredictor(reg).fit(X, y, sensitive_features=s)
+    stream = StreamingFairPredictor(reg, slack=0.0).fit(X, y, sensitive_features=s)
     out = np.concatenate([stream.partial_predict(X[i : i + 4], sensitive_features=s[i : i + 4])
                           for i in range(0, 300, 4)])
     assert stream.pooled_gap_ == pytest.approx(max(parity_gap(out, s[:, 0]), parity_gap(out, s[:, 1])), abs=1e-9)
@@ -169,7 +325,7 @@ def test_threads_lose_no_update(fitted):
     out = np.array([v for _, v in rows])
     # the state is exactly the sum of what the threads received
     assert parity_gap(out, s[idx]) == pytest.approx(stream.pooled_gap_, abs=1e-9)
-    assert stream.pooled_gap_ <= TOL + 1e-9
+    assert stream.pooled_gap_ <= stream.pooled_bound_ + 1e-9
 
 
 def test_classifier_stream_and_new_group():
@@ -181,7 +337,7 @@ def test_classifier_stream_and_new_group():
     logits = stream.partial_decision_function(X[5:9], sensitive_features=np.array([7, 7, 0, 1]))
     assert logits.shape == (4,)
     assert (0, 7) in stream.group_means_
-    assert stream.pooled_gap_ <= TOL + 1e-9
+    assert stream.pooled_gap_ <= stream.pooled_bound_ + 1e-9
 
 
 @pytest.mark.parametrize(
