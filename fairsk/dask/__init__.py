@@ -182,9 +182,26 @@ def _scores(est, x, s) -> tuple[np.ndarray, list | None, np.ndarray | None]:
     if sensitive is None:
         return z, None, None
     codes, labels = encode_sensitive(sensitive, n)
-    uniq, inverse = np.unique(codes, axis=0, return_inverse=True)
-    cells = [tuple(_key(labels[a][u[a]]) for a in range(codes.shape[1])) for u in uniq]
+    if codes.shape[1] == 1:  # codes are already 0..k-1 over the labels present
+        return z, [(_key(v),) for v in labels[0]], codes[:, 0]
+    # several attributes: one integer per row in mixed radix, then its distinct values
+    sizes = np.array([len(lab) for lab in labels], dtype=np.int64)
+    flat = np.zeros(n, dtype=np.int64)
+    for a in range(codes.shape[1]):
+        flat = flat * sizes[a] + codes[:, a]
+    uniq, inverse = np.unique(flat, return_inverse=True)
+    digits = []
+    for a in reversed(range(codes.shape[1])):
+        digits.append(uniq % sizes[a])
+        uniq = uniq // sizes[a]
+    digits = digits[::-1]
+    cells = [tuple(_key(labels[a][digits[a][i]]) for a in range(codes.shape[1])) for i in range(len(digits[0]))]
     return z, cells, inverse.reshape(-1)
+
+
+def _cell_sums(v: np.ndarray, inverse: np.ndarray, k: int) -> np.ndarray:
+    """(k, c) sums of the columns of ``v`` per cell."""
+    return np.stack([np.bincount(inverse, weights=v[:, j], minlength=k) for j in range(v.shape[1])], 1)
 
 
 def _stats_part(est, x, s) -> dict:
@@ -195,12 +212,20 @@ def _stats_part(est, x, s) -> dict:
     if cells is None:
         out["unconstrained"] = z.shape[0] > 0
         return out
-    zc = np.clip(z, lb, ub)
+    k = len(cells)
+    counts = np.bincount(inverse, minlength=k).astype(np.float64)
+    sums = _cell_sums(z, inverse, k)
+    boxed = math.isfinite(lb) or math.isfinite(ub)
+    clipped = _cell_sums(np.clip(z, lb, ub), inverse, k) if boxed else sums
     for i, cell in enumerate(cells):
-        rows = inverse == i
-        zi = z[rows]
-        out["cells"][cell] = [float(rows.sum()), zi.sum(0), zc[rows].sum(0), zi.min(0), zi.max(0),
-                              _shifts.zero_counts(zi, lb, ub)]
+        if not counts[i]:
+            continue
+        if boxed:  # what the box search starts from
+            zi = z[inverse == i]
+            extra = [zi.min(0), zi.max(0), _shifts.zero_counts(zi, lb, ub)]
+        else:
+            extra = [np.zeros(z.shape[1]), np.zeros(z.shape[1]), np.zeros((4, z.shape[1]))]
+        out["cells"][cell] = [counts[i], sums[i], clipped[i], *extra]
     return out
 
 
@@ -254,17 +279,20 @@ def _out_stats_part(est, x, s, plan) -> dict:
     count and sum; min and max."""
     out, cells, inverse = _apply_part(est, x, s, plan)
     stats = {"min": out.min(0) if out.size else None, "max": out.max(0) if out.size else None, "groups": {}}
-    if cells is None or plan is None:
+    if cells is None or plan is None or not len(cells):
         return stats
+    k = len(cells)
+    counts = np.bincount(inverse, minlength=k).astype(np.float64)
+    sums = _cell_sums(out, inverse, k)
     for i, cell in enumerate(cells):
-        rows = inverse == i
-        n, total = float(rows.sum()), out[rows].sum(0)
+        if not counts[i]:
+            continue
         for a, label in enumerate(cell):
             key = (a, label)
             if key in stats["groups"]:
-                stats["groups"][key] = (stats["groups"][key][0] + n, stats["groups"][key][1] + total)
+                stats["groups"][key] = (stats["groups"][key][0] + counts[i], stats["groups"][key][1] + sums[i])
             else:
-                stats["groups"][key] = (n, total)
+                stats["groups"][key] = (counts[i], sums[i])
     return stats
 
 
