@@ -71,7 +71,27 @@ def decision_function(est, X, sensitive_features=None):
 
 def predict(est, X, sensitive_features=None):
     """Regressor: the projected predictions (as :func:`decision_function`).
-    Classifier: the labels of the projected logits (as ``est.predict``)."""
+    Classifier: the labels of the projected logits (as ``est.predict``).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fairsk.dask as fd
+    >>> from fairsk import FairLayerRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(300, 3)); s = rng.integers(0, 2, 300); y = X[:, 0] + s
+    >>> reg = FairLayerRegressor(tolerance=0.05, max_epochs=3, random_state=0, solver="exact")
+    >>> reg = reg.fit(X, y, sensitive_features=s)
+    >>> Xd, sd = da.from_array(X, chunks=(100, 3)), da.from_array(s, chunks=100)
+    >>> pred = fd.predict(reg, Xd, sensitive_features=sd)  # lazy, same chunks as Xd
+    >>> pred.chunks
+    ((100, 100, 100),)
+    >>> bool(np.abs(pred.compute() - reg.predict(X, sensitive_features=s)).max() < 1e-9)
+    True
+    >>> fd.parity_gap(pred, sd) <= 0.05 + 1e-9
+    True
+    """
     kind = "labels" if hasattr(est, "classes_") else "scores"
     return _Run(est, X, sensitive_features).output(kind)
 
