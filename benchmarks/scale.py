@@ -32,15 +32,29 @@ D = 8  # features
 K = 3  # groups
 
 
+def _block(n: int, chunk: int, seed: int, what: str, block_id=None) -> np.ndarray:
+    """One chunk of the data, generated from (seed, chunk index) alone: every pass
+    regenerates the same rows, and each chunk is one task (no intermediate arrays)."""
+    i = block_id[0]
+    rows = min(chunk, n - i * chunk)
+    rng = np.random.default_rng([seed, i])
+    groups = rng.integers(0, K, rows)
+    if what == "groups":
+        return groups
+    X = rng.normal(size=(rows, D))
+    X[:, 0] += 0.7 * groups  # the features carry the groups
+    return X
+
+
 def _data(n: int, chunk: int, seed: int = 0):
-    """Lazy features (n, D) and groups (n,): the features carry the groups."""
+    """Lazy features (n, D) and groups (n,)."""
     import dask.array as da
 
-    rs = da.random.RandomState(seed)
-    groups = rs.randint(0, K, size=n, chunks=chunk)
-    X = rs.normal(size=(n, D), chunks=(chunk, D))
-    X = X + da.stack([groups * 0.7] + [da.zeros(n, chunks=chunk)] * (D - 1), axis=1)
-    return X.astype(np.float64), groups
+    rows = (chunk,) * (n // chunk) + ((n % chunk,) if n % chunk else ())
+    X = da.map_blocks(_block, n, chunk, seed, "X", chunks=(rows, (D,)), dtype=np.float64, meta=np.empty((0, D)))
+    groups = da.map_blocks(_block, n, chunk, seed, "groups", chunks=(rows,), dtype=np.int64,
+                           meta=np.empty(0, dtype=np.int64))
+    return X, groups
 
 
 def _fit_models(seed: int = 0):
