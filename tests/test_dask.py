@@ -172,6 +172,22 @@ def test_metrics_match_in_memory(client, data):
     assert fd.parity_gap(frame["p"], frame["g"]) == pytest.approx(parity_gap(pred, s), abs=1e-12)
 
 
+def test_unseen_groups_and_no_groups_as_in_memory(client, data):
+    X, s, _, y = data
+    reg = _fit(FairLayerRegressor(tolerance=0.01, max_epochs=1, random_state=0, solver="exact"), data)
+    s_new = s.copy()
+    s_new[2000:2100] = 7  # a group not seen in fit: constrained as a group of its own, with a warning
+    with pytest.warns(UserWarning, match="not seen in fit"):
+        got = fd.predict(reg, _darr(X), sensitive_features=_darr(s_new)).compute()
+    with pytest.warns(UserWarning, match="not seen in fit"):
+        expected = reg.predict(X, sensitive_features=s_new)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    with pytest.warns(UserWarning, match="no sensitive_features"):
+        got = fd.predict(reg, _darr(X)).compute()
+    with pytest.warns(UserWarning, match="no sensitive_features"):
+        np.testing.assert_allclose(got, reg.predict(X), rtol=0, atol=1e-9)
+
+
 def test_bad_input(client, data):
     X, s, _, y = data
     reg = _fit(FairLayerRegressor(tolerance=0.01, max_epochs=1, random_state=0, solver="exact"), data)

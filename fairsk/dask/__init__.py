@@ -23,7 +23,8 @@ group at a time):
    of the returned output from its group sums (it raises
    :class:`~fairsk.exceptions.InfeasibleProjectionError` when the output breaks the
    constraints by more than ``1e-9 (1 + max |out|)``), then the output pass itself,
-   which starts once the check has passed.
+   which starts once the check has passed and reads the input again (through a copy
+   of its graph, so that no input partition waits in memory for the check).
 
 Dask is imported only inside these functions: ``import fairsk`` does not need it
 (install it with ``pip install fairsk[dask]``).
@@ -144,13 +145,13 @@ def _parts_of(obj, name: str, two_d: bool = False) -> _Parts:
     import dask.dataframe as dd
 
     if isinstance(obj, (dd.DataFrame, dd.Series)):
-        return _Parts(obj, "frame", list(obj.to_delayed()), None, obj.divisions, obj._meta.index)
+        return _Parts(obj, "frame", list(obj.to_delayed(optimize_graph=False)), None, obj.divisions, obj._meta.index)
     if isinstance(obj, da.Array):
         if obj.ndim == 2:
             obj = obj.rechunk({1: -1})  # one block of columns per row chunk
-            blocks = list(obj.to_delayed()[:, 0])
+            blocks = list(obj.to_delayed(optimize_graph=False)[:, 0])
         elif obj.ndim == 1 and not two_d:
-            blocks = list(obj.to_delayed())
+            blocks = list(obj.to_delayed(optimize_graph=False))
         else:
             raise ValueError(f"{name} must be a {'2-D' if two_d else '1-D or 2-D'} dask Array, got {obj.ndim}-D")
         return _Parts(obj, "array", blocks, tuple(obj.chunks[0]))
@@ -352,6 +353,10 @@ def _verify(stats: dict, spec: Spec | None) -> bool:
     return True
 
 
+def _same(part):
+    return part
+
+
 def _release(est, x, s, plan, kind: str, checked: bool):
     """The output of one partition, formatted; ``checked`` only orders it after the check."""
     out = _apply_part(est, x, s, plan)[0]
@@ -485,12 +490,20 @@ class _Run:
         import dask.array as da
         import dask.dataframe as dd
         import pandas as pd
+        from dask.graph_manipulation import bind
 
         plan_d = dask.delayed(self.plan)
         spec = self.spec if self.plan is not None else None
         stats = [dask.delayed(_out_stats_part)(self.est_d, x, s, plan_d) for x, s in zip(self.X.parts, self.S)]
         check = dask.delayed(_verify)(_tree(stats, _merge_out_stats), spec)
-        parts = [dask.delayed(_release)(self.est_d, x, s, plan_d, kind, check) for x, s in zip(self.X.parts, self.S)]
+        # The output pass reads the input partitions again, through a copy of their graph
+        # that starts after the check: sharing the check's input tasks would keep every
+        # input partition in memory until the check is done.
+        given = [s for s in self.S if s is not None]
+        bound = bind([dask.delayed(_same)(p) for p in list(self.X.parts) + given], check)
+        xs, rest = bound[: len(self.X.parts)], iter(bound[len(self.X.parts) :])
+        ss = [None if s is None else next(rest) for s in self.S]
+        parts = [dask.delayed(_release)(self.est_d, x, s, plan_d, kind, check) for x, s in zip(xs, ss)]
         c = self.stats["c"] or getattr(self.est, "n_outputs_", 1)
         one_column = self._one_column(kind, c)
         if kind == "labels":
