@@ -145,13 +145,13 @@ def _parts_of(obj, name: str, two_d: bool = False) -> _Parts:
     import dask.dataframe as dd
 
     if isinstance(obj, (dd.DataFrame, dd.Series)):
-        return _Parts(obj, "frame", list(obj.to_delayed(optimize_graph=False)), None, obj.divisions, obj._meta.index)
+        return _Parts(obj, "frame", list(obj.to_delayed()), None, obj.divisions, obj._meta.index)
     if isinstance(obj, da.Array):
         if obj.ndim == 2:
             obj = obj.rechunk({1: -1})  # one block of columns per row chunk
-            blocks = list(obj.to_delayed(optimize_graph=False)[:, 0])
+            blocks = list(obj.to_delayed()[:, 0])
         elif obj.ndim == 1 and not two_d:
-            blocks = list(obj.to_delayed(optimize_graph=False))
+            blocks = list(obj.to_delayed())
         else:
             raise ValueError(f"{name} must be a {'2-D' if two_d else '1-D or 2-D'} dask Array, got {obj.ndim}-D")
         return _Parts(obj, "array", blocks, tuple(obj.chunks[0]))
