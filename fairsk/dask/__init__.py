@@ -1,0 +1,580 @@
+"""Predict over Dask collections with the guarantee of one in-memory call.
+
+``fairsk.dask.decision_function(est, X, sensitive_features=...)`` (and ``predict``,
+``predict_proba``) take a fitted estimator and a dask DataFrame or Array and return a
+lazy dask collection with the same partitions whose **whole** result, all partitions
+together, is the projection one in-memory call would return: its group means meet the
+tolerance over all rows, and it equals ``est.decision_function`` / ``est.predict`` on
+the concatenated data (to rounding, 1e-9).
+
+Passes over the data (each recomputes the body's outputs partition by partition; no
+partition is ever gathered and a worker holds one partition and a few numbers per
+group at a time):
+
+1. when called: one reduction of per-cell (one group of every attribute) counts,
+   sums, clipped sums, minima and maxima of the raw outputs; the shifts follow on the
+   client (closed form for one attribute, Dykstra's iteration over the cells for
+   several);
+2. with a box (``bounds``) only, when called: the search passes of
+   :func:`fairsk.dask._shifts.box_shifts`, each a reduction of ``S_g`` at up to 256
+   shifts per group and column (or of the last few breakpoints): for data spread over
+   the box, about ``1 + ceil(log_257(n_g / 512))`` passes for a group of ``n_g`` rows;
+3. at compute time: a check pass that recomputes the global constraint violation
+   of the returned output from its group sums (it raises
+   :class:`~fairsk.exceptions.InfeasibleProjectionError` when the output breaks the
+   constraints by more than ``1e-9 (1 + max |out|)``), then the output pass itself,
+   which starts once the check has passed and reads the input again (through a copy
+   of its graph, so that no input partition waits in memory for the check).
+
+Dask is imported only inside these functions: ``import fairsk`` does not need it
+(install it with ``pip install fairsk[dask]``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .._groups import encode_sensitive
+from ..exceptions import InfeasibleProjectionError
+from . import _shifts
+from ._shifts import Spec
+
+__all__ = ["decision_function", "predict", "predict_proba", "parity_gap", "residual_gap"]
+
+_TREE_WIDTH = 16
+
+
+# -- public API -----------------------------------------------------------------------------
+def decision_function(est, X, sensitive_features=None):
+    """Projected scores of a fitted classifier (its logits) or regressor, lazily.
+
+    Parameters
+    ----------
+    est : FairLayerClassifier or FairLayerRegressor
+        A fitted estimator.
+    X : dask DataFrame or dask Array of shape (n, d)
+        The features (and the sensitive columns when ``est.sensitive_columns`` is set).
+    sensitive_features : dask Series, DataFrame or Array, optional
+        Aligned with ``X`` (same number of partitions, same rows in each).
+
+    Returns
+    -------
+    dask Series / DataFrame (for a DataFrame ``X``, same divisions) or dask Array
+    (same row chunks): what ``est.decision_function(X)`` (classifier) or
+    ``est.predict(X)`` (regressor) returns on the whole data in memory.
+    """
+    return _Run(est, X, sensitive_features).output("scores")
+
+
+def predict(est, X, sensitive_features=None):
+    """Regressor: the projected predictions (as :func:`decision_function`).
+    Classifier: the labels of the projected logits (as ``est.predict``).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fairsk.dask as fd
+    >>> from fairsk import FairLayerRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(300, 3)); s = rng.integers(0, 2, 300); y = X[:, 0] + s
+    >>> reg = FairLayerRegressor(tolerance=0.05, max_epochs=3, random_state=0, solver="exact")
+    >>> reg = reg.fit(X, y, sensitive_features=s)
+    >>> Xd, sd = da.from_array(X, chunks=(100, 3)), da.from_array(s, chunks=100)
+    >>> pred = fd.predict(reg, Xd, sensitive_features=sd)  # lazy, same chunks as Xd
+    >>> pred.chunks
+    ((100, 100, 100),)
+    >>> bool(np.abs(pred.compute() - reg.predict(X, sensitive_features=s)).max() < 1e-9)
+    True
+    >>> fd.parity_gap(pred, sd) <= 0.05 + 1e-9
+    True
+    """
+    kind = "labels" if hasattr(est, "classes_") else "scores"
+    return _Run(est, X, sensitive_features).output(kind)
+
+
+def predict_proba(est, X, sensitive_features=None):
+    """Classifier: class probabilities of the projected logits (as ``est.predict_proba``)."""
+    if not hasattr(est, "classes_"):
+        raise TypeError(f"{type(est).__name__} has no predict_proba")
+    return _Run(est, X, sensitive_features).output("proba")
+
+
+def parity_gap(y_pred, sensitive_features) -> float:
+    """:func:`fairsk.metrics.parity_gap` of dask collections, in one pass."""
+    import dask
+
+    pred = _parts_of(y_pred, "y_pred")
+    sens = _aligned_parts(sensitive_features, pred, "sensitive_features")
+    parts = [dask.delayed(_metric_part)(p, s, None) for p, s in zip(pred.parts, sens)]
+    (sums,) = dask.compute(_tree(parts, _merge_metric))
+    return _gap_from_sums(sums, residual=False)
+
+
+def residual_gap(y_true, y_pred, sensitive_features) -> float:
+    """:func:`fairsk.metrics.residual_gap` of dask collections, in one pass."""
+    import dask
+
+    pred = _parts_of(y_pred, "y_pred")
+    true = _aligned_parts(y_true, pred, "y_true")
+    sens = _aligned_parts(sensitive_features, pred, "sensitive_features")
+    parts = [dask.delayed(_metric_part)(p, s, t) for p, s, t in zip(pred.parts, sens, true)]
+    (sums,) = dask.compute(_tree(parts, _merge_metric))
+    return round(_gap_from_sums(sums, residual=True), 12)
+
+
+# -- collections to partitions ----------------------------------------------------------------
+class _Parts:
+    """The partitions of a dask collection as a list of delayed objects."""
+
+    def __init__(self, collection, kind: str, parts: list, lengths: tuple | None, divisions=None, index_meta=None):
+        self.collection = collection
+        self.kind = kind  # "frame" or "array"
+        self.parts = parts
+        self.lengths = lengths  # row counts per partition (arrays), None for frames
+        self.divisions = divisions
+        self.index_meta = index_meta
+
+
+def _parts_of(obj, name: str, two_d: bool = False) -> _Parts:
+    import dask.array as da
+    import dask.dataframe as dd
+
+    if isinstance(obj, (dd.DataFrame, dd.Series)):
+        return _Parts(obj, "frame", list(obj.to_delayed()), None, obj.divisions, obj._meta.index)
+    if isinstance(obj, da.Array):
+        if obj.ndim == 2:
+            obj = obj.rechunk({1: -1})  # one block of columns per row chunk
+            blocks = list(obj.to_delayed()[:, 0])
+        elif obj.ndim == 1 and not two_d:
+            blocks = list(obj.to_delayed())
+        else:
+            raise ValueError(f"{name} must be a {'2-D' if two_d else '1-D or 2-D'} dask Array, got {obj.ndim}-D")
+        return _Parts(obj, "array", blocks, tuple(obj.chunks[0]))
+    raise TypeError(f"{name} must be a dask DataFrame, Series or Array, got {type(obj).__name__}")
+
+
+def _aligned_parts(obj, ref: _Parts, name: str) -> list:
+    """Partitions of ``obj`` matching those of ``ref`` (or Nones)."""
+    if obj is None:
+        return [None] * len(ref.parts)
+    parts = _parts_of(obj, name)
+    if len(parts.parts) != len(ref.parts):
+        raise ValueError(f"{name} has {len(parts.parts)} partitions but X has {len(ref.parts)}: they must be "
+                         "aligned (same partitions, same rows in each)")
+    if parts.lengths is not None and ref.lengths is not None and not any(map(math.isnan, parts.lengths + ref.lengths)):
+        if parts.lengths != ref.lengths:
+            raise ValueError(f"{name} has row chunks {parts.lengths} but X has {ref.lengths}: they must be aligned")
+    if parts.divisions is not None and ref.divisions is not None and None not in parts.divisions + ref.divisions:
+        if tuple(parts.divisions) != tuple(ref.divisions):
+            raise ValueError(f"{name} and X have different divisions: they must be aligned")
+    return parts.parts
+
+
+def _tree(parts: list, merge, width: int = _TREE_WIDTH):
+    """Reduce delayed partition results with ``merge(list)`` in a tree (no task
+    receives more than ``width`` of them)."""
+    import dask
+
+    if not parts:
+        return dask.delayed(merge)([])
+    while len(parts) > 1:
+        parts = [dask.delayed(merge)(parts[i : i + width]) for i in range(0, len(parts), width)]
+    return parts[0]
+
+
+# -- what runs on a partition -------------------------------------------------------------------
+def _key(v) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _scores(est, x, s) -> tuple[np.ndarray, list | None, np.ndarray | None]:
+    """Raw outputs (n, c) of one partition, its cells (label tuples) and each row's cell."""
+    n = len(x)
+    if s is not None and len(s) != n:
+        raise ValueError(f"a partition of sensitive_features has {len(s)} rows but the one of X has {n}")
+    if n == 0:
+        return np.zeros((0, est.n_outputs_)), [], np.zeros(0, dtype=np.int64)
+    z, sensitive = est.raw_output(x, s)
+    if sensitive is None:
+        return z, None, None
+    codes, labels = encode_sensitive(sensitive, n)
+    if codes.shape[1] == 1:  # codes are already 0..k-1 over the labels present
+        return z, [(_key(v),) for v in labels[0]], codes[:, 0]
+    # several attributes: one integer per row in mixed radix, then its distinct values
+    sizes = np.array([len(lab) for lab in labels], dtype=np.int64)
+    flat = np.zeros(n, dtype=np.int64)
+    for a in range(codes.shape[1]):
+        flat = flat * sizes[a] + codes[:, a]
+    uniq, inverse = np.unique(flat, return_inverse=True)
+    digits = []
+    for a in reversed(range(codes.shape[1])):
+        digits.append(uniq % sizes[a])
+        uniq = uniq // sizes[a]
+    digits = digits[::-1]
+    cells = [tuple(_key(labels[a][digits[a][i]]) for a in range(codes.shape[1])) for i in range(len(digits[0]))]
+    return z, cells, inverse.reshape(-1)
+
+
+def _cell_sums(v: np.ndarray, inverse: np.ndarray, k: int) -> np.ndarray:
+    """(k, c) sums of the columns of ``v`` per cell."""
+    return np.stack([np.bincount(inverse, weights=v[:, j], minlength=k) for j in range(v.shape[1])], 1)
+
+
+def _stats_part(est, x, s) -> dict:
+    """Per cell: count, sum, clipped sum, min, max of the raw outputs; and max |z|."""
+    lb, ub = _box(est)
+    z, cells, inverse = _scores(est, x, s)
+    out = {"scale": float(np.abs(z).max()) if z.size else 0.0, "cells": {}, "c": z.shape[1]}
+    if cells is None:
+        out["unconstrained"] = z.shape[0] > 0
+        return out
+    k = len(cells)
+    counts = np.bincount(inverse, minlength=k).astype(np.float64)
+    sums = _cell_sums(z, inverse, k)
+    boxed = math.isfinite(lb) or math.isfinite(ub)
+    clipped = _cell_sums(np.clip(z, lb, ub), inverse, k) if boxed else sums
+    for i, cell in enumerate(cells):
+        if not counts[i]:
+            continue
+        if boxed:  # what the box search starts from
+            zi = z[inverse == i]
+            extra = [zi.min(0), zi.max(0), _shifts.zero_counts(zi, lb, ub)]
+        else:
+            extra = [np.zeros(z.shape[1]), np.zeros(z.shape[1]), np.zeros((4, z.shape[1]))]
+        out["cells"][cell] = [counts[i], sums[i], clipped[i], *extra]
+    return out
+
+
+def _merge_stats(parts: list) -> dict:
+    out = {"scale": 0.0, "cells": {}, "c": None}
+    for p in parts:
+        out["scale"] = max(out["scale"], p["scale"])
+        out["c"] = p["c"] if out["c"] is None else out["c"]
+        if p.get("unconstrained"):
+            out["unconstrained"] = True
+        for cell, (n, s, sc, lo, hi, cnt0) in p["cells"].items():
+            if cell in out["cells"]:
+                acc = out["cells"][cell]
+                out["cells"][cell] = [acc[0] + n, acc[1] + s, acc[2] + sc, np.minimum(acc[3], lo),
+                                      np.maximum(acc[4], hi), acc[5] + cnt0]
+            else:
+                out["cells"][cell] = [n, s, sc, lo, hi, cnt0]
+    return out
+
+
+def _box_part(est, x, s, evals: dict, collects: dict) -> tuple[dict, dict]:
+    lb, ub = _box(est)
+    z, cells, inverse = _scores(est, x, s)
+    index = {cell: i for i, cell in enumerate(cells or [])}
+
+    def values(key):
+        i = index.get(key[0])
+        return None if i is None else z[inverse == i, key[1]]
+
+    return _shifts.partition_box_pass(values, evals, collects, lb, ub)
+
+
+def _apply_part(est, x, s, plan: dict | None) -> tuple[np.ndarray, list | None, np.ndarray | None]:
+    """The projected outputs (n, c) of one partition, its cells and each row's cell."""
+    lb, ub = _box(est)
+    z, cells, inverse = _scores(est, x, s)
+    if plan is None or cells is None or z.shape[0] == 0:
+        return (np.clip(z, lb, ub) if math.isfinite(lb) or math.isfinite(ub) else z), cells, inverse
+    missing = [c for c in cells if c not in plan]
+    if missing:
+        raise RuntimeError(f"groups {missing} appeared after the statistics pass: is the data deterministic?")
+    offsets = np.stack([plan[c] for c in cells])
+    out = z + offsets[inverse]
+    if math.isfinite(lb) or math.isfinite(ub):
+        np.clip(out, lb, ub, out=out)
+    return out, cells, inverse
+
+
+def _out_stats_part(est, x, s, plan) -> dict:
+    """What the check needs of one partition's output: per attribute and group,
+    count and sum; min and max."""
+    out, cells, inverse = _apply_part(est, x, s, plan)
+    stats = {"min": out.min(0) if out.size else None, "max": out.max(0) if out.size else None, "groups": {}}
+    if cells is None or plan is None or not len(cells):
+        return stats
+    k = len(cells)
+    counts = np.bincount(inverse, minlength=k).astype(np.float64)
+    sums = _cell_sums(out, inverse, k)
+    for i, cell in enumerate(cells):
+        if not counts[i]:
+            continue
+        for a, label in enumerate(cell):
+            key = (a, label)
+            if key in stats["groups"]:
+                stats["groups"][key] = (stats["groups"][key][0] + counts[i], stats["groups"][key][1] + sums[i])
+            else:
+                stats["groups"][key] = (counts[i], sums[i])
+    return stats
+
+
+def _merge_out_stats(parts: list) -> dict:
+    out = {"min": None, "max": None, "groups": {}}
+    for p in parts:
+        for name, fn in (("min", np.minimum), ("max", np.maximum)):
+            if p[name] is not None:
+                out[name] = p[name] if out[name] is None else fn(out[name], p[name])
+        for key, (n, total) in p["groups"].items():
+            if key in out["groups"]:
+                out["groups"][key] = (out["groups"][key][0] + n, out["groups"][key][1] + total)
+            else:
+                out["groups"][key] = (n, total)
+    return out
+
+
+def _verify(stats: dict, spec: Spec | None) -> bool:
+    """Recompute the constraint violation of the whole output from its reductions."""
+    if stats["min"] is None:
+        return True
+    scale = max(float(np.abs(stats["min"]).max()), float(np.abs(stats["max"]).max()))
+    atol = 1e-9 * (1.0 + scale)
+    worst = 0.0
+    if spec is not None:
+        worst = max(worst, float((spec.lb - stats["min"]).max()), float((stats["max"] - spec.ub).max()))
+        attributes = sorted({a for a, _ in stats["groups"]})
+        for a in attributes:
+            means = np.stack([total / n for (b, _), (n, total) in stats["groups"].items() if b == a])
+            if means.shape[0] >= 2:
+                worst = max(worst, float((means.max(0) - means.min(0)).max()) - spec.tolerance)
+    if not worst <= atol:  # NaN fails too
+        raise InfeasibleProjectionError(
+            f"the output over all partitions breaks the constraints by {worst:.3g} (> {atol:.1g}); it is "
+            "refused rather than returned unfair"
+        )
+    return True
+
+
+def _same(part):
+    return part
+
+
+def _release(est, x, s, plan, kind: str, checked: bool):
+    """The output of one partition, formatted; ``checked`` only orders it after the check."""
+    out = _apply_part(est, x, s, plan)[0]
+    if kind == "scores":
+        result = est.format_output(out)
+    elif kind == "labels":
+        result = est.labels_from_scores(out)
+    else:
+        result = _proba(est, out)
+    if hasattr(x, "index"):  # a pandas partition: keep its index
+        import pandas as pd
+
+        if result.ndim == 1:
+            return pd.Series(result, index=x.index)
+        columns = list(est.classes_) if kind == "proba" else list(range(result.shape[1]))
+        return pd.DataFrame(result, index=x.index, columns=columns)
+    return result
+
+
+def _proba(est, logits: np.ndarray) -> np.ndarray:
+    """As the estimator's ``predict_proba`` from projected logits."""
+    import torch
+
+    t = torch.as_tensor(logits)
+    if logits.shape[1] == 1:
+        if len(est.classes_) == 1:
+            return np.ones((logits.shape[0], 1))
+        p = torch.sigmoid(t[:, 0]).numpy()
+        return np.stack([1 - p, p], 1)
+    return torch.softmax(t, 1).numpy()
+
+
+# -- the driver ---------------------------------------------------------------------------------
+def _box(est) -> tuple[float, float]:
+    bounds = getattr(est, "bounds", None)
+    if bounds is None:
+        return -math.inf, math.inf
+    lb, ub = bounds
+    return (-math.inf if lb is None else float(lb)), (math.inf if ub is None else float(ub))
+
+
+def _projects(est) -> bool:
+    """Whether the estimator projects at prediction (eer needs the targets: it does not)."""
+    return est.criterion == "ecp" and getattr(est, "_layer_at_predict", True)
+
+
+class _Run:
+    """One call: the partitions, the statistics pass and the shifts (the plan)."""
+
+    def __init__(self, est, X, sensitive_features):
+        import dask
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(est, "net_")
+        enforce_on = getattr(est, "enforce_on", "logits")
+        if hasattr(est, "classes_") and enforce_on != "logits":
+            raise NotImplementedError(
+                f"fairsk.dask supports classifiers with enforce_on='logits' (got {enforce_on!r})"
+            )
+        if getattr(est, "sensitive_columns", None) is not None and sensitive_features is not None:
+            raise ValueError("pass sensitive_features or set sensitive_columns, not both")
+        self.est = est
+        self.X = _parts_of(X, "X", two_d=True)
+        self.S = _aligned_parts(sensitive_features, self.X, "sensitive_features")
+        self.est_d = dask.delayed(est)
+        lb, ub = _box(est)
+        tol = float(est.tolerance)
+        self.spec = Spec(est.criterion, tol, lb, ub)
+        self.passes = 1
+        stats_parts = [dask.delayed(_stats_part)(self.est_d, x, s) for x, s in zip(self.X.parts, self.S)]
+        (stats,) = dask.compute(_tree(stats_parts, _merge_stats))
+        self.stats = stats
+        self.plan = self._plan(stats)
+
+    def _plan(self, stats: dict) -> dict | None:
+        est = self.est
+        if not stats["cells"]:
+            if stats.get("unconstrained") or getattr(est, "group_labels_", None) is not None:
+                warnings.warn(f"{type(est).__name__} got no sensitive_features (and no sensitive_columns): it "
+                              "behaves as an ordinary unconstrained model", UserWarning, stacklevel=4)
+            return None
+        if stats.get("unconstrained"):
+            raise ValueError("some partitions have sensitive features and others none")
+        self._warn_unseen(stats["cells"])
+        if not _projects(est):
+            return None
+        cells = list(stats["cells"])
+        n_attr = len(cells[0])
+        counts = np.array([stats["cells"][c][0] for c in cells])
+        sums = np.stack([stats["cells"][c][1] for c in cells])
+        groups = []
+        for a in range(n_attr):
+            labels = {c[a] for c in cells}
+            order = {lab: i for i, lab in enumerate(sorted(labels, key=_sort_key))}
+            groups.append(np.array([order[c[a]] for c in cells], dtype=np.int64))
+        if not self.spec.has_box:
+            offsets, self.sweeps, _ = _shifts.cell_offsets(groups, counts, sums, self.spec, stats["scale"])
+            return {c: offsets[i] for i, c in enumerate(cells)}
+        if n_attr > 1:
+            raise NotImplementedError("fairsk.dask: several sensitive attributes with a box (bounds) are not "
+                                      "supported")
+        box_stats = {}
+        for c in cells:
+            n, s, sc, lo, hi, cnt0 = stats["cells"][c]
+            for j in range(stats["c"]):
+                box_stats[(c, j)] = (n, float(s[j]), float(sc[j]), float(lo[j]), float(hi[j]), cnt0[:, j])
+        shifts, extra = _shifts.box_shifts(box_stats, self.spec, self._box_pass)
+        self.passes += extra
+        return {c: -np.array([shifts[(c, j)] for j in range(stats["c"])]) for c in cells}
+
+    def _box_pass(self, evals: dict, collects: dict):
+        import dask
+
+        parts = [dask.delayed(_box_part)(self.est_d, x, s, evals, collects) for x, s in zip(self.X.parts, self.S)]
+        (merged,) = dask.compute(_tree(parts, _shifts.merge_box_passes))
+        return merged
+
+    def _warn_unseen(self, cells) -> None:
+        known = getattr(self.est, "group_labels_", None)
+        if known is None:
+            return
+        for a, labels in enumerate(known):
+            seen = {_key(v) for v in labels}
+            unseen = sorted({str(c[a]) for c in cells if c[a] not in seen and str(c[a]) not in map(str, seen)})
+            if unseen:
+                warnings.warn(f"groups {unseen} of attribute {a} were not seen in fit; each is constrained as a "
+                              "group of its own in this call", UserWarning, stacklevel=5)
+
+    def output(self, kind: str):
+        import dask
+        import dask.array as da
+        import dask.dataframe as dd
+        import pandas as pd
+        from dask.graph_manipulation import bind
+
+        plan_d = dask.delayed(self.plan)
+        spec = self.spec if self.plan is not None else None
+        stats = [dask.delayed(_out_stats_part)(self.est_d, x, s, plan_d) for x, s in zip(self.X.parts, self.S)]
+        check = dask.delayed(_verify)(_tree(stats, _merge_out_stats), spec)
+        # The output pass reads the input partitions again, through a copy of their graph
+        # that starts after the check: sharing the check's input tasks would keep every
+        # input partition in memory until the check is done.
+        given = [s for s in self.S if s is not None]
+        bound = bind([dask.delayed(_same)(p) for p in list(self.X.parts) + given], check)
+        xs, rest = bound[: len(self.X.parts)], iter(bound[len(self.X.parts) :])
+        ss = [None if s is None else next(rest) for s in self.S]
+        parts = [dask.delayed(_release)(self.est_d, x, s, plan_d, kind, check) for x, s in zip(xs, ss)]
+        c = self.stats["c"] or getattr(self.est, "n_outputs_", 1)
+        one_column = self._one_column(kind, c)
+        if kind == "labels":
+            dtype = np.asarray(self.est.classes_).dtype
+        else:
+            dtype = np.dtype(np.float64)
+        width = len(self.est.classes_) if kind == "proba" else c
+        if self.X.kind == "frame":
+            index = self.X.index_meta[:0]
+            if one_column:
+                meta = pd.Series(np.zeros(0, dtype=dtype), index=index)
+            else:
+                columns = list(self.est.classes_) if kind == "proba" else list(range(width))
+                meta = pd.DataFrame(np.zeros((0, width), dtype=dtype), index=index, columns=columns)
+            return dd.from_delayed(parts, meta=meta, divisions=self.X.divisions, verify_meta=False)
+        blocks = [da.from_delayed(p, shape=(n,) if one_column else (n, width), dtype=dtype)
+                  for p, n in zip(parts, self.X.lengths)]
+        out = da.concatenate(blocks, axis=0)
+        if out.chunks[0] != self.X.lengths:  # concatenate drops empty blocks: restore them
+            out = out.rechunk({0: self.X.lengths})
+        return out
+
+    def _one_column(self, kind: str, c: int) -> bool:
+        if kind == "labels":
+            return True
+        if kind == "proba":
+            return False
+        return np.asarray(self.est.format_output(np.zeros((1, c)))).ndim == 1
+
+
+def _sort_key(v):
+    return (str(type(v)), v if isinstance(v, (int, float, str)) else str(v))
+
+
+# -- metrics ------------------------------------------------------------------------------------
+def _metric_part(pred, sens, true) -> dict:
+    pred = np.asarray(pred, dtype=np.float64)
+    pred = pred[:, None] if pred.ndim == 1 else pred
+    if true is not None:
+        t = np.asarray(true, dtype=np.float64)
+        pred = pred - (t[:, None] if t.ndim == 1 else t)
+    if sens is None:
+        raise ValueError("sensitive_features is required")
+    if len(sens) != pred.shape[0]:
+        raise ValueError(f"a partition of sensitive_features has {len(sens)} rows but the predictions {pred.shape[0]}")
+    if not np.all(np.isfinite(pred)):
+        raise ValueError("y_pred contains NaN or infinite values")
+    out = {}
+    if pred.shape[0] == 0:
+        return out
+    codes, labels = encode_sensitive(sens, pred.shape[0])
+    for a in range(codes.shape[1]):
+        k = len(labels[a])
+        counts = np.bincount(codes[:, a], minlength=k)
+        sums = np.stack([np.bincount(codes[:, a], weights=pred[:, j], minlength=k) for j in range(pred.shape[1])], 1)
+        for g in range(k):
+            out[(a, _key(labels[a][g]))] = (float(counts[g]), sums[g])
+    return out
+
+
+def _merge_metric(parts: list) -> dict:
+    out = {}
+    for p in parts:
+        for key, (n, s) in p.items():
+            out[key] = (out[key][0] + n, out[key][1] + s) if key in out else (n, s)
+    return out
+
+
+def _gap_from_sums(sums: dict, residual: bool) -> float:
+    gap = 0.0
+    for a in sorted({a for a, _ in sums}):
+        means = np.stack([s / n for (b, _), (n, s) in sums.items() if b == a])
+        gap = max(gap, float(np.abs(means).max()) if residual else float((means.max(0) - means.min(0)).max()))
+    return gap

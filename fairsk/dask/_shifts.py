@@ -1,0 +1,442 @@
+"""The fairness projection from group statistics, whatever engine holds the data.
+
+At the optimum every sample of group g moves by one scalar before the box clips it,
+``y_i = clip(z_i - t_g, lb, ub)``, so the projection of data spread over many
+partitions (Dask) or processes (torch.distributed) is found from reductions:
+
+* no box, one attribute: the group sums and counts give the group means; the new
+  means are the old ones clipped into ``[c, c + tol]`` (``c`` from the interval-start
+  kernel), and ``t_g`` is the difference;
+* no box, several attributes: the output differs from ``z`` by one value per *cell*
+  (one group of every attribute), so Dykstra's iteration of the in-memory solver runs
+  exactly on the cells' sums and counts (``C`` numbers, not ``n``);
+* a box, one attribute: each group's clipped sum ``S_g(t) = sum_i clip(z_i - t, lb,
+  ub)`` is non-increasing and piecewise linear in ``t`` with breakpoints ``z_i - ub``
+  and ``z_i - lb``. :class:`Knots` holds what is known of ``S_g``: its values at some
+  shifts and the number of breakpoints between them. The solution is computed from the
+  linear interpolation of those values; where a group's shift falls between two knots
+  with breakpoints in between, the next pass evaluates ``S_g`` at many more shifts
+  there (or, when few breakpoints are left, fetches those breakpoints); once every
+  shift sits on a knot or in a segment without breakpoints, the interpolation is
+  ``S_g`` itself there and the solution is exact.
+
+Nothing here touches the data: the engines provide the reductions.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..exceptions import InfeasibleProjectionError
+
+#: shifts evaluated per group and column in one refinement pass of the box search
+EVAL_POINTS = 256
+#: a segment with at most this many breakpoints has them fetched, not refined
+COLLECT_LIMIT = 512
+#: passes of the box search before it gives up (never reached in practice: each pass
+#: divides the segment holding a shift by EVAL_POINTS + 1)
+MAX_BOX_PASSES = 64
+#: Dykstra sweeps over the cells (as the in-memory solver)
+MAX_SWEEPS = 20000
+_BISECTION_STEPS = 200
+
+
+def _interval_start(means: list, weights: list, tol: float) -> float:
+    """Lower end ``c`` of the interval ``[c, c + tol]`` closest to the weighted means:
+    the projection kernel's (the one place this module depends on it)."""
+    from ..projection.kernels import interval_start
+
+    return interval_start(means, weights, tol)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the projection must satisfy (one attribute's view of the layer's spec)."""
+
+    criterion: str
+    tolerance: float
+    lb: float = -math.inf
+    ub: float = math.inf
+
+    @property
+    def has_box(self) -> bool:
+        return math.isfinite(self.lb) or math.isfinite(self.ub)
+
+
+def new_means(m: list, w: list, spec: Spec, targets: list | None = None) -> list:
+    """Projected group means of one column without a box (ecp: clipped into one
+    interval of width ``tol``; eer: into each group's band around its target)."""
+    tol = spec.tolerance
+    if spec.criterion == "eer":
+        return [min(max(mg, r - tol), r + tol) for mg, r in zip(m, targets)]
+    if len(m) < 2:
+        return list(m)
+    c = _interval_start(m, w, tol)
+    return [min(max(mg, c), c + tol) for mg in m]
+
+
+# -- no box ------------------------------------------------------------------------------
+def cell_offsets(cell_groups: list[np.ndarray], counts: np.ndarray, sums: np.ndarray, spec: Spec,
+                 scale: float) -> tuple[np.ndarray, int, bool]:
+    """Offsets (C, c) to add to each cell's outputs, for ``ecp`` without a box.
+
+    ``cell_groups[a]`` (C,) numbers the groups of attribute ``a`` of each cell,
+    ``counts`` (C,) and ``sums`` (C, c) are the cells' counts and sums of ``z``, and
+    ``scale`` is ``max |z|``. One attribute: closed form. Several: Dykstra's algorithm
+    of the in-memory solver over the cells, with its stopping rule (a sweep moving
+    nothing by more than ``1e-13 (1 + scale)``). Returns ``(offsets, sweeps,
+    converged)``.
+    """
+    n_cells, c = sums.shape
+    d = np.zeros((n_cells, c))
+    if n_cells == 0:
+        return d, 0, True
+    per_group = []
+    for g in cell_groups:
+        n_g = np.bincount(g, weights=counts)
+        per_group.append((g, n_g, n_g.tolist()))
+
+    def project(a: int, x: np.ndarray) -> np.ndarray:
+        g, n_g, w = per_group[a]
+        out = np.empty_like(x)
+        for j in range(c):
+            m = np.bincount(g, weights=sums[:, j] + counts * x[:, j]) / n_g
+            new = np.asarray(new_means(m.tolist(), w, spec))
+            out[:, j] = x[:, j] + (new - m)[g]
+        return out
+
+    if len(cell_groups) == 1:
+        return project(0, d), 1, True
+    incr = [np.zeros_like(d) for _ in cell_groups]
+    threshold = 1e-13 * (1.0 + scale)
+    for sweep in range(1, MAX_SWEEPS + 1):
+        moved = 0.0
+        for a in range(len(cell_groups)):
+            shifted = d + incr[a]
+            new = project(a, shifted)
+            incr[a] = shifted - new
+            moved = max(moved, float(np.abs(new - d).max()))
+            d = new
+        if moved <= threshold:
+            return d, sweep, True
+    warnings.warn(f"Dykstra's algorithm over the cells stopped after {MAX_SWEEPS} sweeps; the result is "
+                  "checked against the constraints before it is returned", RuntimeWarning, stacklevel=3)
+    return d, MAX_SWEEPS, False
+
+
+# -- a box -----------------------------------------------------------------------------
+class Knots:
+    """What is known of ``S(t) = sum_i clip(z_i - t, lb, ub)`` over one group's samples
+    (one column): its values ``s`` at the shifts ``t`` (increasing), the sample counts
+    ``cnt`` (4, m) ``#{z < t+lb}, #{z <= t+lb}, #{z < t+ub}, #{z <= t+ub}`` at each
+    (NaN where not needed), and the number of breakpoints strictly inside each segment.
+
+    Built from the group's count, sum, min and max of ``z``: two knots below and above
+    every breakpoint, where ``S`` is known in closed form.
+    """
+
+    def __init__(self, n: float, total: float, clipped_total: float, zmin: float, zmax: float, cnt0, lb: float,
+                 ub: float):
+        self.n, self.lb, self.ub = float(n), lb, ub
+        pad = 1.0 + (zmax - zmin)
+        lo = zmin - (ub if math.isfinite(ub) else lb) - pad
+        hi = zmax - (lb if math.isfinite(lb) else ub) + pad
+        s_lo = self.n * ub if math.isfinite(ub) else total - self.n * lo
+        s_hi = self.n * lb if math.isfinite(lb) else total - self.n * hi
+        self.t = np.array([lo, hi])
+        self.s = np.array([s_lo, s_hi])
+        full = [self.n if math.isfinite(b) else 0.0 for b in (lb, lb, ub, ub)]
+        self.cnt = np.array([[0.0, 0.0, 0.0, 0.0], full]).T  # (4, 2)
+        self.inside = np.array([self.n * (math.isfinite(lb) + math.isfinite(ub))])
+        if lo < 0.0 < hi:
+            # S(0) (the clipped sum) is known from the first pass: with this knot the
+            # interpolation meets S where a group keeps its outputs, so the balance
+            # sum_g n_g t_g(c) searched over c has no jump there
+            self.add_evaluations(0, np.zeros(1), np.array([clipped_total]), np.asarray(cnt0, dtype=np.float64)
+                                 .reshape(4, 1))
+
+    # the slopes beyond the outer knots: every sample free on an unbounded side
+    def _slope_below(self) -> float:
+        return -self.n if not math.isfinite(self.ub) else 0.0
+
+    def _slope_above(self) -> float:
+        return -self.n if not math.isfinite(self.lb) else 0.0
+
+    def shift_for(self, total: float) -> float:
+        """The shift ``t`` where the interpolation of ``S`` equals ``total``."""
+        t, s = self.t, self.s
+        if total >= s[0]:
+            slope = self._slope_below()
+            return float(t[0]) if slope == 0 else float(t[0]) + (total - s[0]) / slope
+        if total <= s[-1]:
+            slope = self._slope_above()
+            return float(t[-1]) if slope == 0 else float(t[-1]) + (total - s[-1]) / slope
+        j = int(np.searchsorted(-s, -total, side="left"))  # s[j-1] > total >= s[j]
+        t0, t1, s0, s1 = float(t[j - 1]), float(t[j]), float(s[j - 1]), float(s[j])
+        if total == s1:
+            return t1
+        return t0 + (s0 - total) * (t1 - t0) / (s0 - s1)
+
+    def segment_of(self, shift: float) -> int | None:
+        """Index of the segment holding ``shift`` where the interpolation may differ
+        from ``S`` (breakpoints inside); None where it is exact."""
+        t = self.t
+        if shift <= t[0] or shift >= t[-1]:
+            return None
+        j = int(np.searchsorted(t, shift, side="right")) - 1
+        if t[j] == shift or self.inside[j] == 0:
+            return None
+        a, b = float(t[j]), float(t[j + 1])
+        if b - a <= 4 * math.ulp(max(abs(a), abs(b))):  # ties at one point: nothing to refine
+            return None
+        return j
+
+    def free_right(self, j: int) -> float:
+        """Free samples just right of knot ``j`` (``t + lb < z <= t + ub``)."""
+        le_ub = self.cnt[3, j] if math.isfinite(self.ub) else self.n
+        le_lb = self.cnt[1, j] if math.isfinite(self.lb) else 0.0
+        return le_ub - le_lb
+
+    def add_evaluations(self, j: int, points: np.ndarray, s: np.ndarray, cnt: np.ndarray) -> None:
+        """Insert the values of ``S`` at ``points`` (inside segment ``j``)."""
+        t = np.concatenate([self.t[: j + 1], points, self.t[j + 1 :]])
+        sv = np.concatenate([self.s[: j + 1], s, self.s[j + 1 :]])
+        cv = np.concatenate([self.cnt[:, : j + 1], cnt, self.cnt[:, j + 1 :]], 1)
+        lo = slice(j, j + len(points) + 1)
+        c_lo, c_hi = cv[:, lo], cv[:, j + 1 : j + len(points) + 2]
+        inside = np.zeros(len(points) + 1)
+        if math.isfinite(self.lb):
+            inside += c_hi[0] - c_lo[1]
+        if math.isfinite(self.ub):
+            inside += c_hi[2] - c_lo[3]
+        self.inside = np.concatenate([self.inside[:j], inside, self.inside[j + 1 :]])
+        self.t, self.s, self.cnt = t, sv, cv
+
+    def add_breakpoints(self, j: int, at_lb: np.ndarray, at_ub: np.ndarray) -> None:
+        """Insert every breakpoint inside segment ``j`` (``z - lb`` where a sample
+        reaches the lower bound, ``z - ub`` where it leaves the upper one): ``S`` is
+        then linear between consecutive knots there, and known exactly."""
+        points = np.concatenate([at_lb, at_ub])
+        change = np.concatenate([-np.ones(len(at_lb)), np.ones(len(at_ub))])
+        order = np.argsort(points, kind="stable")
+        points, change = points[order], change[order]
+        uniq, first = np.unique(points, return_index=True)
+        delta = np.add.reduceat(change, first) if len(uniq) else np.zeros(0)
+        free = self.free_right(j)
+        prev_t, prev_s = float(self.t[j]), float(self.s[j])
+        s_new = np.empty(len(uniq))
+        for i, (p, d) in enumerate(zip(uniq.tolist(), delta.tolist())):
+            prev_s = prev_s - free * (p - prev_t)
+            s_new[i], prev_t = prev_s, p
+            free += d
+        self.t = np.concatenate([self.t[: j + 1], uniq, self.t[j + 1 :]])
+        self.s = np.concatenate([self.s[: j + 1], s_new, self.s[j + 1 :]])
+        nan = np.full((4, len(uniq)), np.nan)
+        self.cnt = np.concatenate([self.cnt[:, : j + 1], nan, self.cnt[:, j + 1 :]], 1)
+        self.inside = np.concatenate([self.inside[:j], np.zeros(len(uniq) + 1), self.inside[j + 1 :]])
+
+
+def clipped_sums(values_sorted: np.ndarray, prefix: np.ndarray, points: np.ndarray, lb: float,
+                 ub: float) -> tuple[np.ndarray, np.ndarray]:
+    """``S(t)`` at ``points`` over one partition's sorted values of a group, and the
+    counts ``#{z < t+lb}, #{z <= t+lb}, #{z < t+ub}, #{z <= t+ub}`` (4, m) there
+    (``prefix`` holds the running sums of ``values_sorted``, starting at 0)."""
+    v = values_sorted
+    m = v.shape[0]
+    zeros = np.zeros(points.shape[0], dtype=np.int64)
+    lt_lb = np.searchsorted(v, points + lb, "left") if math.isfinite(lb) else zeros
+    le_lb = np.searchsorted(v, points + lb, "right") if math.isfinite(lb) else zeros
+    lt_ub = np.searchsorted(v, points + ub, "left") if math.isfinite(ub) else zeros + m
+    le_ub = np.searchsorted(v, points + ub, "right") if math.isfinite(ub) else zeros + m
+    hi = lt_ub  # z >= t + ub sit at ub
+    lo = np.minimum(le_lb, hi)  # z <= t + lb sit at lb
+    total = (prefix[hi] - prefix[lo]) - points * (hi - lo)
+    if math.isfinite(ub):
+        total = total + ub * (m - hi)
+    if math.isfinite(lb):
+        total = total + lb * lo
+    cnt = np.stack([lt_lb, le_lb, lt_ub, le_ub]).astype(np.float64)
+    if not math.isfinite(ub):
+        cnt[2:] = 0.0
+    return total, cnt
+
+
+def breakpoints_in(values_sorted: np.ndarray, a: float, b: float, lb: float, ub: float):
+    """Breakpoints of one partition's group strictly inside ``(a, b)``: ``(z - lb
+    ..., z - ub ...)``."""
+    v = values_sorted
+    out = []
+    for bound in (lb, ub):
+        if not math.isfinite(bound):
+            out.append(np.zeros(0))
+            continue
+        i0 = np.searchsorted(v, a + bound, "right")
+        i1 = np.searchsorted(v, b + bound, "left")
+        out.append(v[i0:i1] - bound)
+    return out[0], out[1]
+
+
+def box_group_shifts(knots: list[Knots], m0: list, n_g: list, spec: Spec, targets: list | None) -> list:
+    """Per-group shifts of one column given what is known of each ``S_g`` (the
+    in-memory solver's search: eer inverts each group at its band; ecp bisects ``c``,
+    ``sum_g n_g t_g(c)`` being non-increasing in ``c``)."""
+    tol, lb, ub = spec.tolerance, spec.lb, spec.ub
+
+    def shifts_to(target: list) -> list:
+        return [0.0 if tg == mg else kn.shift_for(tg * ng) for kn, tg, mg, ng in zip(knots, target, m0, n_g)]
+
+    if spec.criterion == "eer":
+        lo = [max(r - tol, lb) for r in targets]
+        hi = [min(r + tol, ub) for r in targets]
+        if any(a > b for a, b in zip(lo, hi)):
+            raise InfeasibleProjectionError(
+                f"criterion='eer' asks for group means outside the box ({lb}, {ub}): no output can meet "
+                f"tolerance={tol}"
+            )
+        return shifts_to([min(max(m, a), b) for m, a, b in zip(m0, lo, hi)])
+    if len(m0) < 2:
+        return [0.0] * len(m0)
+
+    def ecp_targets(c: float) -> list:
+        return [c + tol if m > c + tol else max(m, c) for m in m0]
+
+    c_lo, c_hi = min(m0) - tol, max(m0)
+    for _ in range(_BISECTION_STEPS):
+        mid = 0.5 * (c_lo + c_hi)
+        if not c_lo < mid < c_hi:
+            break
+        if sum(ng * tg for ng, tg in zip(n_g, shifts_to(ecp_targets(mid)))) > 0:
+            c_lo = mid
+        else:
+            c_hi = mid
+    return shifts_to(ecp_targets(0.5 * (c_lo + c_hi)))
+
+
+#: one pass of the box search: ``run_pass(evaluations, collections)`` with
+#: ``evaluations = {(group, column): points}`` and ``collections = {(group, column):
+#: (a, b)}`` returns ``({key: (S (m,), counts (4, m))}, {key: (at_lb, at_ub)})`` summed /
+#: gathered over the whole data
+PassFn = Callable[[dict, dict], tuple[dict, dict]]
+
+
+def box_shifts(stats: dict, spec: Spec, run_pass: PassFn, targets: dict | None = None) -> tuple[dict, int]:
+    """Exact per-group shifts with a box, one attribute, from passes over the data.
+
+    ``stats[(group, column)] = (count, sum of z, sum of clip(z), min z, max z, counts
+    (4,) at shift 0)`` (the first pass, see :func:`zero_counts`); ``targets[(group,
+    column)]`` the target means for eer. Returns ``({(group, column): t}, number of
+    further passes)``.
+    """
+    keys = sorted(stats, key=lambda k: (k[1], k[0]))
+    columns = sorted({k[1] for k in keys})
+    knots = {k: Knots(*stats[k], spec.lb, spec.ub) for k in keys}
+    passes = 0
+    while True:
+        shifts = {}
+        for j in columns:
+            ks = [k for k in keys if k[1] == j]
+            n_g = [float(stats[k][0]) for k in ks]
+            m0 = [stats[k][2] / stats[k][0] for k in ks]
+            tg = None if targets is None else [targets[k] for k in ks]
+            for k, t in zip(ks, box_group_shifts([knots[k] for k in ks], m0, n_g, spec, tg)):
+                shifts[k] = t
+        evals, collects = {}, {}
+        for k, t in shifts.items():
+            j = None if t == 0.0 else knots[k].segment_of(t)
+            if j is None:
+                continue
+            kn = knots[k]
+            a, b = float(kn.t[j]), float(kn.t[j + 1])
+            if kn.inside[j] <= COLLECT_LIMIT:
+                collects[k] = (j, a, b)
+            else:
+                points = np.unique(np.linspace(a, b, EVAL_POINTS + 2)[1:-1])
+                evals[k] = (j, points[(points > a) & (points < b)])
+        if not evals and not collects:
+            _check_balance(shifts, stats, spec)
+            return shifts, passes
+        if passes >= MAX_BOX_PASSES:
+            raise InfeasibleProjectionError(f"the box search did not settle in {MAX_BOX_PASSES} passes")
+        got_evals, got_collects = run_pass({k: v[1] for k, v in evals.items()},
+                                           {k: v[1:] for k, v in collects.items()})
+        passes += 1
+        for k, (j, points) in evals.items():
+            s, cnt = got_evals[k]
+            knots[k].add_evaluations(j, points, np.asarray(s, dtype=np.float64), np.asarray(cnt, dtype=np.float64))
+        for k, (j, _, _) in collects.items():
+            at_lb, at_ub = got_collects[k]
+            knots[k].add_breakpoints(j, np.asarray(at_lb, dtype=np.float64), np.asarray(at_ub, dtype=np.float64))
+
+
+def _check_balance(shifts: dict, stats: dict, spec: Spec) -> None:
+    """ecp's optimality condition ``sum_g n_g t_g = 0`` (per column), where a group moves."""
+    if spec.criterion != "ecp":
+        return
+    for j in {k[1] for k in shifts}:
+        terms = [float(stats[k][0]) * t for k, t in shifts.items() if k[1] == j]
+        scale = sum(abs(x) for x in terms)
+        if abs(sum(terms)) > 1e-9 * (1.0 + scale):
+            raise InfeasibleProjectionError(f"the box search ended off its optimality condition (balance "
+                                            f"{sum(terms):.3g} over {scale:.3g})")
+
+
+def zero_counts(v: np.ndarray, lb: float, ub: float) -> np.ndarray:
+    """``#{z < lb}, #{z <= lb}, #{z < ub}, #{z <= ub}`` (4, c) of the values ``v`` (n, c)."""
+    out = np.zeros((4, v.shape[1]))
+    if math.isfinite(lb):
+        out[0], out[1] = (v < lb).sum(0), (v <= lb).sum(0)
+    if math.isfinite(ub):
+        out[2], out[3] = (v < ub).sum(0), (v <= ub).sum(0)
+    return out
+
+
+# -- what a partition (or a rank's shard) contributes ----------------------------------------
+def partition_box_pass(z_col_by_key: Callable[[tuple], np.ndarray | None], evals: dict, collects: dict,
+                       lb: float, ub: float) -> tuple[dict, dict]:
+    """One partition's share of a box-search pass; ``z_col_by_key(key)`` gives the
+    values of that group and column in this partition (or None)."""
+    out_e, out_c = {}, {}
+    cache = {}
+
+    def sorted_values(k):
+        if k not in cache:
+            v = z_col_by_key(k)
+            if v is None or v.shape[0] == 0:
+                cache[k] = None
+            else:
+                v = np.sort(v)
+                cache[k] = (v, np.concatenate(([0.0], np.cumsum(v))))
+        return cache[k]
+
+    for k, points in evals.items():
+        sv = sorted_values(k)
+        if sv is None:
+            out_e[k] = (np.zeros(len(points)), np.zeros((4, len(points))))
+        else:
+            out_e[k] = clipped_sums(sv[0], sv[1], np.asarray(points), lb, ub)
+    for k, (a, b) in collects.items():
+        sv = sorted_values(k)
+        out_c[k] = (np.zeros(0), np.zeros(0)) if sv is None else breakpoints_in(sv[0], a, b, lb, ub)
+    return out_e, out_c
+
+
+def merge_box_passes(parts: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    """Sum the evaluations and gather the breakpoints of several partitions."""
+    evals, collects = {}, {}
+    for e, c in parts:
+        for k, (s, cnt) in e.items():
+            if k in evals:
+                evals[k] = (evals[k][0] + s, evals[k][1] + cnt)
+            else:
+                evals[k] = (np.asarray(s, dtype=np.float64), np.asarray(cnt, dtype=np.float64))
+        for k, (x, y) in c.items():
+            if k in collects:
+                collects[k] = (np.concatenate([collects[k][0], x]), np.concatenate([collects[k][1], y]))
+            else:
+                collects[k] = (np.asarray(x), np.asarray(y))
+    return evals, collects

@@ -1,0 +1,248 @@
+"""fairsk.dask on a LocalCluster of 2 worker processes: the whole result of a call over
+partitions equals the in-memory call (to 1e-9) and meets the constraint globally."""
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+import dask.array as da  # noqa: E402
+import dask.dataframe as dd  # noqa: E402
+
+import fairsk.dask as fd  # noqa: E402
+from fairsk import FairLayerClassifier, FairLayerRegressor, FairnessLayer  # noqa: E402
+from fairsk.dask import _shifts  # noqa: E402
+from fairsk.exceptions import InfeasibleProjectionError  # noqa: E402
+from fairsk.metrics import parity_gap, residual_gap  # noqa: E402
+
+# very unequal partitions, an empty one, and partitions missing groups (see _data)
+CHUNKS = (7, 1800, 0, 400, 1, 1792)
+N = sum(CHUNKS)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                                       memory_limit="1GiB")
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, 4))
+    s = rng.integers(0, 3, N)
+    s[:7] = 2  # the first partition holds group 2 only
+    s[1807:2207] = rng.integers(0, 2, 400)  # the fourth misses group 2
+    s2 = rng.integers(0, 2, N)
+    X[:, 1] += s  # the features carry the groups: an unconstrained body is unfair
+    X[:, 2] += s2
+    y = X[:, 0] + 1.5 * s + 0.3 * rng.normal(size=N)
+    return X, s, s2, y
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _data()
+
+
+def _fit(est, data, attrs=1):
+    """Fit with a loose tolerance (the body learns unfair outputs), predict with ``est``'s."""
+    X, s, s2, y = data
+    S = s if attrs == 1 else np.stack([s, s2], 1)
+    tol = est.tolerance
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.set_params(tolerance=10.0, max_epochs=6, lr=0.05).fit(X[:600], y[:600], sensitive_features=S[:600])
+    return est.set_params(tolerance=tol)
+
+
+def _darr(a):
+    return da.from_array(a, chunks=(CHUNKS,) + a.shape[1:])
+
+
+def _gap(out, groups):
+    """ECP gap of ``out`` recomputed here, column by column, attribute by attribute."""
+    out = np.asarray(out, dtype=np.float64).reshape(len(out), -1)
+    groups = np.asarray(groups).reshape(len(out), -1)
+    worst = 0.0
+    for a in range(groups.shape[1]):
+        means = np.stack([out[groups[:, a] == g].mean(0) for g in np.unique(groups[:, a])])
+        worst = max(worst, float((means.max(0) - means.min(0)).max()))
+    return worst
+
+
+@pytest.mark.parametrize("bounds", [None, (-0.5, 2.5)])
+def test_regressor_equals_in_memory_call(client, data, bounds):
+    X, s, _, y = data
+    reg = _fit(FairLayerRegressor(tolerance=0.0 if bounds else 0.05, max_epochs=2, random_state=0, solver="exact",
+                                  bounds=bounds), data)
+    raw = reg.raw_output(X, s)[0][:, 0]
+    assert _gap(np.clip(raw, *(bounds or (-np.inf, np.inf))), s) > reg.tolerance + 0.05  # the projection acts
+    expected = reg.predict(X, sensitive_features=s)
+    lazy = fd.predict(reg, _darr(X), sensitive_features=_darr(s))
+    assert lazy.chunks[0] == CHUNKS
+    got = lazy.compute()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    assert _gap(got, s) <= reg.tolerance + 1e-9
+    if bounds:
+        assert got.min() >= bounds[0] and got.max() <= bounds[1]
+        assert ((got == bounds[0]) | (got == bounds[1])).any()  # the box is active too
+    assert fd.parity_gap(_darr(got), _darr(s)) == pytest.approx(parity_gap(got, s), abs=1e-12)
+
+
+def test_dataframe_sensitive_columns_and_divisions(client, data):
+    X, s, _, y = data
+    frame = pd.DataFrame(X, columns=list("abcd")).assign(group=np.array(["u", "v", "w"])[s])
+    reg = FairLayerRegressor(tolerance=10.0, max_epochs=6, lr=0.05, random_state=0, solver="exact",
+                             sensitive_columns="group")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg.fit(frame.iloc[:600], y[:600])
+    reg.set_params(tolerance=0.02)
+    assert _gap(reg.raw_output(frame)[0], s) > 0.1
+    ddf = dd.from_pandas(frame, npartitions=5, sort=False)
+    lazy = fd.decision_function(reg, ddf)
+    assert lazy.npartitions == ddf.npartitions
+    got = lazy.compute()
+    pd.testing.assert_index_equal(got.index, frame.index)
+    np.testing.assert_allclose(got.to_numpy(), reg.predict(frame), rtol=0, atol=1e-9)
+    assert _gap(got.to_numpy(), s) <= 0.02 + 1e-9
+
+
+def test_several_attributes(client, data):
+    X, s, s2, y = data
+    S = np.stack([s, s2], 1)
+    reg = _fit(FairLayerRegressor(tolerance=0.01, max_epochs=2, random_state=0, solver="exact"), data, attrs=2)
+    assert _gap(reg.raw_output(X, S)[0], S) > 0.1
+    expected = reg.predict(X, sensitive_features=S)
+    got = fd.predict(reg, _darr(X), sensitive_features=_darr(S)).compute()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    assert _gap(got, S) <= 0.01 + 1e-9
+    assert fd.parity_gap(_darr(got), _darr(S)) == pytest.approx(parity_gap(got, S), abs=1e-12)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_classifier_outputs(client, data, n_classes):
+    X, s, _, y = data
+    labels = np.digitize(y, np.quantile(y, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    clf = FairLayerClassifier(tolerance=10.0, max_epochs=6, lr=0.05, random_state=0, solver="exact")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X[:600], labels[:600], sensitive_features=s[:600])
+    clf.set_params(tolerance=0.05)
+    assert _gap(clf.raw_output(X, s)[0], s) > 0.1
+    Xd, sd = _darr(X), _darr(s)
+    scores = fd.decision_function(clf, Xd, sensitive_features=sd).compute()
+    np.testing.assert_allclose(scores, clf.decision_function(X, sensitive_features=s), rtol=0, atol=1e-9)
+    assert _gap(scores, s) <= 0.05 + 1e-9
+    if n_classes == 2:
+        np.testing.assert_array_equal(fd.predict(clf, Xd, sensitive_features=sd).compute(),
+                                      clf.predict(X, sensitive_features=s))
+    else:
+        proba = fd.predict_proba(clf, Xd, sensitive_features=sd).compute()
+        np.testing.assert_allclose(proba, clf.predict_proba(X, sensitive_features=s), rtol=0, atol=1e-9)
+
+
+def test_output_is_checked_at_compute_time(client, data):
+    X, s, _, y = data
+    reg = _fit(FairLayerRegressor(tolerance=0.01, max_epochs=2, random_state=0, solver="exact"), data)
+    run = fd._Run(reg, _darr(X), _darr(s))
+    run.plan = {cell: offset + (0.5 if cell == (1,) else 0.0) for cell, offset in run.plan.items()}  # break it
+    lazy = run.output("scores")
+    with pytest.raises(InfeasibleProjectionError, match="all partitions"):
+        lazy.compute()
+
+
+def test_metrics_match_in_memory(client, data):
+    X, s, s2, y = data
+    pred = np.sin(X[:, 0]) + 0.3 * s
+    S = np.stack([s, s2], 1)
+    assert fd.parity_gap(_darr(pred), _darr(S)) == pytest.approx(parity_gap(pred, S), abs=1e-12)
+    assert fd.residual_gap(_darr(y), _darr(pred), _darr(s)) == pytest.approx(residual_gap(y, pred, s), abs=1e-12)
+    frame = dd.from_pandas(pd.DataFrame({"p": pred, "g": s}), npartitions=4)
+    assert fd.parity_gap(frame["p"], frame["g"]) == pytest.approx(parity_gap(pred, s), abs=1e-12)
+
+
+def test_unseen_groups_and_no_groups_as_in_memory(client, data):
+    X, s, _, y = data
+    reg = _fit(FairLayerRegressor(tolerance=0.01, max_epochs=1, random_state=0, solver="exact"), data)
+    s_new = s.copy()
+    s_new[2000:2100] = 7  # a group not seen in fit: constrained as a group of its own, with a warning
+    with pytest.warns(UserWarning, match="not seen in fit"):
+        got = fd.predict(reg, _darr(X), sensitive_features=_darr(s_new)).compute()
+    with pytest.warns(UserWarning, match="not seen in fit"):
+        expected = reg.predict(X, sensitive_features=s_new)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    with pytest.warns(UserWarning, match="no sensitive_features"):
+        got = fd.predict(reg, _darr(X)).compute()
+    with pytest.warns(UserWarning, match="no sensitive_features"):
+        np.testing.assert_allclose(got, reg.predict(X), rtol=0, atol=1e-9)
+
+
+def test_bad_input(client, data):
+    X, s, _, y = data
+    reg = _fit(FairLayerRegressor(tolerance=0.01, max_epochs=1, random_state=0, solver="exact"), data)
+    with pytest.raises(TypeError, match="dask"):
+        fd.predict(reg, X, sensitive_features=s)
+    with pytest.raises(ValueError, match="aligned"):
+        fd.predict(reg, _darr(X), sensitive_features=da.from_array(s, chunks=1000))
+    with pytest.raises(ValueError, match="aligned"):
+        fd.parity_gap(_darr(y), da.from_array(s, chunks=500))
+
+
+# -- the box search, against the in-memory layer, without a cluster -------------------------------
+def _run_box(z, groups, parts, spec):
+    """box_shifts over the partitions ``parts`` (slices), with the reductions done here."""
+    stats = {}
+    for g in np.unique(groups):
+        v = z[groups == g]
+        counts0 = _shifts.zero_counts(v[:, None], spec.lb, spec.ub)[:, 0]
+        stats[((int(g),), 0)] = (float(len(v)), float(v.sum()), float(np.clip(v, spec.lb, spec.ub).sum()),
+                                 float(v.min()), float(v.max()), counts0)
+    calls = []
+
+    def run_pass(evals, collects):
+        calls.append((len(evals), len(collects)))
+        results = []
+        for sl in parts:
+            zp, gp = z[sl], groups[sl]
+            results.append(_shifts.partition_box_pass(lambda k, zp=zp, gp=gp: zp[gp == k[0][0]], evals, collects,
+                                                      spec.lb, spec.ub))
+        return _shifts.merge_box_passes(results)
+
+    shifts, passes = _shifts.box_shifts(stats, spec, run_pass)
+    t = np.array([shifts[((int(g),), 0)] for g in groups])
+    return np.clip(z - t, spec.lb, spec.ub), passes, calls
+
+
+@pytest.mark.parametrize("collect_limit", [512, 8])
+@pytest.mark.parametrize(("lb", "ub"), [(0.0, 1.0), (-math.inf, 0.8), (0.2, math.inf)])
+def test_box_search_equals_layer(monkeypatch, collect_limit, lb, ub):
+    monkeypatch.setattr(_shifts, "COLLECT_LIMIT", collect_limit)
+    monkeypatch.setattr(_shifts, "EVAL_POINTS", 16)
+    rng = np.random.default_rng(1)
+    n = 3000
+    groups = rng.integers(0, 4, n)
+    z = rng.normal(size=n) + 0.4 * groups
+    z[:200] = np.round(z[:200], 1)  # ties among breakpoints
+    parts = [slice(0, 3), slice(3, 2000), slice(2000, 2000), slice(2000, n)]
+    for tol in (0.0, 0.05):
+        spec = _shifts.Spec("ecp", tol, lb, ub)
+        layer = FairnessLayer("ecp", tol, "exact", bounds=(None if math.isinf(lb) else lb,
+                                                           None if math.isinf(ub) else ub))
+        expected = layer(torch.as_tensor(z), torch.as_tensor(groups)).numpy()
+        got, passes, calls = _run_box(z, groups, parts, spec)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+        assert _gap(got, groups) <= tol + 1e-9
+        assert passes <= 6
+        if collect_limit == 8:  # groups of ~750 rows: refined by evaluation passes first
+            assert any(e for e, _ in calls)
