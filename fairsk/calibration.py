@@ -217,6 +217,35 @@ class ErrorRateCalibrator(BaseEstimator):
         self.gap_interval_ = (float(np.quantile(gaps, alpha)), float(np.quantile(gaps, 1 - alpha)))
         self.accuracy_estimate_ = float(np.mean(accuracies))
 
+    # -- state -----------------------------------------------------------------------
+    _FITTED = ("classes_", "group_labels_", "thresholds_", "calibration_accuracy_", "calibration_gap_",
+               "gap_estimate_", "gap_interval_", "accuracy_estimate_")
+
+    def get_fitted_state(self) -> dict:
+        """The fitted attributes as arrays, lists and numbers (no pickle needed)."""
+        check_is_fitted(self, "mixtures_")
+        attributes = {name: getattr(self, name) for name in self._FITTED}
+        attributes["group_labels_"] = [list(g) for g in self.group_labels_]
+        attributes["mixture_thresholds"] = [t for t, _ in self.mixtures_]
+        attributes["mixture_weights"] = [w for _, w in self.mixtures_]
+        return {"attributes": attributes}
+
+    @classmethod
+    def from_fitted_state(cls, params: dict, state: dict) -> ErrorRateCalibrator:
+        """A fitted calibrator that predicts as the one that gave ``state``."""
+        attributes = dict(state["attributes"])
+        est = cls(**params)
+        thresholds, weights = attributes.pop("mixture_thresholds"), attributes.pop("mixture_weights")
+        est.mixtures_ = [(np.asarray(t, dtype=np.float64), np.asarray(w, dtype=np.float64))
+                         for t, w in zip(thresholds, weights)]
+        for name, value in attributes.items():
+            setattr(est, name, value)
+        est.classes_ = np.asarray(est.classes_)
+        est.thresholds_ = np.asarray(est.thresholds_, dtype=np.float64)
+        est.group_labels_ = [tuple(g) for g in est.group_labels_]
+        est.gap_interval_ = tuple(est.gap_interval_)
+        return est
+
     # -- predict ---------------------------------------------------------------------
     def emit_probability(self, scores: Any, sensitive_features: Any) -> np.ndarray:
         """Probability that each row is labelled positive (0 or 1 unless randomized)."""

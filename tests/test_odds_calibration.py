@@ -214,3 +214,26 @@ def test_interval_covers_the_population_gap_of_the_thresholds(criterion):
         covered += low <= gap <= high
     # nominal 95%; the bootstrap of a maximum is somewhat optimistic (34-37 of 40 seen)
     assert covered >= 32
+
+
+@pytest.mark.parametrize("randomize", [False, True])
+def test_fitted_state_round_trips_through_json(randomize):
+    import json
+
+    scores, y, groups = _data(3, 500)
+    names = np.array(["f", "m"])[groups]
+    cal = ErrorRateCalibrator(randomize=randomize, n_bootstrap=10).fit(scores, y, names)
+    state = cal.get_fitted_state()
+
+    def plain(v):
+        if isinstance(v, np.ndarray):
+            return v.tolist()
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v.item() if hasattr(v, "item") else v
+
+    text = json.dumps({"attributes": {k: plain(v) for k, v in state["attributes"].items()}})
+    again = ErrorRateCalibrator.from_fitted_state(cal.get_params(), json.loads(text))
+    np.testing.assert_array_equal(again.predict(scores, names), cal.predict(scores, names))
+    np.testing.assert_array_equal(again.emit_probability(scores, names), cal.emit_probability(scores, names))
+    assert again.gap_interval_ == cal.gap_interval_
