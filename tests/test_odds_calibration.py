@@ -237,3 +237,19 @@ def test_fitted_state_round_trips_through_json(randomize):
     np.testing.assert_array_equal(again.predict(scores, names), cal.predict(scores, names))
     np.testing.assert_array_equal(again.emit_probability(scores, names), cal.emit_probability(scores, names))
     assert again.gap_interval_ == cal.gap_interval_
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+@pytest.mark.parametrize("seed", range(6))
+def test_optimal_with_a_group_of_one_label(criterion, seed):
+    """A group with no positive (or no negative) row has no rate of that kind to equalise."""
+    rng = np.random.default_rng(seed)
+    k, n = 2 + seed % 2, 12
+    groups = rng.integers(0, k, n)
+    y = rng.integers(0, 2, n)
+    y[groups == 0] = seed % 2
+    y[-2:], groups[-2:] = [0, 1], k - 1  # both labels present overall
+    scores = np.round(rng.normal(y + 0.7 * groups, 1.0), 1)
+    tol = [0.0, 0.1, 0.25][seed % 3]
+    cal = ErrorRateCalibrator(criterion, tol, n_bootstrap=2).fit(scores, y, groups)
+    assert round(cal.calibration_accuracy_ * n) == _brute_force_best(scores, y, groups, criterion, tol)
