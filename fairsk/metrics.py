@@ -13,7 +13,8 @@ import pandas as pd
 from ._groups import encode_sensitive
 
 __all__ = ["parity_gap", "residual_gap", "selection_rate_gap", "fairness_report", "make_fair_scorer", "FairScorer",
-           "encode_sensitive", "GroupScorer", "make_group_scorer", "get_scorer", "get_scorer_names"]
+           "encode_sensitive", "GroupScorer", "make_group_scorer", "get_scorer", "get_scorer_names",
+           "equal_opportunity_gap", "equalized_odds_gap"]
 
 
 def _as_2d_float(y: Any, name: str) -> np.ndarray:
@@ -452,3 +453,140 @@ def get_scorer(name: str) -> GroupScorer:
         raise ValueError(f"unknown scorer {name!r}; choose one of {sorted(table)}")
     func, method, sign, uses_groups = table[name]
     return GroupScorer(func, method, sign, uses_groups, {}, name=name)
+
+
+# -- error-rate criteria: equal opportunity and equalized odds ---------------------------
+
+
+def _error_rate_inputs(y_true: Any, y_pred: Any, sensitive_features: Any, pos_label: Any) -> tuple:
+    """``(strata, values, codes)``: for every class-vs-rest comparison, the rows of each
+    true-label stratum and the value whose group means are compared there.
+
+    ``strata`` is a list of ``(class_index, positive_rows_mask, negative_rows_mask)``;
+    ``values`` is an (n, c) float matrix: column ``k`` is the indicator of predicting
+    class ``k`` (labels) or the score / probability of class ``k`` (scores).
+    """
+    true = np.asarray(y_true.detach().cpu().numpy() if hasattr(y_true, "detach") else y_true)
+    if true.ndim == 2 and true.shape[1] == 1:
+        true = true[:, 0]
+    if true.ndim != 1:
+        raise ValueError(f"y_true must be 1-D, got shape {true.shape}")
+    if true.dtype.kind not in "biu" and pd.isna(pd.Series(true)).any():
+        raise ValueError("y_true contains missing values")
+    pred = np.asarray(y_pred.detach().cpu().numpy() if hasattr(y_pred, "detach") else y_pred)
+    if pred.shape[0] != true.shape[0]:
+        raise ValueError(f"y_true has {true.shape[0]} rows but y_pred has {pred.shape[0]}")
+    classes = np.unique(true)
+    if pred.ndim == 2 and pred.shape[1] > 1:
+        # probabilities / scores, one column per class in sorted order of the classes
+        values = _as_2d_float(pred, "y_pred")
+        if values.shape[1] == 2 and classes.size <= 2:
+            if classes.size < 2 or pos_label not in classes:
+                raise ValueError("a two-column y_pred needs y_true with both classes, pos_label among them")
+            k = int(np.searchsorted(classes, pos_label))
+            positive = true == pos_label
+            return [(positive, ~positive)], values[:, k : k + 1], encode_sensitive(sensitive_features, len(true))[0]
+        if values.shape[1] < classes.size:
+            raise ValueError(f"y_pred has {values.shape[1]} columns but y_true has {classes.size} classes")
+        strata = [(true == c, true != c) for c in classes]
+        values = values[:, : classes.size]
+        return strata, values, encode_sensitive(sensitive_features, len(true))[0]
+    if pred.ndim == 2:
+        pred = pred[:, 0]
+    if pred.ndim != 1:
+        raise ValueError(f"y_pred must be 1-D or 2-D, got shape {pred.shape}")
+    labels = np.unique(np.r_[classes, pred]) if pred.dtype.kind in "OUSb" else None
+    is_labels = labels is not None or bool(np.isin(pred, classes).all() and np.isin(pos_label, classes))
+    if classes.size > 2 or (labels is not None and labels.size > 2):
+        if not is_labels:
+            raise ValueError("with more than two classes y_pred must be labels or an (n, c) score matrix")
+        strata = [(true == c, true != c) for c in classes]
+        values = np.stack([(pred == c).astype(np.float64) for c in classes], 1)
+        return strata, values, encode_sensitive(sensitive_features, len(true))[0]
+    positive = true == pos_label
+    if not positive.any() and classes.size == 2:
+        raise ValueError(f"pos_label={pos_label!r} is not a label of y_true {list(classes)}")
+    if is_labels:
+        values = (pred == pos_label).astype(np.float64)[:, None]
+    else:
+        values = _as_2d_float(pred, "y_pred")
+    return [(positive, ~positive)], values, encode_sensitive(sensitive_features, len(true))[0]
+
+
+def _stratum_gap(values: np.ndarray, mask: np.ndarray, codes: np.ndarray) -> float:
+    """Largest difference of group means of ``values`` over the rows of ``mask``
+    (over attributes); groups without rows there add nothing."""
+    if not mask.any():
+        return 0.0
+    gap = 0.0
+    for a in range(codes.shape[1]):
+        m = _group_means(values[mask][:, None], codes[mask, a])
+        gap = max(gap, float(m.max() - m.min()))
+    return gap
+
+
+def equal_opportunity_gap(y_true: Any, y_pred: Any, sensitive_features: Any, pos_label: Any = 1) -> float:
+    """Largest difference of true-positive rates between two groups.
+
+    Among the rows whose true label is ``pos_label``, the group means of the
+    prediction are compared: for labels, the share predicted ``pos_label`` (the
+    true-positive rate); for scores or probabilities of the positive class, their
+    mean (the criterion in expectation). With several sensitive attributes, the
+    largest gap over attributes. With more than two classes, every class in turn is
+    the positive one (class-vs-rest) and the largest gap is returned; ``y_pred`` is
+    then labels or an (n, c) matrix of class scores in sorted order of the classes.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n,)
+        True labels.
+    y_pred : array-like of shape (n,) or (n, c)
+        Predicted labels, scores of the positive class, or one score column per class.
+        A 1-D ``y_pred`` whose values are all labels of ``y_true`` is read as labels.
+    sensitive_features : array-like of shape (n,) or (n, a), Series or DataFrame
+        Group membership, one column per attribute.
+    pos_label : default=1
+        The positive label (binary problems).
+
+    Returns
+    -------
+    float
+        ``max_g TPR_g - min_g TPR_g``, over groups with at least one positive row.
+
+    Examples
+    --------
+    >>> from fairsk.metrics import equal_opportunity_gap
+    >>> y_true = [1, 1, 0, 1, 1, 0]
+    >>> y_pred = [1, 0, 0, 1, 1, 1]
+    >>> equal_opportunity_gap(y_true, y_pred, ["a", "a", "a", "b", "b", "b"])
+    0.5
+    """
+    strata, values, codes = _error_rate_inputs(y_true, y_pred, sensitive_features, pos_label)
+    return round(max(_stratum_gap(values[:, k], pos, codes) for k, (pos, _) in enumerate(strata)), 12)
+
+
+def equalized_odds_gap(y_true: Any, y_pred: Any, sensitive_features: Any, pos_label: Any = 1) -> float:
+    """Largest difference of true- or false-positive rates between two groups.
+
+    The larger of the equal-opportunity gap (rows whose true label is positive) and
+    the same gap among the rows whose true label is negative (false-positive
+    rates); for labels it equals fairlearn's ``equalized_odds_difference``. For
+    scores or probabilities, the group means of the score in each true-label
+    stratum are compared. With more than two classes, every class-vs-rest split
+    contributes its two strata. Parameters as in :func:`equal_opportunity_gap`.
+
+    Examples
+    --------
+    >>> from fairsk.metrics import equalized_odds_gap
+    >>> y_true = [1, 1, 0, 1, 1, 0]
+    >>> y_pred = [1, 0, 0, 1, 1, 1]
+    >>> equalized_odds_gap(y_true, y_pred, ["a", "a", "a", "b", "b", "b"])
+    1.0
+    """
+    strata, values, codes = _error_rate_inputs(y_true, y_pred, sensitive_features, pos_label)
+    gap = 0.0
+    for k, (pos, neg) in enumerate(strata):
+        gap = max(gap, _stratum_gap(values[:, k], pos, codes), _stratum_gap(values[:, k], neg, codes))
+    return round(gap, 12)
+
+
