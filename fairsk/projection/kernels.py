@@ -298,6 +298,8 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
     coupling: then ``v_g = m_g``.
     """
     codes, n = groups.codes(0), groups.counts
+    if not tight.any():  # nothing active in this column
+        return np.zeros_like(g)
     if free is None:  # every sample free: v_g = m_g - lam with lam the n-weighted mean of m over tight groups
         m = np.bincount(codes, weights=g, minlength=n.shape[0]) / n
         v = np.where(tight, m, 0.0)
