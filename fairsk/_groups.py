@@ -198,6 +198,12 @@ def _warn_near_duplicates(unseen: np.ndarray, known: list, a: int) -> None:
         )
 
 
+def group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """Sums (k,) of a column ``v`` (n,) over the groups ``codes`` (n,) in ``0..k-1``:
+    one ``bincount``, the one pass every group statistic is made of."""
+    return np.bincount(codes, weights=v, minlength=k)
+
+
 @dataclass(frozen=True)
 class GroupIndex:
     """The groups of one batch, held in NumPy (group statistics are small and live on
@@ -257,7 +263,7 @@ class GroupIndex:
         for a in range(self.n_attributes):
             sl = self.attribute(a)
             for j in range(v.shape[1]):
-                out[sl, j] = np.bincount(self.codes(a), weights=v[:, j], minlength=sl.stop - sl.start)
+                out[sl, j] = group_sums(v[:, j], self.codes(a), sl.stop - sl.start)
         return out
 
     def means(self, v):

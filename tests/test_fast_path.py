@@ -93,3 +93,16 @@ def test_the_case_dykstra_could_not_finish_is_solved_exactly():
     assert residual_gap(target, out.detach().numpy(), inst.groups.numpy()) <= inst.tolerance + 1e-12
     qp = FairnessLayer("eer", inst.tolerance, "qpth")(inst.z, inst.groups, inst.y)
     torch.testing.assert_close(out, qp, atol=1e-6, rtol=0)
+
+
+def test_columns_with_and_without_an_active_constraint():
+    """A 2-column output where only the first column has an active constraint: the
+    backward treats each column with its own active set."""
+    z = torch.tensor([[0.0, 0.0], [0.0, 0.01], [2.0, 0.0], [2.0, 0.01]], dtype=torch.float64, requires_grad=True)
+    g = torch.tensor([0, 0, 1, 1])
+    out = FairnessLayer(tolerance=0.1, solver="exact")(z, g)
+    out.sum().backward()
+    torch.testing.assert_close(z.grad[:, 1], torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(z.grad[:, 0], torch.ones(4, dtype=torch.float64))  # sum direction is not removed
+    J = torch.autograd.functional.jacobian(lambda v: FairnessLayer(tolerance=0.1, solver="exact")(v, g), z.detach())
+    assert J[:, 0, :, 0].sum(1).tolist() == pytest.approx([1.0] * 4)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._groups import GroupIndex
+from .._groups import GroupIndex, group_sums
 from .kernels import BoxSum, active_tolerance, dykstra, one_blas_thread, projector_vjp, shift_qp
 from .spec import SolverError, Spec
 
@@ -134,7 +134,7 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
     out = np.empty(z.shape)  # the one fresh (n, c) array: large temporaries cost page faults
     if not spec.has_box:
         for j in range(z.shape[1]):
-            means = np.bincount(codes, weights=z[:, j], minlength=counts.shape[0]) / counts
+            means = group_sums(z[:, j], codes, counts.shape[0]) / counts
             if not np.isfinite(means).all():
                 raise SolverError("the group sums of z are not finite (overflow)")
             delta = active_tolerance(max(-float(means.min()), float(means.max())) + tol)
@@ -152,7 +152,7 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         col = z[:, j]
         ranked = col[np.lexsort((col, codes))]  # by group, then value
         sums = [BoxSum(ranked[bounds[g]: bounds[g + 1]], lb, ub) for g in range(counts.shape[0])]
-        m0 = np.bincount(codes, weights=np.clip(col, lb, ub), minlength=counts.shape[0]) / counts
+        m0 = group_sums(np.clip(col, lb, ub), codes, counts.shape[0]) / counts
         if not np.isfinite(m0).all():
             raise SolverError("the group sums of z are not finite (overflow)")
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .._groups import GroupIndex
+from .._groups import GroupIndex, group_sums
 
 __all__ = ["BoxSum", "active_tolerance", "bisect_decreasing", "dykstra", "interval_start", "one_blas_thread",
            "projector_vjp", "shift_qp"]
@@ -298,15 +298,17 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
     coupling: then ``v_g = m_g``.
     """
     codes, n = groups.codes(0), groups.counts
+    if not tight.any():  # nothing active in this column
+        return np.zeros_like(g)
     if free is None:  # every sample free: v_g = m_g - lam with lam the n-weighted mean of m over tight groups
-        m = np.bincount(codes, weights=g, minlength=n.shape[0]) / n
+        m = group_sums(g, codes, n.shape[0]) / n
         v = np.where(tight, m, 0.0)
         if couples:
             v = np.where(tight, v - float(n @ v) / float(n @ tight), 0.0)
         return np.take(v, codes)
-    f = np.bincount(codes, weights=free, minlength=n.shape[0])
+    f = group_sums(free, codes, n.shape[0])
     has_free = tight & (f > 0)
-    m = np.where(has_free, np.bincount(codes, weights=g, minlength=n.shape[0]) / np.maximum(f, 1), 0.0)
+    m = np.where(has_free, group_sums(g, codes, n.shape[0]) / np.maximum(f, 1), 0.0)
     v = m
     if couples and not (tight & (f == 0)).any():
         den = float(np.sum(np.where(has_free, n**2 / np.maximum(f, 1), 0.0)))
