@@ -228,7 +228,8 @@ class _PooledRule:
         if not self.box:
             return new
         for j in range(c):
-            if _c_range(state, a, j, n_call, new[:, j], self.tol, self.lb, self.ub) is None:
+            lo, hi = _c_range(state, a, j, n_call, new[:, j], self.tol, self.lb, self.ub)
+            if lo > hi + 1e-12 * (1.0 + abs(lo) + abs(hi)):
                 new[present, j] = settled[present, j]
         return new
 
@@ -317,16 +318,15 @@ class _PooledRule:
             col = y[:, j]
             e = slack[:, j]
             history = state.out_sum[a][:, j]
-            rng = _c_range(state, a, j, n_call, e, tol, lb, ub)
-            if rng is None:  # only when attributes conflict: keep the box, give up the band
-                out[:, j] = np.clip(col, lb, ub)
-                continue
-            c_lo, c_hi = rng
+            c_lo, c_hi = _c_range(state, a, j, n_call, e, self.tol, lb, ub)
+            tol = self.tol
+            if c_lo > c_hi:  # the history breaks the bound (rounding, or attributes in conflict): never tighter
+                tol, c_lo = tol + (c_lo - c_hi), c_hi
             groups = {g: BoxSum(np.sort(col[codes[:, a] == g]), lb, ub) for g in present}
             free = {g: (history[g] + float(np.clip(col[codes[:, a] == g], lb, ub).sum())) / total[g]
                     for g in present}
 
-            def shifts(c: float, free=free, e=e, groups=groups, history=history) -> dict:
+            def shifts(c: float, free=free, e=e, groups=groups, history=history, tol=tol) -> dict:
                 res = {}
                 for g in present:
                     target = min(max(free[g], c - e[g]), c + tol + e[g])
@@ -369,7 +369,7 @@ def _c_range(state: StreamState, a: int, j: int, n_call: np.ndarray, e: np.ndarr
              lb: float, ub: float):
     """``(lo, hi)``: the interval starts ``c`` for which every group's band
     ``[c - e_g, c + tol + e_g]`` holds its fixed pooled mean (absent groups) or can be
-    reached by clipped outputs (present groups); None when empty."""
+    reached by clipped outputs (present groups); ``lo > hi`` when there is none."""
     before, history = state.count[a], state.out_sum[a][:, j]
     lo, hi = -math.inf, math.inf
     for g in range(len(before)):
@@ -381,11 +381,7 @@ def _c_range(state: StreamState, a: int, j: int, n_call: np.ndarray, e: np.ndarr
         else:
             r_lo, r_hi = (history[g] + n * lb) / (N + n), (history[g] + n * ub) / (N + n)
         lo, hi = max(lo, r_lo - tol - e[g]), min(hi, r_hi + e[g])
-    if lo <= hi:
-        return lo, hi
-    if lo - hi <= 1e-12 * (1.0 + abs(lo) + abs(hi)):  # a bound met with equality, up to rounding
-        return 0.5 * (lo + hi), 0.5 * (lo + hi)
-    return None
+    return lo, hi
 
 
 class _PaperRule:
