@@ -141,7 +141,7 @@ def part_a(rows: int, chunk: int, memory_limit: str, inmemory_rows: int, box_row
               f"({data_gib:.1f} GiB if materialised), chunks of {chunk:,} rows ({-(-rows // chunk)} partitions)",
               file=out)
         runs = [(name, est, box_rows if "box" in name else rows) for name, (est, _) in models.items()]
-        # the same call at a tenth of the rows: the peak memory per worker does not grow with n
+        # the same call at a tenth of the rows, to compare the peak memory per worker
         runs.append(("regressor predict (memory vs n)", models["regressor predict"][0], max(rows // 10, chunk)))
         for name, est, n in runs:  # decision_function / regressor predict: the scores
             X, groups = _data(n, chunk)
