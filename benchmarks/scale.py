@@ -141,7 +141,7 @@ def part_a(rows: int, chunk: int, memory_limit: str, inmemory_rows: int, box_row
               f"({data_gib:.1f} GiB if materialised), chunks of {chunk:,} rows ({-(-rows // chunk)} partitions)",
               file=out)
         runs = [(name, est, box_rows if "box" in name else rows) for name, (est, _) in models.items()]
-        # the same call at a tenth of the rows: the peak memory per worker does not grow with n
+        # the same call at a tenth of the rows, to compare the peak memory per worker
         runs.append(("regressor predict (memory vs n)", models["regressor predict"][0], max(rows // 10, chunk)))
         for name, est, n in runs:  # decision_function / regressor predict: the scores
             X, groups = _data(n, chunk)
@@ -149,7 +149,7 @@ def part_a(rows: int, chunk: int, memory_limit: str, inmemory_rows: int, box_row
             with _RssSampler(client) as rss, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 run = fd._Run(est, X, None)  # what getattr(fd, method) does, keeping the pass count
-                lazy = run.output("scores")
+                lazy = run.output("scores")  # runs the check pass
                 t_plan = time.perf_counter() - t0
                 # consuming the result: its global gap, recomputed from the output in one
                 # pass (the check pass, the output pass and this reduction run together)
@@ -157,7 +157,7 @@ def part_a(rows: int, chunk: int, memory_limit: str, inmemory_rows: int, box_row
             elapsed = time.perf_counter() - t0
             peaks = rss.peak
             print(f"  {name}, {n:,} rows: {elapsed:.1f} s ({n / elapsed:,.0f} rows/s; shifts found in {t_plan:.1f} s "
-                  f"by {run.passes} pass(es), then 2 at compute: check and output), "
+                  f"by {run.passes} pass(es) incl. the check, then the output pass), "
                   f"global gap {gap:.3e} (tolerance {est.tolerance}, ok: {gap <= est.tolerance + 1e-9}), "
                   f"peak RSS per worker: {', '.join(f'{v:.0f} MiB' for v in peaks.values())}", file=out)
             out.flush()

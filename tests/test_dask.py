@@ -152,14 +152,13 @@ def test_classifier_outputs(client, data, n_classes):
         np.testing.assert_allclose(proba, clf.predict_proba(X, sensitive_features=s), rtol=0, atol=1e-9)
 
 
-def test_output_is_checked_at_compute_time(client, data):
+def test_output_is_checked_before_it_is_returned(client, data):
     X, s, _, y = data
     reg = _fit(FairLayerRegressor(tolerance=0.01, max_epochs=2, random_state=0, solver="exact"), data)
     run = fd._Run(reg, _darr(X), _darr(s))
     run.plan = {cell: offset + (0.5 if cell == (1,) else 0.0) for cell, offset in run.plan.items()}  # break it
-    lazy = run.output("scores")
     with pytest.raises(InfeasibleProjectionError, match="all partitions"):
-        lazy.compute()
+        run.output("scores")
 
 
 def test_metrics_match_in_memory(client, data):

@@ -19,12 +19,12 @@ group at a time):
    :func:`fairsk.dask._shifts.box_shifts`, each a reduction of ``S_g`` at up to 256
    shifts per group and column (or of the last few breakpoints): for data spread over
    the box, about ``1 + ceil(log_257(n_g / 512))`` passes for a group of ``n_g`` rows;
-3. at compute time: a check pass that recomputes the global constraint violation
-   of the returned output from its group sums (it raises
+3. when called: a check pass that computes the output partition by partition and
+   recomputes the global constraint violation from its group sums (it raises
    :class:`~fairsk.exceptions.InfeasibleProjectionError` when the output breaks the
-   constraints by more than ``1e-9 (1 + max |out|)``), then the output pass itself,
-   which starts once the check has passed and reads the input again (through a copy
-   of its graph, so that no input partition waits in memory for the check).
+   constraints by more than ``1e-9 (1 + max |out|)``); the returned collection is
+   the same deterministic function of the same input partitions;
+4. at compute time: the output pass itself.
 
 Dask is imported only inside these functions: ``import fairsk`` does not need it
 (install it with ``pip install fairsk[dask]``).
@@ -353,12 +353,8 @@ def _verify(stats: dict, spec: Spec | None) -> bool:
     return True
 
 
-def _same(part):
-    return part
-
-
-def _release(est, x, s, plan, kind: str, checked: bool):
-    """The output of one partition, formatted; ``checked`` only orders it after the check."""
+def _release(est, x, s, plan, kind: str):
+    """The output of one partition, formatted."""
     out = _apply_part(est, x, s, plan)[0]
     if kind == "scores":
         result = est.format_output(out)
@@ -490,20 +486,17 @@ class _Run:
         import dask.array as da
         import dask.dataframe as dd
         import pandas as pd
-        from dask.graph_manipulation import bind
 
         plan_d = dask.delayed(self.plan)
         spec = self.spec if self.plan is not None else None
         stats = [dask.delayed(_out_stats_part)(self.est_d, x, s, plan_d) for x, s in zip(self.X.parts, self.S)]
         check = dask.delayed(_verify)(_tree(stats, _merge_out_stats), spec)
-        # The output pass reads the input partitions again, through a copy of their graph
-        # that starts after the check: sharing the check's input tasks would keep every
-        # input partition in memory until the check is done.
-        given = [s for s in self.S if s is not None]
-        bound = bind([dask.delayed(_same)(p) for p in list(self.X.parts) + given], check)
-        xs, rest = bound[: len(self.X.parts)], iter(bound[len(self.X.parts) :])
-        ss = [None if s is None else next(rest) for s in self.S]
-        parts = [dask.delayed(_release)(self.est_d, x, s, plan_d, kind, check) for x, s in zip(xs, ss)]
+        # The check runs now, as its own pass: gating the output tasks on it inside one
+        # graph would let the scheduler produce input partitions ahead of the output
+        # tasks (they are no longer root tasks), which holds memory growing with n.
+        dask.compute(check)
+        self.passes += 1
+        parts = [dask.delayed(_release)(self.est_d, x, s, plan_d, kind) for x, s in zip(self.X.parts, self.S)]
         c = self.stats["c"] or getattr(self.est, "n_outputs_", 1)
         one_column = self._one_column(kind, c)
         if kind == "labels":
