@@ -195,6 +195,14 @@ class _FairLayerBase(BaseEstimator):
         """Whether predictions depend on the sensitive features (they are then required)."""
         return True
 
+    @property
+    def projects_at_predict(self) -> bool:
+        """Whether prediction projects the call's outputs onto the fair set (ECP models
+        fitted through the layer or projected at prediction; not the penalty
+        baselines, nor EER, whose predictions add fitted offsets). Part of the
+        interface the scale-out modules read."""
+        return self._predicts_with_groups() and self.criterion == "ecp"
+
     def _fair_output(self, z: torch.Tensor, groups: np.ndarray | None) -> torch.Tensor:
         """The outputs of one prediction call from the body's raw outputs ``z`` (n, c).
 

@@ -17,6 +17,10 @@ __all__ = ["parity_gap", "residual_gap", "selection_rate_gap", "fairness_report"
            "equal_opportunity_gap", "equalized_odds_gap"]
 
 
+def _is_dask(value: Any) -> bool:
+    return hasattr(value, "__dask_graph__")
+
+
 def _as_2d_float(y: Any, name: str) -> np.ndarray:
     if hasattr(y, "detach"):
         y = y.detach().cpu().numpy()
@@ -51,6 +55,10 @@ def parity_gap(y_pred: Any, sensitive_features: Any) -> float:
     >>> parity_gap([0.0, 1.0, 2.0, 4.0], ["a", "a", "b", "b"])
     2.5
     """
+    if _is_dask(y_pred):  # one pass over the partitions, nothing gathered
+        from .dask import parity_gap as dask_parity_gap
+
+        return dask_parity_gap(y_pred, sensitive_features)
     pred = _as_2d_float(y_pred, "y_pred")
     codes, _ = encode_sensitive(sensitive_features, pred.shape[0])
     gap = 0.0
@@ -69,6 +77,10 @@ def residual_gap(y_true: Any, y_pred: Any, sensitive_features: Any) -> float:
     >>> residual_gap([0.0, 1.0, 1.0, 1.0], [0.5, 0.5, 1.0, 1.2], [0, 0, 1, 1])
     0.1
     """
+    if _is_dask(y_pred):
+        from .dask import residual_gap as dask_residual_gap
+
+        return dask_residual_gap(y_true, y_pred, sensitive_features)
     pred = _as_2d_float(y_pred, "y_pred")
     true = _as_2d_float(y_true, "y_true")
     if true.shape[0] != pred.shape[0]:

@@ -396,7 +396,7 @@ def _box(est) -> tuple[float, float]:
 
 def _projects(est) -> bool:
     """Whether the estimator projects at prediction (eer needs the targets: it does not)."""
-    return est.criterion == "ecp" and getattr(est, "_layer_at_predict", True)
+    return est.projects_at_predict
 
 
 class _Run:
