@@ -169,6 +169,9 @@ def test_metrics_match_in_memory(client, data):
     assert fd.residual_gap(_darr(y), _darr(pred), _darr(s)) == pytest.approx(residual_gap(y, pred, s), abs=1e-12)
     frame = dd.from_pandas(pd.DataFrame({"p": pred, "g": s}), npartitions=4)
     assert fd.parity_gap(frame["p"], frame["g"]) == pytest.approx(parity_gap(pred, s), abs=1e-12)
+    # fairsk.metrics takes dask collections too (and hands them to fairsk.dask)
+    assert parity_gap(frame["p"], frame["g"]) == pytest.approx(parity_gap(pred, s), abs=1e-12)
+    assert residual_gap(_darr(y), _darr(pred), _darr(s)) == pytest.approx(residual_gap(y, pred, s), abs=1e-12)
 
 
 def test_unseen_groups_and_no_groups_as_in_memory(client, data):
