@@ -453,22 +453,32 @@ class _FairLayerBase(BaseEstimator):
         encoder.labels_ = [list(a) for a in self.group_labels_]
         return encoder.transform(sensitive, n)
 
+    def check_missing_sensitive(self) -> None:
+        """Apply ``missing_sensitive`` to a prediction call that has no sensitive features.
+
+        A model fitted with groups refuses such a call (``"error"``, the default),
+        warns (``"warn"``) or accepts it silently (``"ignore"``): its outputs would not
+        meet the fairness constraint. Part of the interface the scale-out modules use.
+        """
+        if getattr(self, "group_labels_", None) is None or not self._predicts_with_groups():
+            return
+        message = (
+            f"{type(self).__name__} was fitted with sensitive features but this call has none, so its "
+            "outputs would not meet the fairness constraint. Pass sensitive_features= (with scikit-learn's "
+            "metadata routing: fairsk.request_sensitive(estimator); after a search: "
+            "search.best_estimator_.predict(X, sensitive_features=...)), or set sensitive_columns, or "
+            "missing_sensitive='warn' or 'ignore' to accept unconstrained outputs"
+        )
+        if self.missing_sensitive == "error":
+            raise ValueError(message)
+        if self.missing_sensitive == "warn":
+            warn(message)
+
     def _groups_at_predict(self, sensitive, n: int) -> np.ndarray | None:
         """The call's group codes; a model fitted with groups refuses a call without them
         (``missing_sensitive``), and a call holding one group of an attribute warns."""
         if sensitive is None:
-            if getattr(self, "group_labels_", None) is not None and self._predicts_with_groups():
-                message = (
-                    f"{type(self).__name__} was fitted with sensitive features but this call has none, so its "
-                    "outputs would not meet the fairness constraint. Pass sensitive_features= (with scikit-learn's "
-                    "metadata routing: fairsk.request_sensitive(estimator); after a search: "
-                    "search.best_estimator_.predict(X, sensitive_features=...)), or set sensitive_columns, or "
-                    "missing_sensitive='warn' or 'ignore' to accept unconstrained outputs"
-                )
-                if self.missing_sensitive == "error":
-                    raise ValueError(message)
-                if self.missing_sensitive == "warn":
-                    warn(message)
+            self.check_missing_sensitive()
             return None
         groups = self._encode(sensitive, n)
         if self._predicts_with_groups() and self.criterion == "ecp" and n:

@@ -184,10 +184,14 @@ def test_unseen_groups_and_no_groups_as_in_memory(client, data):
     with pytest.warns(UserWarning, match="not seen in fit"):
         expected = reg.predict(X, sensitive_features=s_new)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
-    with pytest.warns(UserWarning, match="no sensitive_features"):
-        got = fd.predict(reg, _darr(X)).compute()
-    with pytest.warns(UserWarning, match="no sensitive_features"):
-        np.testing.assert_allclose(got, reg.predict(X), rtol=0, atol=1e-9)
+    # a model fitted with groups refuses a call without them, as in memory
+    with pytest.raises(ValueError, match="fitted with sensitive features"):
+        fd.predict(reg, _darr(X))
+    with pytest.raises(ValueError, match="fitted with sensitive features"):
+        reg.predict(X)
+    reg.set_params(missing_sensitive="ignore")
+    got = fd.predict(reg, _darr(X)).compute()
+    np.testing.assert_allclose(got, reg.predict(X), rtol=0, atol=1e-9)
 
 
 def test_bad_input(client, data):

@@ -430,6 +430,7 @@ class _Run:
     def _plan(self, stats: dict) -> dict | None:
         est = self.est
         if not stats["cells"]:
+            est.check_missing_sensitive()  # the estimator's rule for a call without groups
             if stats.get("unconstrained") or getattr(est, "group_labels_", None) is not None:
                 warnings.warn(f"{type(est).__name__} got no sensitive_features (and no sensitive_columns): it "
                               "behaves as an ordinary unconstrained model", UserWarning, stacklevel=4)
