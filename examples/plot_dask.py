@@ -36,45 +36,79 @@ frame = pd.DataFrame(x, columns=["x0", "x1", "x2"]).assign(group=group)
 y = frame["x0"] + 0.5 * frame["x1"] ** 2 + 0.3 * rng.normal(size=n)
 # sort by group within unequal slices so that the partitions differ in their mix
 bounds = [0, 300, 4000, 4500, 8000, n]
-frame = pd.concat([frame.iloc[a:b].sort_values("group", kind="stable") for a, b in zip(bounds, bounds[1:])])
+frame = pd.concat(
+    [
+        frame.iloc[a:b].sort_values("group", kind="stable")
+        for a, b in zip(bounds, bounds[1:])
+    ]
+)
 y = y.loc[frame.index]
 
 # %%
 # Fit on a sample in memory, as usual. The tolerance of 0.02 is the largest gap
 # allowed between the group means of one call.
-reg = FairLayerRegressor(hidden_layer_sizes=(16,), tolerance=0.02, sensitive_columns="group", max_epochs=5,
-                         random_state=0, solver="exact")
+reg = FairLayerRegressor(
+    hidden_layer_sizes=(16,),
+    tolerance=0.02,
+    sensitive_columns="group",
+    max_epochs=5,
+    random_state=0,
+    solver="exact",
+)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     reg.fit(frame.iloc[:3000], y.iloc[:3000])
 
 # %%
 # Predict over the dask DataFrame on a local cluster of two workers.
-cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0")
+cluster = LocalCluster(
+    n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+)
 client = Client(cluster)
 try:
-    ddf = dd.from_delayed([delayed(frame.iloc[a:b]) for a, b in zip(bounds, bounds[1:])], meta=frame.iloc[:0])
+    ddf = dd.from_delayed(
+        [delayed(frame.iloc[a:b]) for a, b in zip(bounds, bounds[1:])],
+        meta=frame.iloc[:0],
+    )
     lazy = fd.predict(reg, ddf)  # lazy: nothing of the output is computed yet
-    print("partitions:", lazy.npartitions, "rows per partition:", ddf.map_partitions(len).compute().tolist())
+    print(
+        "partitions:",
+        lazy.npartitions,
+        "rows per partition:",
+        ddf.map_partitions(len).compute().tolist(),
+    )
     pred = lazy.compute()
 finally:
     client.close()
     cluster.close()
 
-print(f"gap over all partitions: {parity_gap(pred, frame['group']):.4f} (tolerance {reg.tolerance})")
+gap = parity_gap(pred, frame["group"])
+print(f"gap over all partitions: {gap:.4f} (tolerance {reg.tolerance})")
 in_memory = reg.predict(frame)
-print(f"largest difference to the in-memory call: {np.abs(pred.to_numpy() - in_memory).max():.1e}")
+largest = np.abs(pred.to_numpy() - in_memory).max()
+print(f"largest difference to the in-memory call: {largest:.1e}")
 
 # %%
 # Group means per partition and over the whole data.
 part_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
-table = pd.DataFrame({"pred": pred.to_numpy(), "group": frame["group"].to_numpy(), "partition": part_of})
+table = pd.DataFrame(
+    {
+        "pred": pred.to_numpy(),
+        "group": frame["group"].to_numpy(),
+        "partition": part_of,
+    }
+)
 per_part = table.groupby(["partition", "group"])["pred"].mean().unstack()
 overall = table.groupby("group")["pred"].mean()
 
 fig, ax = plt.subplots(figsize=(7, 4))
 for i, g in enumerate(per_part.columns):
-    ax.scatter(per_part.index + (i - 1) * 0.12, per_part[g], label=f"group {g}, per partition", s=40)
+    ax.scatter(
+        per_part.index + (i - 1) * 0.12,
+        per_part[g],
+        label=f"group {g}, per partition",
+        s=40,
+    )
     ax.axhline(overall[g], color=f"C{i}", linestyle="--", linewidth=1)
 ax.set_xticks(per_part.index)
 ax.set_xlabel("partition")
