@@ -129,9 +129,6 @@ def test_gradcheck(criterion, seed, c):
     assert torch.autograd.gradcheck(lambda t: layer(t, groups, y), (p,), eps=1e-7, atol=1e-6)
 
 
-@pytest.mark.xfail(reason="the exact solver's box gradient is wrong when a group whose parity constraint is "
-                          "active has every sample clipped (fixed by the projection package's rewrite)",
-                   strict=False)
 def test_gradcheck_fully_clipped_active_group():
     # scores outside the box: group 0 stays clipped at 1 (every sample) and is the top of an
     # active constraint, which holds group 1 at 0.9
