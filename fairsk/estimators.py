@@ -38,7 +38,15 @@ from torch import nn
 
 from ._groups import GroupEncoder
 from ._net import EpochFairness, FairDataset, FairModule, FairNet, build_body, resolve_device
-from ._proba import ProbaModule, SqueezedBCELoss, logit
+from ._proba import (
+    PREDICT_SWEEPS,
+    ProbaModule,
+    SqueezedBCELoss,
+    SqueezedNLLLoss,
+    check_columns,
+    fair_probabilities,
+    logit,
+)
 from ._warn import warn
 from .decisions import fair_labels
 from .layer import FairnessLayer, validate_layer_params
@@ -661,8 +669,17 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
       attribute, maximising the expected number of correct labels (exact for one
       attribute; verified feasible with several). Rates are recomputed and checked
       before they are returned. ``decision_function`` is the logit of the fair
-      probability (finite: about -708 at 0 and +708 at 1). Several classes are
-      refused in these modes: use ``enforce_on="logits"``.
+      probability (finite: about -708 at 0 and +708 at 1).
+    * The same modes with ``k > 2`` classes: ``softmax`` probabilities are moved
+      into the set where rows stay on the simplex and every class column's group
+      means are within ``tolerance`` (Dykstra's algorithm between the simplex and
+      the layer's parity set, a few sweeps per training batch and up to 200 at
+      prediction, then a mix with the mean row that makes the result feasible;
+      rows and column means are checked before they are returned). This is the
+      Euclidean projection in the limit of many sweeps, a feasible point close to it
+      otherwise. ``"labels"``: :func:`fairsk.decisions.fair_labels` gives every
+      class's selection rates within ``tolerance`` (feasible and checked, not always
+      the most accurate); ``decision_function`` returns the log-probabilities.
     * ``"logits"``: the paper's. Binary targets use one logit (binary
       cross-entropy); ``k > 2`` classes use ``k`` logits (cross-entropy), each
       constrained separately; for every class column the group means of the logits
@@ -742,16 +759,9 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         codes = codes.reshape(-1)
         if len(y) != _num_samples(X):
             raise ValueError(f"X has {_num_samples(X)} rows but y has {len(y)}")
-        if self.enforce_on != "logits":
-            if len(classes) > 2:
-                raise ValueError(
-                    f"enforce_on={self.enforce_on!r} supports binary targets; y has {len(classes)} classes. "
-                    "Use enforce_on='logits' (parity of every class's logits), or fairsk.decisions.fair_labels "
-                    "on the probabilities for labels at parity"
-                )
-            if self.bounds is not None:
-                raise ValueError(f"bounds apply to logits (enforce_on='logits'); with enforce_on="
-                                 f"{self.enforce_on!r} the probabilities are kept in [0, 1]")
+        if self.enforce_on != "logits" and self.bounds is not None:
+            raise ValueError(f"bounds apply to logits (enforce_on='logits'); with enforce_on="
+                             f"{self.enforce_on!r} the probabilities are kept in [0, 1]")
         self.classes_ = classes
         if len(self.classes_) <= 2:
             self.n_outputs_ = 1
@@ -759,17 +769,25 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
             loss = SqueezedBCELoss if self._trains_on_proba() else nn.BCEWithLogitsLoss
             return self._fit(X, y_train, sample_weight, sensitive_features, loss)
         self.n_outputs_ = len(self.classes_)
-        return self._fit(X, codes.astype(np.int64), sample_weight, sensitive_features, nn.CrossEntropyLoss)
+        loss = SqueezedNLLLoss if self._trains_on_proba() else nn.CrossEntropyLoss
+        return self._fit(X, codes.astype(np.int64), sample_weight, sensitive_features, loss)
 
     # -- hooks --------------------------------------------------------------------
     def _on_proba(self) -> bool:
-        """Whether the outputs are probabilities (projected in the box [0, 1])."""
-        return self.enforce_on != "logits" and getattr(self, "n_outputs_", 1) == 1
+        """Whether the outputs are (fair) probabilities rather than logits."""
+        return self.enforce_on != "logits"
 
     def _trains_on_proba(self) -> bool:
         """Whether the net is trained on (projected) probabilities; the Projection
         baseline trains the unconstrained net on its logits instead."""
         return self._on_proba()
+
+    def _callbacks(self) -> list:
+        callbacks = super()._callbacks()
+        for _, callback in callbacks:
+            if isinstance(callback, EpochFairness) and self._trains_on_proba():
+                callback.threshold = 0.5  # train_acc of probabilities
+        return callbacks
 
     def _proba_layer(self, solver: str | None = None) -> FairnessLayer:
         return FairnessLayer(self.criterion, self.tolerance, solver or self.solver, (0.0, 1.0))
@@ -784,10 +802,13 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         box ``[0, 1]`` over the whole call (exact solver)."""
         if not self._on_proba():
             return super()._fair_output(z, groups)
-        p = torch.sigmoid(z)
         if groups is None:
-            return p
-        return self._proba_layer(solver="exact")(p, torch.as_tensor(groups, device=p.device))
+            return fair_probabilities(z, None, None, 0)
+        groups = torch.as_tensor(groups, device=z.device)
+        out = fair_probabilities(z, groups, self._proba_layer(solver="exact"), PREDICT_SWEEPS)
+        if out.shape[1] > 1:  # the layer certifies one column; the simplex method is checked here
+            check_columns(out.cpu().numpy(), groups.cpu().numpy(), float(self.tolerance))
+        return out
 
     def _fair_labels(self) -> bool:
         """Whether ``predict`` returns labels at parity (the baselines' penalty does not)."""
@@ -812,7 +833,9 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         as ``predict_proba``)."""
         out = self._outputs(X, sensitive_features)
         if self._on_proba():
-            return logit(out[:, 0])
+            if out.shape[1] == 1:
+                return logit(out[:, 0])
+            return np.log(np.maximum(out, np.finfo(np.float64).tiny))  # log-probabilities
         return self.format_output(out)
 
     def format_output(self, out: np.ndarray) -> np.ndarray:
@@ -831,7 +854,7 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
                 return np.ones((out.shape[0], 1))
             p = out[:, 0] if self._on_proba() else torch.sigmoid(torch.as_tensor(out[:, 0])).numpy()
             return np.stack([1 - p, p], 1)
-        return torch.softmax(torch.as_tensor(out), 1).numpy()
+        return out if self._on_proba() else torch.softmax(torch.as_tensor(out), 1).numpy()
 
     def predict_proba(self, X, sensitive_features=None) -> np.ndarray:
         """Class probabilities of all rows of the call: projected (group means within
@@ -844,9 +867,9 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         selection rates within ``tolerance``), or the argmax of ``predict_proba``."""
         out, groups = self._outputs_and_groups(X, sensitive_features)
         proba = self._proba_of(out)
-        if groups is None or len(self.classes_) != 2 or not self._fair_labels():
+        if groups is None or len(self.classes_) < 2 or not self._fair_labels():
             return self.classes_[np.argmax(proba, 1)]
-        return self.classes_[fair_labels(proba[:, 1], groups, self.tolerance)]
+        return self.classes_[fair_labels(proba[:, 1] if proba.shape[1] == 2 else proba, groups, self.tolerance)]
 
     def score(self, X, y, sample_weight=None, sensitive_features=None) -> float:
         """Accuracy of ``predict``'s labels."""
@@ -854,11 +877,6 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
 
         return self._score(accuracy_score, X, y, sample_weight, sensitive_features)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        if self.enforce_on != "logits":
-            tags.classifier_tags.multi_class = False
-        return tags
 
 
 # -- helpers --------------------------------------------------------------------------------
