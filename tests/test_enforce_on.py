@@ -283,6 +283,7 @@ def adult_model():
     return clf, encode.transform(X_test), s_test["sex"].to_numpy()
 
 
+@pytest.mark.slow
 def test_predict_on_1000_random_subsets_of_adult(adult_model):
     """One fitted classifier, 1,000 random subsets of the Adult test set (1 to 5,000
     rows): the selection-rate gap of every call is within the tolerance."""
