@@ -48,10 +48,15 @@ LEGEND = """\
 gap       parity gap (largest minus smallest group mean) of the test logits (classifiers) or
           predictions (regressors), one call over the whole test set; employee: the residual gap.
           This is the gap the tolerance bounds for F-Layer and Projection.
+          Classifiers: only for the paper's methods (on logits: F-Layer, Projection, Penalty).
 rate_gap  gap in selection rates of the predicted labels (share predicted 1 per group, largest
-          minus smallest): demographic parity, fairlearn's criterion. F-Layer does not bound it.
-met       seeds in which the method's own criterion was within the tolerance: gap for the nets,
-          rate_gap for fairlearn ("-": the unconstrained net has no tolerance)."""
+          minus smallest): demographic parity, fairlearn's criterion. Bounded by the methods in
+          mode "labels" (F-Layer (labels), Projection (labels)).
+proba_gap gap of the group means of the predicted probability of class 1 (fairlearn EG: its
+          randomised classifier's probability); bounded in modes "labels" and "proba".
+met       seeds in which the method's own criterion was within the tolerance: gap for the paper's
+          nets, rate_gap for mode "labels" and fairlearn, proba_gap for mode "proba" ("-": the
+          unconstrained net has no tolerance)."""
 LEGEND_EER = """\
 train_gap residual gap of the predictions on the training split; audit_mse, audit_gap: MSE and
           residual gap of those predictions projected with their targets (the paper's audit)."""
@@ -101,11 +106,19 @@ def load_case(name: str, seed: int, adult_rows: int | None, employee_csv: str | 
     return kind, criterion, A_tr, y_tr, s_tr, A_te, y_te, s_te
 
 
-def _nets(kind, criterion, tol, seed, epochs):
+#: classifiers in the modes where the guarantee is on labels or probabilities (the
+#: names without a mode are the paper's, on logits)
+MODES = {"F-Layer (labels)": ("F-Layer", "labels"), "F-Layer (proba)": ("F-Layer", "proba"),
+         "Projection (labels)": ("Projection", "labels"), "Projection (proba)": ("Projection", "proba"),
+         "Penalty (proba)": ("Penalty", "proba")}
+
+
+def _nets(kind, criterion, tol, seed, epochs, modes=True):
     common = dict(hidden_layer_sizes=(64,), max_epochs=epochs, batch_size=128, lr=1e-3, random_state=seed,
                   solver="exact", tolerance=tol, criterion=criterion)
     if kind == "clf":
         F, P, Pen = FairLayerClassifier, ProjectionClassifier, PenaltyClassifier
+        common["enforce_on"] = "logits"  # the paper's methods; the other modes below
     else:
         F, P, Pen = FairLayerRegressor, ProjectionRegressor, PenaltyRegressor
     nets = {"F-Layer": F(**common), "Unconstrained": F(**{**common, "tolerance": 1e9})}
@@ -113,7 +126,18 @@ def _nets(kind, criterion, tol, seed, epochs):
         nets["Projection"] = P(**common)
         nets["Penalty"] = Pen(lam="auto", lam_grid=(0.1, 1.0, 10.0, 100.0), **common)
         nets["Strict penalty"] = Pen(lam=1e3, **common)
+    if kind == "clf" and modes:
+        for name, (base, mode) in MODES.items():
+            params = {**common, "enforce_on": mode}
+            if base == "Penalty":
+                nets[name] = Pen(lam="auto", lam_grid=(0.1, 1.0, 10.0, 100.0), **params)
+            else:
+                nets[name] = (F if base == "F-Layer" else P)(**params)
     return nets
+
+
+def _mode(est) -> str | None:
+    return getattr(est, "enforce_on", None)
 
 
 def _fairlearn(tol):
@@ -165,26 +189,30 @@ class _quiet(warnings.catch_warnings):
 
 
 def _fit_predict_clf(method, est, A_tr, y_tr, s_tr, A_te, s_te, seed):
-    """(labels, scores or NaN, logit gap or NaN) of one classifier on the test rows."""
+    """(labels, scores or NaN, logit gap or NaN, probability gap or NaN) of one
+    classifier on the test rows (one call each)."""
     with _quiet(method):
         if method == "Unconstrained":
             est.fit(A_tr, y_tr)
         else:
             est.fit(A_tr, y_tr, sensitive_features=s_tr)
-        if method == "fairlearn ThresholdOpt":
-            return est.predict(A_te, sensitive_features=s_te, random_state=seed), np.nan, np.nan
+        if method == "fairlearn ThresholdOpt":  # its probabilities are not public
+            return est.predict(A_te, sensitive_features=s_te, random_state=seed), np.nan, np.nan, np.nan
         if method == "fairlearn EG":
-            return est.predict(A_te, random_state=seed), _eg_positive_probability(est, A_te), np.nan
+            proba = _eg_positive_probability(est, A_te)
+            return est.predict(A_te, random_state=seed), proba, np.nan, parity_gap(proba, s_te)
         kw = {} if method == "Unconstrained" else {"sensitive_features": s_te}
         score = est.decision_function(A_te, **kw)
-        return est.predict(A_te, **kw), score, parity_gap(score, s_te)
+        proba = est.predict_proba(A_te, **kw)[:, 1]
+        logit_gap = parity_gap(score, s_te) if _mode(est) == "logits" else np.nan
+        return est.predict(A_te, **kw), score, logit_gap, parity_gap(proba, s_te)
 
 
-def evaluate_case(name, seed, tolerances, epochs, adult_rows, employee_csv=None) -> list[dict]:
+def evaluate_case(name, seed, tolerances, epochs, adult_rows, employee_csv=None, modes=True) -> list[dict]:
     kind, criterion, A_tr, y_tr, s_tr, A_te, y_te, s_te = load_case(name, seed, adult_rows, employee_csv)
     rows = []
     for tol in tolerances:
-        models = _nets(kind, criterion, tol, seed, epochs)
+        models = _nets(kind, criterion, tol, seed, epochs, modes)
         if kind == "clf":
             models.update(_fairlearn(tol))
         for method, est in models.items():
@@ -193,13 +221,16 @@ def evaluate_case(name, seed, tolerances, epochs, adult_rows, employee_csv=None)
             row = dict(dataset=name, criterion=criterion, seed=seed, tolerance=tol, method=method)
             t0 = time.perf_counter()
             if kind == "clf":
-                labels, score, logit_gap = _fit_predict_clf(method, est, A_tr, y_tr, s_tr, A_te, s_te, seed)
+                labels, score, logit_gap, proba_gap = _fit_predict_clf(method, est, A_tr, y_tr, s_tr, A_te, s_te,
+                                                                       seed)
                 row["fit_s"] = time.perf_counter() - t0
                 finite = np.isfinite(np.asarray(score, float)).all()
                 row.update(accuracy=accuracy_score(y_te, labels),
                            auc=roc_auc_score(y_te, score) if finite else np.nan,
-                           gap=logit_gap, rate_gap=_rate_gap(labels, s_te))
-                own = row["rate_gap"] if method.startswith("fairlearn") else logit_gap
+                           gap=logit_gap, rate_gap=_rate_gap(labels, s_te), proba_gap=proba_gap)
+                # each method's own criterion: labels for fairlearn and "labels" mode, etc.
+                own = {"labels": row["rate_gap"], "proba": proba_gap, "logits": logit_gap}.get(
+                    _mode(est), row["rate_gap"])
             else:
                 kw_tr = {} if method == "Unconstrained" else {"sensitive_features": s_tr}
                 kw_te = {} if method == "Unconstrained" else {"sensitive_features": s_te}
@@ -227,7 +258,8 @@ def evaluate_case(name, seed, tolerances, epochs, adult_rows, employee_csv=None)
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    metrics = [c for c in ("accuracy", "auc", "mse", "gap", "rate_gap", "train_gap", "audit_mse", "audit_gap", "fit_s")
+    metrics = [c for c in ("accuracy", "auc", "mse", "gap", "rate_gap", "proba_gap", "train_gap", "audit_mse",
+                           "audit_gap", "fit_s")
                if c in df.columns and df[c].notna().any()]
     g = df.groupby(["dataset", "tolerance", "method"], sort=False)
     out = g[metrics].mean()
@@ -240,18 +272,25 @@ _STYLE = {  # one colour and marker per method, the same in every panel
     "F-Layer": ("tab:blue", "o"), "Projection": ("tab:orange", "s"), "Penalty": ("tab:green", "^"),
     "Strict penalty": ("tab:olive", "v"), "Unconstrained": ("tab:gray", "X"),
     "fairlearn EG": ("tab:red", "D"), "fairlearn ThresholdOpt": ("tab:purple", "P"),
+    "F-Layer (labels)": ("tab:cyan", "o"), "F-Layer (proba)": ("navy", "h"),
+    "Projection (labels)": ("gold", "s"), "Projection (proba)": ("tab:brown", "p"),
+    "Penalty (proba)": ("lime", "<"),
 }
 
 
 def _panels(summary: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     """(dataset, x column, y column, title) of each panel: classification gets two
-    panels (logit gap of the nets; label selection-rate gap of every method)."""
+    panels (label selection-rate gap of every method; probability gap of every
+    method that has probabilities; the logit gap when the results have no probability gap)."""
     panels = []
     for name in dict.fromkeys(summary["dataset"]):
         part = summary[summary["dataset"] == name]
         if "accuracy" in part and part["accuracy"].notna().any():
-            panels.append((name, "gap", "accuracy", f"{name}: logit gap (nets)"))
             panels.append((name, "rate_gap", "accuracy", f"{name}: selection-rate gap of labels"))
+            if "proba_gap" in part and part["proba_gap"].notna().any():
+                panels.append((name, "proba_gap", "accuracy", f"{name}: probability gap"))
+            else:
+                panels.append((name, "gap", "accuracy", f"{name}: logit gap (nets)"))
         elif "audit_mse" in part and part["audit_mse"].notna().any():
             panels.append((name, "audit_gap", "audit_mse", f"{name} (EER): in-sample audit"))
         else:
@@ -284,7 +323,7 @@ def plot(summary: pd.DataFrame, path: Path) -> Path | None:
                 ax.axvline(tol, color="k", lw=0.6, ls=":")
             ax.set_xscale("symlog", linthresh=1e-3)
             ax.set_xlim(-3e-4, 2 * max(part[x].max(), part["tolerance"].max()))
-            ax.set_xlabel({"gap": "test gap", "rate_gap": "selection-rate gap",
+            ax.set_xlabel({"gap": "test gap", "rate_gap": "selection-rate gap", "proba_gap": "probability gap",
                            "audit_gap": "training residual gap after audit"}[x])
             ax.set_ylabel({"audit_mse": "training MSE after audit"}.get(y, y))
             ax.set_title(title)

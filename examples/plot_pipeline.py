@@ -29,7 +29,7 @@ s_tr, s_te = s[:4000], s[4000:]
 # Route ``sensitive_features`` to the classifier's methods.
 sklearn.set_config(enable_metadata_routing=True)
 clf = FairLayerClassifier(tolerance=0.02, max_epochs=5, random_state=0,
-                          solver="exact")
+                          solver="exact", enforce_on="logits")  # parity of logits
 clf.set_fit_request(sensitive_features=True)
 clf.set_predict_request(sensitive_features=True)
 clf.set_decision_function_request(sensitive_features=True)

@@ -392,8 +392,9 @@ class EpochFairness(Callback):
     pooled over the epoch's batches (``train_gap``: largest over attributes and
     columns) and, for a classifier, the training accuracy (``train_acc``)."""
 
-    def __init__(self, classifier: bool):
+    def __init__(self, classifier: bool, threshold: float = 0.0):
         self.classifier = classifier
+        self.threshold = threshold  # of a one-column output: 0 for a logit, 1/2 for a probability
 
     def on_epoch_begin(self, net, **kwargs):
         self.parts_ = []
@@ -420,7 +421,7 @@ class EpochFairness(Callback):
             net.history.record("train_gap", gap)
         if self.classifier and self.parts_[0][1] is not None:
             y = torch.cat([p[1] for p in self.parts_])
-            pred = (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(1)
+            pred = (out[:, 0] > self.threshold).long() if out.shape[1] == 1 else out.argmax(1)
             net.history.record("train_acc", float((pred == y.reshape(-1).long()).double().mean()))
 
 

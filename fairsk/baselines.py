@@ -27,6 +27,7 @@ from sklearn.utils.validation import _num_samples
 
 from ._groups import encode_sensitive
 from ._net import FairModule, GapPenalty
+from ._proba import ProbaModule
 from .estimators import FairLayerClassifier, FairLayerRegressor, _FairLayerBase
 from .metrics import parity_gap
 
@@ -57,9 +58,14 @@ class ProjectionRegressor(FairLayerRegressor):
 
 
 class ProjectionClassifier(FairLayerClassifier):
-    """Train without the fairness layer, project the logits at prediction ("Projection").
+    """Train without the fairness layer, project at prediction ("Projection").
 
-    Same parameters as :class:`~fairsk.FairLayerClassifier`.
+    Same parameters as :class:`~fairsk.FairLayerClassifier`. The net is the
+    unconstrained one (binary cross-entropy on its logits) in every mode;
+    ``enforce_on`` chooses what prediction projects: the logits (``"logits"``), or
+    the probabilities (``"proba"``), and then also the labels (``"labels"``: the
+    fair labels of the projected probabilities), with the same guarantees as
+    :class:`~fairsk.FairLayerClassifier`.
 
     Examples
     --------
@@ -74,6 +80,9 @@ class ProjectionClassifier(FairLayerClassifier):
 
     def _training_module(self, body):
         return FairModule(body, None)  # trained without the layer; _fair_output projects at prediction
+
+    def _trains_on_proba(self) -> bool:
+        return False  # the unconstrained net, trained on its logits
 
 
 class _PenaltyBase(_FairLayerBase):
@@ -95,6 +104,10 @@ class _PenaltyBase(_FairLayerBase):
 
     def _predicts_with_groups(self) -> bool:
         return False
+
+    def _penalised_output(self, X, kw):
+        """The outputs whose gap the penalty reduces (the held-out gap of ``lam="auto"``)."""
+        return self.decision_function(X, **kw) if hasattr(self, "decision_function") else self.predict(X, **kw)
 
     def _fair_output(self, z, groups):
         return super()._fair_output(z, None)  # the raw outputs (in the box, if any)
@@ -120,7 +133,6 @@ class _PenaltyBase(_FairLayerBase):
             tr, va = train_test_split(idx, test_size=0.25, stratify=strata, random_state=self.random_state)
         except ValueError:  # a stratum too small to split
             tr, va = train_test_split(idx, test_size=0.25, random_state=self.random_state)
-        method = "decision_function" if hasattr(self, "decision_function") else "predict"
         search = []
         grid = sorted(float(v) for v in self.lam_grid)
         for lam in grid:
@@ -129,7 +141,7 @@ class _PenaltyBase(_FairLayerBase):
             sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), tr)
             est.fit(_safe_indexing(X, tr), _safe_indexing(np.asarray(y), tr), sample_weight=sw, **part)
             kw = {} if self.sensitive_columns is not None else {"sensitive_features": _safe_indexing(sensitive, va)}
-            gap = parity_gap(getattr(est, method)(_safe_indexing(X, va), **kw), _safe_indexing(sensitive, va))
+            gap = parity_gap(est._penalised_output(_safe_indexing(X, va), kw), _safe_indexing(sensitive, va))
             search.append((lam, gap))
             if gap <= self.tolerance:
                 return lam, search
@@ -164,9 +176,13 @@ class PenaltyRegressor(_PenaltyBase, FairLayerRegressor):
 
 
 class PenaltyClassifier(_PenaltyBase, FairLayerClassifier):
-    """Classifier trained on ``loss + lam * squared group-mean gaps of the logits``.
+    """Classifier trained on ``loss + lam * squared group-mean gaps`` of its outputs.
 
-    See :class:`PenaltyRegressor`; the gaps are those of the logits, as the paper's.
+    See :class:`PenaltyRegressor`. With ``enforce_on="logits"`` the gaps are those of
+    the logits, as the paper's; with ``"proba"`` or ``"labels"`` those of the
+    probabilities (the net is trained on its probabilities, with no projection).
+    Prediction returns the net's raw outputs and the argmax labels in every mode:
+    nothing is guaranteed.
 
     Examples
     --------
@@ -178,3 +194,13 @@ class PenaltyClassifier(_PenaltyBase, FairLayerClassifier):
     >>> clf.lam_
     1000.0
     """
+
+    def _training_module(self, body):
+        if self._trains_on_proba():
+            return ProbaModule(body, None)  # probabilities, trained on loss + penalty, no projection
+        return FairModule(body, None)
+
+    def _penalised_output(self, X, kw):
+        if self._on_proba():
+            return self.predict_proba(X, **kw)[:, 1:]
+        return self.decision_function(X, **kw)

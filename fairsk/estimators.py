@@ -38,7 +38,17 @@ from torch import nn
 
 from ._groups import GroupEncoder
 from ._net import EpochFairness, FairDataset, FairModule, FairNet, build_body, resolve_device
+from ._proba import (
+    PREDICT_SWEEPS,
+    ProbaModule,
+    SqueezedBCELoss,
+    SqueezedNLLLoss,
+    check_columns,
+    fair_probabilities,
+    logit,
+)
 from ._warn import warn
+from .decisions import fair_labels
 from .layer import FairnessLayer, validate_layer_params
 
 __all__ = ["FairLayerRegressor", "FairLayerClassifier", "SingleGroupWarning"]
@@ -510,6 +520,10 @@ class _FairLayerBase(BaseEstimator):
 
     def _outputs(self, X, sensitive_features) -> np.ndarray:
         """Fair outputs (n, c) of one call: raw outputs of the whole call, made fair at once."""
+        return self._outputs_and_groups(X, sensitive_features)[0]
+
+    def _outputs_and_groups(self, X, sensitive_features) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_outputs`, and the call's group codes (n, a) or None."""
         check_is_fitted(self, "net_")
         X_feat, sensitive = self.split_sensitive(X, sensitive_features)
         X_feat = self._check_features(X_feat)
@@ -517,7 +531,7 @@ class _FairLayerBase(BaseEstimator):
         z = self._raw(X_feat)
         if groups is not None and self._has_eer_offsets():
             z = z + self._eer_offsets(groups, z)
-        return self._fair_output(z, groups).cpu().numpy()
+        return self._fair_output(z, groups).cpu().numpy(), groups
 
     def _score(self, metric, X, y, sample_weight, sensitive_features) -> float:
         pred = self.predict(X, sensitive_features=sensitive_features)
@@ -639,19 +653,66 @@ class FairLayerRegressor(RegressorMixin, _FairLayerBase):
         return self._score(r2_score, X, y, sample_weight, sensitive_features)
 
 
-class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
-    __doc__ = """Neural network classifier whose last module is the fairness layer (on logits).
+_ENFORCE_ON_TABLE = """
+    ================  ==================================  ============================  =====================
+    ``enforce_on``    ``predict`` (labels)                ``predict_proba``             ``decision_function``
+    ================  ==================================  ============================  =====================
+    ``"labels"``      selection rates of one call's       group means of one call       same ranking as
+                      groups within ``tolerance``         within ``tolerance``, every   ``predict_proba``
+                      (exact; most accurate in            class column
+                      expectation)
+    ``"proba"``       argmax, no guarantee                as above                      same ranking as
+                                                                                        ``predict_proba``
+    ``"logits"``      argmax, no guarantee                none                          group means of one
+                                                                                        call within
+                                                                                        ``tolerance``
+    ================  ==================================  ============================  =====================
+"""
 
-    Binary targets use one logit (binary cross-entropy); ``k > 2`` classes use ``k``
-    logits (cross-entropy), each constrained separately. The guarantee is on the
-    logits of ``decision_function`` (as in the paper): for every class column, the
-    group means of the logits of one call are within ``tolerance``. Probabilities
-    and labels are monotone functions of those logits and are not themselves
-    guaranteed to be at parity.
+
+class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
+    __doc__ = """Neural network classifier whose last module is the fairness layer.
+
+    ``enforce_on`` chooses the output that carries the guarantee:
+    {table}
+    * ``"labels"`` (default) and ``"proba"`` (binary targets): the net maps its logit
+      ``z`` to ``p = sigmoid(z)`` and the layer projects ``p`` onto the set where
+      group means are at parity inside the box ``[0, 1]``; the loss is the binary
+      cross-entropy of the projected probabilities, so the net learns to be accurate
+      inside the fair set. At prediction the probabilities of the whole call are
+      projected at once. With ``"labels"``, ``predict`` then returns
+      :func:`fairsk.decisions.fair_labels` of those probabilities: the labelling
+      whose per-group selection rates (rate of the positive class among each
+      group's rows of the call) are within ``tolerance`` for every sensitive
+      attribute, maximising the expected number of correct labels (exact for one
+      attribute; verified feasible with several). Rates are recomputed and checked
+      before they are returned. ``decision_function`` is the logit of the fair
+      probability (finite: about -708 at 0 and +708 at 1).
+    * The same modes with ``k > 2`` classes: ``softmax`` probabilities are moved
+      into the set where rows stay on the simplex and every class column's group
+      means are within ``tolerance`` (Dykstra's algorithm between the simplex and
+      the layer's parity set, a few sweeps per training batch and up to 200 at
+      prediction, then a mix with the mean row that makes the result feasible;
+      rows and column means are checked before they are returned). This is the
+      Euclidean projection in the limit of many sweeps, a feasible point close to it
+      otherwise. ``"labels"``: :func:`fairsk.decisions.fair_labels` gives every
+      class's selection rates within ``tolerance`` (feasible and checked, not always
+      the most accurate); ``decision_function`` returns the log-probabilities.
+    * ``"logits"``: the paper's. Binary targets use one logit (binary
+      cross-entropy); ``k > 2`` classes use ``k`` logits (cross-entropy), each
+      constrained separately; for every class column the group means of the logits
+      of one call are within ``tolerance``. Probabilities and labels are monotone
+      functions of those logits and are not themselves at parity.
+
+    Probability means are certified as the layer certifies its outputs (to 1e-6);
+    selection rates exactly, in float64 as ``count / size``.
     {note}
 
     Parameters
     ----------
+    enforce_on : {{"labels", "proba", "logits"}}, default="labels"
+        Which output carries the guarantee (table above). Models saved before this
+        parameter existed load with ``"logits"``, the behaviour they were fitted with.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss, as in scikit-learn's classifiers
         (``"balanced"``: inversely proportional to the class frequencies);
@@ -666,43 +727,110 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
     --------
     >>> import numpy as np
     >>> from fairsk import FairLayerClassifier
-    >>> from fairsk.metrics import parity_gap
+    >>> from fairsk.metrics import parity_gap, selection_rate_gap
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(200, 3)); s = rng.integers(0, 2, 200)
     >>> y = (X[:, 0] + s > 0.5).astype(int)
     >>> clf = FairLayerClassifier(tolerance=0.1, max_epochs=5, random_state=0, solver="exact")
     >>> clf = clf.fit(X, y, sensitive_features=s)
-    >>> parity_gap(clf.decision_function(X, sensitive_features=s), s) <= 0.1 + 1e-6
+    >>> selection_rate_gap(clf.predict(X, sensitive_features=s), s) <= 0.1
     True
-    """.format(note=_GUARANTEE_NOTE, params=_COMMON_PARAMETERS.format(criterion="""{"ecp"}, default="ecp"
-        Parity of the logits' group means (the paper's); ``bounds`` applies to the logits."""))
+    >>> parity_gap(clf.predict_proba(X, sensitive_features=s)[:, 1], s) <= 0.1 + 1e-6
+    True
+    """.format(table=_ENFORCE_ON_TABLE, note=_GUARANTEE_NOTE, params=_COMMON_PARAMETERS.format(
+        criterion="""{"ecp"}, default="ecp"
+        Parity of group means (of the logits or of the probabilities, by
+        ``enforce_on``); ``bounds`` applies to the logits (``enforce_on="logits"``
+        only: probabilities are kept in ``[0, 1]``)."""))
 
     _added_constraints: dict = {
         "criterion": [StrOptions({"ecp"})],
         "class_weight": [dict, StrOptions({"balanced"}), None],
+        "enforce_on": [StrOptions({"labels", "proba", "logits"})],
     }
 
-    def __init__(self, *, class_weight=None, **params):
+    def __init__(self, *, class_weight=None, enforce_on="labels", **params):
         self.class_weight = class_weight
+        self.enforce_on = enforce_on
         super().__init__(**params)
 
+    # models pickled or saved before ``enforce_on`` existed were logit models
+    def __setstate__(self, state):
+        if "enforce_on" not in state:
+            state = {**state, "enforce_on": "logits"}
+        super().__setstate__(state)
+
+    @classmethod
+    def from_fitted_state(cls, params: dict, state: dict, *, module: type | None = None):
+        params = dict(params)
+        params.setdefault("enforce_on", "logits")
+        return super().from_fitted_state(params, state, module=module)
+
     def fit(self, X, y, sample_weight=None, sensitive_features=None) -> FairLayerClassifier:
-        """Train the network through the fairness layer (on its logits)."""
+        """Train the network through the fairness layer (on its logits or its probabilities)."""
         self._validate_params()
         y = _check_target(y, classification=True)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D for a classifier, got shape {y.shape}")
         check_classification_targets(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
+        classes, codes = np.unique(y, return_inverse=True)
         codes = codes.reshape(-1)
         if len(y) != _num_samples(X):
             raise ValueError(f"X has {_num_samples(X)} rows but y has {len(y)}")
+        if self.enforce_on != "logits" and self.bounds is not None:
+            raise ValueError(f"bounds apply to logits (enforce_on='logits'); with enforce_on="
+                             f"{self.enforce_on!r} the probabilities are kept in [0, 1]")
+        self.classes_ = classes
         if len(self.classes_) <= 2:
             self.n_outputs_ = 1
             y_train = codes.astype(np.float32).reshape(-1, 1)
-            return self._fit(X, y_train, sample_weight, sensitive_features, nn.BCEWithLogitsLoss)
+            loss = SqueezedBCELoss if self._trains_on_proba() else nn.BCEWithLogitsLoss
+            return self._fit(X, y_train, sample_weight, sensitive_features, loss)
         self.n_outputs_ = len(self.classes_)
-        return self._fit(X, codes.astype(np.int64), sample_weight, sensitive_features, nn.CrossEntropyLoss)
+        loss = SqueezedNLLLoss if self._trains_on_proba() else nn.CrossEntropyLoss
+        return self._fit(X, codes.astype(np.int64), sample_weight, sensitive_features, loss)
+
+    # -- hooks --------------------------------------------------------------------
+    def _on_proba(self) -> bool:
+        """Whether the outputs are (fair) probabilities rather than logits."""
+        return self.enforce_on != "logits"
+
+    def _trains_on_proba(self) -> bool:
+        """Whether the net is trained on (projected) probabilities; the Projection
+        baseline trains the unconstrained net on its logits instead."""
+        return self._on_proba()
+
+    def _callbacks(self) -> list:
+        callbacks = super()._callbacks()
+        for _, callback in callbacks:
+            if isinstance(callback, EpochFairness) and self._trains_on_proba():
+                callback.threshold = 0.5  # train_acc of probabilities
+        return callbacks
+
+    def _proba_layer(self, solver: str | None = None) -> FairnessLayer:
+        return FairnessLayer(self.criterion, self.tolerance, solver or self.solver, (0.0, 1.0))
+
+    def _training_module(self, body: nn.Module) -> nn.Module:
+        if self._trains_on_proba():
+            return ProbaModule(body, self._proba_layer())
+        return super()._training_module(body)
+
+    def _fair_output(self, z: torch.Tensor, groups: np.ndarray | None) -> torch.Tensor:
+        """Logits: as the base class. Probabilities: ``sigmoid(z)`` projected with the
+        box ``[0, 1]`` over the whole call (exact solver)."""
+        if not self._on_proba():
+            return super()._fair_output(z, groups)
+        if groups is None:
+            return fair_probabilities(z, None, None, 0)
+        groups = torch.as_tensor(groups, device=z.device)
+        out = fair_probabilities(z, groups, self._proba_layer(solver="exact"), PREDICT_SWEEPS)
+        if out.shape[1] > 1:  # the layer certifies one column; the simplex method is checked here
+            check_columns(out.cpu().numpy(), groups.cpu().numpy(), float(self.tolerance))
+        return out
+
+    def _fair_labels(self) -> bool:
+        """Whether ``predict`` returns labels at parity (the baselines' penalty does not)."""
+        return self.enforce_on == "labels" and self._predicts_with_groups()
 
     def _training_weight(self, sample_weight, X_feat, y_train):
         weight = super()._training_weight(sample_weight, X_feat, y_train)
@@ -716,9 +844,17 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         by_class = compute_sample_weight(self.class_weight, y).astype(np.float32)
         return by_class if weight is None else weight * by_class
 
+    # -- prediction -----------------------------------------------------------------
     def decision_function(self, X, sensitive_features=None) -> np.ndarray:
-        """Projected logits of all rows of the call (the guaranteed output)."""
-        return self.format_output(self._outputs(X, sensitive_features))
+        """Scores of all rows of the call: the projected logits (``"logits"``, the
+        guaranteed output), or the logits of the fair probabilities (same ranking
+        as ``predict_proba``)."""
+        out = self._outputs(X, sensitive_features)
+        if self._on_proba():
+            if out.shape[1] == 1:
+                return logit(out[:, 0])
+            return np.log(np.maximum(out, np.finfo(np.float64).tiny))  # log-probabilities
+        return self.format_output(out)
 
     def format_output(self, out: np.ndarray) -> np.ndarray:
         return out[:, 0] if out.shape[1] == 1 else out
@@ -729,26 +865,36 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
             return self.classes_[(scores[:, 0] > 0).astype(int)]
         return self.classes_[np.argmax(scores, 1)]
 
-    def predict_proba(self, X, sensitive_features=None) -> np.ndarray:
-        """Class probabilities from the projected logits."""
-        logits = torch.as_tensor(self._outputs(X, sensitive_features))
+    def _proba_of(self, out: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, n_classes) from the fair outputs of one call."""
         if self.n_outputs_ == 1:
             if len(self.classes_) == 1:
-                return np.ones((logits.shape[0], 1))
-            p = torch.sigmoid(logits[:, 0]).numpy()
+                return np.ones((out.shape[0], 1))
+            p = out[:, 0] if self._on_proba() else torch.sigmoid(torch.as_tensor(out[:, 0])).numpy()
             return np.stack([1 - p, p], 1)
-        return torch.softmax(logits, 1).numpy()
+        return out if self._on_proba() else torch.softmax(torch.as_tensor(out), 1).numpy()
+
+    def predict_proba(self, X, sensitive_features=None) -> np.ndarray:
+        """Class probabilities of all rows of the call: projected (group means within
+        ``tolerance``) with ``"labels"`` and ``"proba"``, from the projected logits
+        with ``"logits"``."""
+        return self._proba_of(self._outputs(X, sensitive_features))
 
     def predict(self, X, sensitive_features=None) -> np.ndarray:
-        """Class labels from the projected logits."""
-        proba = self.predict_proba(X, sensitive_features)
-        return self.classes_[np.argmax(proba, 1)]
+        """Class labels of all rows of the call: labels at parity (``"labels"``: per-group
+        selection rates within ``tolerance``), or the argmax of ``predict_proba``."""
+        out, groups = self._outputs_and_groups(X, sensitive_features)
+        proba = self._proba_of(out)
+        if groups is None or len(self.classes_) < 2 or not self._fair_labels():
+            return self.classes_[np.argmax(proba, 1)]
+        return self.classes_[fair_labels(proba[:, 1] if proba.shape[1] == 2 else proba, groups, self.tolerance)]
 
     def score(self, X, y, sample_weight=None, sensitive_features=None) -> float:
-        """Accuracy of the labels from the projected logits."""
+        """Accuracy of ``predict``'s labels."""
         from sklearn.metrics import accuracy_score
 
         return self._score(accuracy_score, X, y, sample_weight, sensitive_features)
+
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -24,11 +24,15 @@ def _estimators():
     common = dict(max_epochs=40, random_state=0, solver="exact")
     return [
         FairLayerRegressor(**common),
+        # every enforce_on (the default is "labels")
         FairLayerClassifier(**common),
+        FairLayerClassifier(enforce_on="proba", **common),
+        FairLayerClassifier(enforce_on="logits", **common),
         StreamingFairPredictor(FairLayerRegressor(**common)),
-        StreamingFairPredictor(FairLayerClassifier(**common)),
+        StreamingFairPredictor(FairLayerClassifier(enforce_on="logits", **common)),
         ProjectionRegressor(**common),
         ProjectionClassifier(**common),
+        ProjectionClassifier(enforce_on="logits", **common),
         PenaltyRegressor(**common),
         PenaltyClassifier(**common),
     ]

@@ -22,6 +22,7 @@ from fairsk.baselines import PenaltyClassifier
 from fairsk.metrics import get_scorer, get_scorer_names, make_fair_scorer, make_group_scorer, parity_gap, residual_gap
 
 FAST = dict(max_epochs=4, random_state=0, solver="exact")
+LOGITS = dict(FAST, enforce_on="logits")  # classifiers here are checked on their logits (the paper's mode)
 
 
 def data(n=240, seed=0):
@@ -36,7 +37,7 @@ def data(n=240, seed=0):
 @pytest.mark.parametrize("method", ["predict", "decision_function", "predict_proba", "score"])
 def test_a_model_fitted_with_groups_refuses_a_call_without_them(method):
     X, _, yc, s = data()
-    clf = FairLayerClassifier(tolerance=0.01, **FAST).fit(X, yc, sensitive_features=s)
+    clf = FairLayerClassifier(tolerance=0.01, **LOGITS).fit(X, yc, sensitive_features=s)
     args = (X, yc) if method == "score" else (X,)
     with pytest.raises(ValueError, match="fitted with sensitive features"):
         getattr(clf, method)(*args)
@@ -44,7 +45,7 @@ def test_a_model_fitted_with_groups_refuses_a_call_without_them(method):
 
 def test_missing_sensitive_warn_and_ignore_give_unconstrained_outputs():
     X, _, yc, s = data()
-    strict = FairLayerClassifier(tolerance=0.0, **FAST).fit(X, yc, sensitive_features=s)
+    strict = FairLayerClassifier(tolerance=0.0, **LOGITS).fit(X, yc, sensitive_features=s)
     raw = strict.raw_output(X)[0][:, 0]
     loud = clone(strict).set_params(missing_sensitive="warn").fit(X, yc, sensitive_features=s)
     with pytest.warns(UserWarning, match="fitted with sensitive features"):
@@ -81,7 +82,7 @@ def _manual_cv(est, X, y, s, metric, method="predict"):
 @pytest.mark.parametrize("name", ["accuracy", "balanced_accuracy", "roc_auc", "neg_parity_gap"])
 def test_scorers_score_the_fair_outputs(name):
     X, _, yc, s = data()
-    clf = FairLayerClassifier(tolerance=0.02, **FAST)
+    clf = FairLayerClassifier(tolerance=0.02, **LOGITS)
     manual = {
         "accuracy": lambda y, o, g: accuracy_score(y, o),
         "balanced_accuracy": lambda y, o, g: balanced_accuracy_score(y, o),
@@ -116,7 +117,7 @@ def test_regression_scorers_and_the_residual_gap():
 def test_scikit_learns_plain_scorer_now_fails_loudly_instead_of_scoring_the_unconstrained_net():
     X, _, yc, s = data()
     with sklearn.config_context(enable_metadata_routing=True):
-        clf = FairLayerClassifier(tolerance=0.0, **FAST).set_fit_request(sensitive_features=True)
+        clf = FairLayerClassifier(tolerance=0.0, **LOGITS).set_fit_request(sensitive_features=True)
         with pytest.raises(ValueError, match="fitted with sensitive features"):
             cross_validate(clf, X, yc, cv=3, params={"sensitive_features": s}, scoring="accuracy",
                            error_score="raise")
@@ -126,7 +127,7 @@ def test_make_group_scorer_passes_the_groups():
     from sklearn.metrics import f1_score
 
     X, _, yc, s = data()
-    clf = FairLayerClassifier(tolerance=0.0, **FAST).fit(X, yc, sensitive_features=s)
+    clf = FairLayerClassifier(tolerance=0.0, **LOGITS).fit(X, yc, sensitive_features=s)
     scorer = make_group_scorer(f1_score)
     assert scorer(clf, X, yc, sensitive_features=s) == f1_score(yc, clf.predict(X, sensitive_features=s))
     neg = make_group_scorer(f1_score, greater_is_better=False)
@@ -141,14 +142,14 @@ def test_search_then_predict_recipes():
     X, _, yc, s = data()
     grid = {"tolerance": [0.0, 0.3]}
     with sklearn.config_context(enable_metadata_routing=True):
-        clf = request_sensitive(FairLayerClassifier(**FAST), enable_routing=False)
+        clf = request_sensitive(FairLayerClassifier(**LOGITS), enable_routing=False)
         search = GridSearchCV(clf, grid, cv=3, scoring=get_scorer("accuracy")).fit(X, yc, sensitive_features=s)
         with pytest.raises(ValueError, match="best_estimator_"):
             search.predict(X)
     logits = search.best_estimator_.decision_function(X, sensitive_features=s)
     assert parity_gap(logits, s) <= search.best_params_["tolerance"] + 1e-6
     Xd = pd.DataFrame(X, columns=list("abcd")).assign(group=np.where(s == 1, "x", "y"))
-    by_columns = GridSearchCV(FairLayerClassifier(sensitive_columns="group", **FAST), grid, cv=3,
+    by_columns = GridSearchCV(FairLayerClassifier(sensitive_columns="group", **LOGITS), grid, cv=3,
                               scoring="accuracy").fit(Xd, yc)
     assert np.isfinite(by_columns.cv_results_["mean_test_score"]).all()
     tol = by_columns.best_params_["tolerance"]
@@ -161,7 +162,7 @@ def test_plain_and_fair_scores_through_a_pipeline_with_sensitive_columns():
     Xd = pd.DataFrame(X, columns=list("abcd")).assign(group=np.where(s == 1, "x", "y"))
     pre = ColumnTransformer([("num", StandardScaler(), list("abcd"))], remainder="passthrough",
                             verbose_feature_names_out=False).set_output(transform="pandas")
-    pipe = make_pipeline(pre, FairLayerClassifier(sensitive_columns="group", **FAST))
+    pipe = make_pipeline(pre, FairLayerClassifier(sensitive_columns="group", **LOGITS))
     fair = make_fair_scorer(max_gap=0.05, response_method="decision_function")
     search = GridSearchCV(pipe, {"fairlayerclassifier__tolerance": [0.0, 0.05, 5.0]}, cv=3,
                           scoring={"fair": fair, "acc": "accuracy", "gap": get_scorer("neg_parity_gap")},
@@ -181,7 +182,7 @@ def test_plain_and_fair_scores_through_a_pipeline_with_sensitive_columns():
 def test_request_sensitive_routes_through_a_pipeline_in_one_call():
     X, _, yc, s = data()
     with sklearn.config_context(enable_metadata_routing=True):
-        pipe = request_sensitive(make_pipeline(StandardScaler(), FairLayerClassifier(tolerance=0.0, **FAST)),
+        pipe = request_sensitive(make_pipeline(StandardScaler(), FairLayerClassifier(tolerance=0.0, **LOGITS)),
                                  enable_routing=False)
         routing = pipe[-1].get_metadata_routing()
         for method in ("fit", "predict", "predict_proba", "decision_function", "score"):
@@ -202,7 +203,7 @@ def test_request_sensitive_turns_routing_on_by_default():
 # -- 7. the guarantee is per call --------------------------------------------------------------
 def test_a_call_holding_one_group_warns_that_the_constraint_does_nothing():
     X, _, yc, s = data()
-    clf = FairLayerClassifier(tolerance=0.0, **FAST).fit(X, yc, sensitive_features=s)
+    clf = FairLayerClassifier(tolerance=0.0, **LOGITS).fit(X, yc, sensitive_features=s)
     with pytest.warns(SingleGroupWarning, match="StreamingFairPredictor"):
         one_by_one = np.array([clf.decision_function(X[i : i + 1], sensitive_features=s[i : i + 1])[0]
                                for i in range(20)])
