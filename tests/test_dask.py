@@ -130,11 +130,22 @@ def test_several_attributes(client, data):
     assert fd.parity_gap(_darr(got), _darr(S)) == pytest.approx(parity_gap(got, S), abs=1e-12)
 
 
+def test_classifier_modes_without_a_dask_path_are_refused(client, data):
+    X, s, _, y = data
+    clf = FairLayerClassifier(max_epochs=1, random_state=0, solver="exact")  # enforce_on="labels"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X[:300], (y[:300] > 1).astype(int), sensitive_features=s[:300])
+    with pytest.raises(NotImplementedError, match="enforce_on='logits'"):
+        fd.predict(clf, _darr(X), sensitive_features=_darr(s))
+
+
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_classifier_outputs(client, data, n_classes):
     X, s, _, y = data
     labels = np.digitize(y, np.quantile(y, np.linspace(0, 1, n_classes + 1)[1:-1]))
-    clf = FairLayerClassifier(tolerance=10.0, max_epochs=6, lr=0.05, random_state=0, solver="exact")
+    clf = FairLayerClassifier(tolerance=10.0, max_epochs=6, lr=0.05, random_state=0, solver="exact",
+                              enforce_on="logits")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf.fit(X[:600], labels[:600], sensitive_features=s[:600])
