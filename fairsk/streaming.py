@@ -49,6 +49,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from ._groups import GroupEncoder, encode_sensitive
+from .decisions import StreamingLabeler
 from .projection.kernels import BoxSum, dykstra
 from .projection.kernels import interval_start as interval_start_1d
 
@@ -496,17 +497,39 @@ class StreamingFairPredictor(BaseEstimator):
         "eta0": [Interval(Real, 0, None, closed="neither")],
         "mode": [StrOptions({"pooled", "paper"})],
         "unknown_group": [StrOptions({"new", "error"})],
+        "enforce_on": [StrOptions({"labels", "logits"}), None],
     }
 
     def __init__(self, estimator, *, tolerance=None, slack=1.0, prior_samples=20, eta0=0.5, mode="pooled",
-                 unknown_group="new"):
+                 unknown_group="new", enforce_on=None):
         self.estimator = estimator
+        self.enforce_on = enforce_on
         self.tolerance = tolerance
         self.slack = slack
         self.prior_samples = prior_samples
         self.eta0 = eta0
         self.mode = mode
         self.unknown_group = unknown_group
+
+    # -- which output the stream constrains -------------------------------------------
+    def _on_labels(self) -> bool:
+        """Whether the stream constrains its emitted labels (a binary classifier with
+        ``enforce_on="labels"``, its own or this predictor's) rather than its scores."""
+        final = self._final()
+        if not hasattr(final, "classes_"):
+            return False
+        mode = self.enforce_on if self.enforce_on is not None else getattr(final, "enforce_on", "logits")
+        if mode == "proba":
+            raise ValueError("a stream of probabilities (enforce_on='proba') is not supported: stream the labels "
+                             "(enforce_on='labels') or the logits (enforce_on='logits')")
+        if mode != "labels":
+            return False
+        if len(final.classes_) != 2:
+            raise ValueError("a stream of labels at parity (enforce_on='labels') needs a binary classifier; pass "
+                             "enforce_on='logits' to stream the logits of several classes")
+        if self.mode != "pooled":
+            raise ValueError("mode='paper' streams logits: pass enforce_on='logits'")
+        return True
 
     # -- fitting and batch prediction -------------------------------------------------
     def fit(self, X, y, sample_weight=None, sensitive_features=None) -> StreamingFairPredictor:
@@ -623,6 +646,7 @@ class StreamingFairPredictor(BaseEstimator):
         self._lock = threading.Lock()
         rule = _PaperRule if self.mode == "paper" else _PooledRule
         self.stream_state_ = StreamState(rule=rule.new_state())
+        self.labeler_ = StreamingLabeler(self._tol) if self._on_labels() else None
         return self
 
     # the public view of the state
@@ -659,6 +683,8 @@ class StreamingFairPredictor(BaseEstimator):
     @property
     def pooled_bound_(self) -> float:
         state, bound = self.stream_state_, self._tol
+        if getattr(self, "labeler_", None) is not None:  # labels: max(tol, 1 / smallest cell count)
+            return self.labeler_.bound()
         if self.mode == "paper":
             return math.inf
         if self.slack == 0:
@@ -690,6 +716,8 @@ class StreamingFairPredictor(BaseEstimator):
         for name in ("classes_", "n_features_in_", "feature_names_in_"):
             if hasattr(self, name):
                 attributes[name] = getattr(self, name)
+        if getattr(self, "labeler_", None) is not None:
+            attributes["labeler_state_"] = self.labeler_.get_state()
         return {"attributes": attributes, "stream": self.stream_state_.to_arrays()}
 
     @classmethod
@@ -701,10 +729,14 @@ class StreamingFairPredictor(BaseEstimator):
         stream = cls(**{**params, "estimator": params.get("estimator") or clone(est)})
         stream._validate_params()
         stream.estimator_ = est
-        for name, value in state["attributes"].items():
+        attributes = dict(state["attributes"])
+        labeler_state = attributes.pop("labeler_state_", None)
+        for name, value in attributes.items():
             setattr(stream, name, value)
         stream.reset()
         stream.stream_state_ = StreamState.from_arrays(state["stream"])
+        if labeler_state is not None and stream.labeler_ is not None:
+            stream.labeler_.set_state(labeler_state)
         return stream
 
     # -- streaming ----------------------------------------------------------------------
@@ -714,6 +746,8 @@ class StreamingFairPredictor(BaseEstimator):
         Regressor: the adjusted predictions. Classifier: labels from the adjusted
         logits (use :meth:`partial_decision_function` for the logits themselves).
         """
+        if getattr(self, "labeler_", None) is not None:
+            return self._final().classes_[self._partial(X, sensitive_features, labels=True)[:, 0].astype(int)]
         scores = self._partial(X, sensitive_features)
         final = self._final()
         if hasattr(final, "labels_from_scores"):
@@ -723,10 +757,13 @@ class StreamingFairPredictor(BaseEstimator):
     @available_if(_estimator_has("decision_function"))
     def partial_decision_function(self, X, sensitive_features=None) -> np.ndarray:
         """The adjusted logits of one batch of the stream (updates the state)."""
+        if getattr(self, "labeler_", None) is not None:
+            raise ValueError("this stream emits labels at parity (enforce_on='labels'): use partial_predict, or "
+                             "enforce_on='logits' to stream the logits")
         scores = self._partial(X, sensitive_features)
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
-    def _partial(self, X, sensitive_features) -> np.ndarray:
+    def _partial(self, X, sensitive_features, labels: bool = False) -> np.ndarray:
         check_is_fitted(self, "estimator_")
         if (X.shape[0] if isinstance(X, np.ndarray) else _num_samples(X)) == 0:
             raise ValueError("partial_predict got an empty batch")
@@ -744,7 +781,14 @@ class StreamingFairPredictor(BaseEstimator):
             if codes is None:
                 codes_local, labels_local = encode_sensitive(sensitive, n)
                 codes = self._slots(codes_local, labels_local, z.shape[1])
-            out = rule.step(z, codes, state)
+            if labels:
+                # the pooled selection rates of the emitted labels, by the label rule of
+                # fairsk.decisions; the state then records labels, so pooled_gap_ is the
+                # gap of the selection rates
+                proba = 1.0 / (1.0 + np.exp(-z[:, 0]))
+                out = self.labeler_.partial_labels(proba, codes).astype(np.float64)[:, None]
+            else:
+                out = rule.step(z, codes, state)
             state.record(z, out, codes)
         return out
 

@@ -214,7 +214,7 @@ def test_pipeline_round_trip(key, tmp_path):
 
 def test_stream_over_a_pipeline_round_trip(tmp_path):
     X, y, s = _table()
-    stream = StreamingFairPredictor(_pipeline(FairLayerClassifier(**FAST)), tolerance=0.02)
+    stream = StreamingFairPredictor(_pipeline(FairLayerClassifier(**FAST)), tolerance=0.02, enforce_on="logits")
     stream.fit(X, y, sensitive_features=s)
     for i in range(0, 60, 3):
         stream.partial_predict(X.iloc[i : i + 3], sensitive_features=s[i : i + 3])
@@ -236,3 +236,16 @@ def test_what_needs_pickle_is_refused(step, match, tmp_path):
     with pytest.raises(TypeError, match=match):
         save(pipe, tmp_path / "p.fairsk")
     assert not (tmp_path / "p.fairsk").exists()
+
+
+def test_label_stream_saved_mid_stream_continues_identically(tmp_path):
+    X, y, s = data(300)
+    clf = FairLayerClassifier(**FAST)  # enforce_on="labels": the stream keeps label rates at parity
+    stream = StreamingFairPredictor(clf, tolerance=0.05).fit(X, (y > 0.5).astype(int), sensitive_features=s)
+    for i in range(0, 120, 3):
+        stream.partial_predict(X[i : i + 3], sensitive_features=s[i : i + 3])
+    back = load(save(stream, tmp_path / "labels.fairsk", key=KEY), key=KEY)
+    assert back.pooled_gap_ == stream.pooled_gap_ and back.pooled_bound_ == stream.pooled_bound_
+    for i in range(120, 300, 2):
+        np.testing.assert_array_equal(back.partial_predict(X[i : i + 2], sensitive_features=s[i : i + 2]),
+                                      stream.partial_predict(X[i : i + 2], sensitive_features=s[i : i + 2]))

@@ -11,8 +11,9 @@ import threading
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.base import clone
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -171,7 +172,7 @@ def test_one_sample_calls_stay_informative_at_tolerance_zero():
     strict rule is refused at fit for this case."""
     X, y, s = make_data(n=2400, k=2, seed=5)
     labels = (y > np.median(y)).astype(int)
-    clf = FairLayerClassifier(tolerance=0.0, max_epochs=5, random_state=0, solver="exact")
+    clf = FairLayerClassifier(tolerance=0.0, max_epochs=5, random_state=0, solver="exact", enforce_on="logits")
     stream = StreamingFairPredictor(clf).fit(X[:1200], labels[:1200], sensitive_features=s[:1200])
     Xs, ys, ss = X[1200:], labels[1200:], s[1200:]
     logits = np.concatenate([stream.partial_decision_function(Xs[i : i + 1], sensitive_features=ss[i : i + 1])
@@ -331,7 +332,8 @@ def test_threads_lose_no_update(fitted):
 def test_classifier_stream_and_new_group():
     X, y, s = make_data()
     clf = FairLayerClassifier(tolerance=TOL, max_epochs=3, random_state=0, solver="exact")
-    stream = StreamingFairPredictor(clf).fit(X, (y > np.median(y)).astype(int), sensitive_features=s)
+    stream = StreamingFairPredictor(clf, enforce_on="logits").fit(X, (y > np.median(y)).astype(int),
+                                                                  sensitive_features=s)
     labels = stream.partial_predict(X[:5], sensitive_features=s[:5])
     assert set(labels) <= {0, 1}
     logits = stream.partial_decision_function(X[5:9], sensitive_features=np.array([7, 7, 0, 1]))
@@ -414,3 +416,53 @@ def test_direct_label_lookup_leaves_missing_values_to_the_general_route(fitted):
         stream.partial_predict(X, sensitive_features=np.array([0.0, np.nan]))
     with pytest.raises(ValueError, match="missing"):
         stream.partial_predict(X, sensitive_features=np.array([0, None], dtype=object))
+
+
+@settings(deadline=None)
+@given(seed=st.integers(0, 10_000), tol=st.sampled_from([0.0, 0.01, 0.05, 0.2]),
+       sizes=st.lists(st.integers(1, 6), min_size=5, max_size=40))
+def test_label_stream_keeps_pooled_selection_rates_within_the_bound(label_stream, seed, tol, sizes):
+    """enforce_on="labels": after every call, the pooled selection rates of the emitted
+    labels (recomputed from outside) differ by at most max(tol, 1 / smallest group count)."""
+    X, s = label_stream["X"], label_stream["s"]
+    stream = clone(label_stream["stream"]).set_params(tolerance=tol)
+    stream.estimator_, stream.scale_ = label_stream["stream"].estimator_, label_stream["stream"].scale_
+    stream.prior_counts_, stream.prior_sums_ = [], []
+    stream.reset()
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(len(X))
+    emitted, groups, start = [], [], 0
+    for size in sizes:
+        idx = rows[start : start + size]
+        start += size
+        emitted.append(stream.partial_predict(X[idx], sensitive_features=s[idx]))
+        groups.append(s[idx])
+        lab, grp = np.concatenate(emitted), np.concatenate(groups)
+        counts = np.bincount(grp, minlength=3)
+        rates = [lab[grp == g].mean() for g in range(3) if counts[g]]
+        bound = max(tol, 1.0 / counts[counts > 0].min())
+        assert max(rates) - min(rates) <= bound + 1e-12
+        assert stream.pooled_gap_ == pytest.approx(max(rates) - min(rates), abs=1e-12)
+        assert stream.pooled_bound_ == pytest.approx(bound)
+
+
+@pytest.fixture(scope="module")
+def label_stream():
+    X, y, s = make_data(n=600, k=3, seed=11)
+    clf = FairLayerClassifier(tolerance=0.02, max_epochs=3, random_state=0, solver="exact")  # enforce_on="labels"
+    stream = StreamingFairPredictor(clf).fit(X, (y > np.median(y)).astype(int), sensitive_features=s)
+    assert stream.labeler_ is not None
+    with pytest.raises(ValueError, match="partial_predict"):
+        stream.partial_decision_function(X[:2], sensitive_features=s[:2])
+    return {"X": X, "s": s, "stream": stream}
+
+
+def test_label_stream_refuses_what_it_cannot_stream():
+    X, y, s = make_data(n=300, k=2, seed=12)
+    three = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
+    clf = FairLayerClassifier(max_epochs=1, random_state=0, solver="exact")
+    with pytest.raises(ValueError, match="binary"):
+        StreamingFairPredictor(clf).fit(X, three, sensitive_features=s)
+    with pytest.raises(ValueError, match="not supported"):
+        StreamingFairPredictor(clf.set_params(enforce_on="proba")).fit(X, (y > 0).astype(int),
+                                                                       sensitive_features=s)
