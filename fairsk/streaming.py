@@ -50,7 +50,7 @@ from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from ._groups import GroupEncoder, encode_sensitive
 from .decisions import StreamingLabeler
-from .projection.kernels import BoxSum, dykstra
+from .projection.kernels import BoxSum, bisect_decreasing, dykstra
 from .projection.kernels import interval_start as interval_start_1d
 
 __all__ = ["StreamingFairPredictor", "StreamState"]
@@ -350,15 +350,7 @@ class _PooledRule:
                 elif balance(hi) >= 0:
                     c = hi
                 else:
-                    for _ in range(200):  # until the bracket stops shrinking
-                        mid = 0.5 * (lo + hi)
-                        if not lo < mid < hi:
-                            break
-                        if balance(mid) > 0:
-                            lo = mid
-                        else:
-                            hi = mid
-                    c = 0.5 * (lo + hi)
+                    c = bisect_decreasing(balance, lo, hi)
             t = np.zeros(k)
             for g, tg in shifts(c).items():
                 t[g] = tg
@@ -863,37 +855,8 @@ class StreamingFairPredictor(BaseEstimator):
 
 def _band_start(m: list, w: list, e: list, tol: float) -> float:
     """Start ``c`` of the bands ``[c - e_g, c + tol + e_g]`` closest to the means ``m``
-    (weights ``w``): the root of ``F(c) = sum_g w_g ((m_g - tol - e_g - c)_+ -
-    (c - e_g - m_g)_+)``, non-increasing and linear between its breakpoints
-    (:func:`interval_start_1d` is the case ``e = 0``)."""
-
-    def f(c: float) -> float:
-        total = 0.0
-        for mg, wg, eg in zip(m, w, e):
-            above = mg - tol - eg - c
-            if above > 0:
-                total += wg * above
-            elif c - eg > mg:
-                total -= wg * (c - eg - mg)
-        return total
-
-    bps = sorted([mg - tol - eg for mg, eg in zip(m, e)] + [mg + eg for mg, eg in zip(m, e)])
-    lo, hi = 0, len(bps) - 1
-    f_hi = f(bps[hi])
-    if f_hi >= 0:
-        return bps[hi]
-    f_lo = f(bps[lo])
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        f_mid = f(bps[mid])
-        if f_mid >= 0:
-            lo, f_lo = mid, f_mid
-        else:
-            hi, f_hi = mid, f_mid
-    b0, b1 = bps[lo], bps[hi]
-    if f_lo > 0 and f_lo > f_hi and b1 > b0:
-        return b0 + f_lo / ((f_lo - f_hi) / (b1 - b0))
-    return b0
+    (weights ``w``): the projection kernel's interval start with slacks ``e``."""
+    return interval_start_1d(m, w, tol, e)
 
 
 def _plug_in_shifts(raw: list, count: list, tol: float) -> list:

@@ -51,7 +51,7 @@ def active_tolerance(scale: float) -> float:
     return 1e-12 * (1.0 + scale)
 
 
-def interval_start(m: Sequence[float], w: Sequence[float], tol: float) -> float:
+def interval_start(m: Sequence[float], w: Sequence[float], tol: float, e: Sequence[float] | None = None) -> float:
     """Lower end ``c`` of the interval ``[c, c + tol]`` closest to the means ``m``
     (weights ``w``): the projection of the means onto "all within ``tol``" clips them
     to ``[c, c + tol]``.
@@ -61,23 +61,28 @@ def interval_start(m: Sequence[float], w: Sequence[float], tol: float) -> float:
     sorted breakpoints finds the segment (``O(k log k)``); one linear step lands on the
     root. Works on Python floats (cheaper than array calls for a few groups).
 
+    With per-group slacks ``e``, the bands ``[c - e_g, c + tol + e_g]`` instead (the
+    streaming predictor's pooled rule): ``F(c) = sum_g w_g ((m_g - tol - e_g - c)_+ -
+    (c - e_g - m_g)_+)``, with breakpoints ``m_g - tol - e_g`` and ``m_g + e_g``.
+
     >>> interval_start([0.0, 1.0], [1.0, 1.0], 0.5)
     0.25
     """
     m = [float(x) for x in m]
     w = [float(x) for x in w]
+    e = [0.0] * len(m) if e is None else [float(x) for x in e]
 
     def f(c: float) -> float:
         total = 0.0
-        for mg, wg in zip(m, w):
-            above = mg - tol - c
+        for mg, wg, eg in zip(m, w, e):
+            above = mg - tol - eg - c
             if above > 0:
                 total += wg * above
-            elif c > mg:
-                total -= wg * (c - mg)
+            elif c - eg > mg:
+                total -= wg * (c - eg - mg)
         return total
 
-    bps = sorted([x - tol for x in m] + m)
+    bps = sorted([mg - tol - eg for mg, eg in zip(m, e)] + [mg + eg for mg, eg in zip(m, e)])
     # last breakpoint with F >= 0 (F at the first one is >= 0 by construction)
     lo, hi = 0, len(bps) - 1
     f_hi = f(bps[hi])
