@@ -50,6 +50,7 @@ from ._proba import (
 from ._warn import warn
 from .decisions import fair_labels
 from .layer import FairnessLayer, validate_layer_params
+from .projection import get_criterion
 
 __all__ = ["FairLayerRegressor", "FairLayerClassifier", "SingleGroupWarning"]
 
@@ -201,6 +202,11 @@ class _FairLayerBase(BaseEstimator):
         """An extra loss term ``(y_pred, batch) -> scalar`` added to every batch's loss, or None."""
         return None
 
+    @property
+    def _criterion(self):
+        """The criterion object behind the ``criterion`` string (its registry entry)."""
+        return get_criterion(self.criterion)
+
     def _predicts_with_groups(self) -> bool:
         """Whether predictions depend on the sensitive features (they are then required)."""
         return True
@@ -211,7 +217,7 @@ class _FairLayerBase(BaseEstimator):
         fitted through the layer or projected at prediction; not the penalty
         baselines, nor EER, whose predictions add fitted offsets). Part of the
         interface the scale-out modules read."""
-        return self._predicts_with_groups() and self.criterion == "ecp"
+        return self._predicts_with_groups() and not self._criterion.needs_targets
 
     def _fair_output(self, z: torch.Tensor, groups: np.ndarray | None) -> torch.Tensor:
         """The outputs of one prediction call from the body's raw outputs ``z`` (n, c).
@@ -221,7 +227,7 @@ class _FairLayerBase(BaseEstimator):
         ``solver`` says). EER needs the targets: its offsets learnt in fit are already
         in ``z``; only the box applies.
         """
-        if groups is None or self.criterion == "eer":
+        if groups is None or self._criterion.needs_targets:
             return z if self.bounds is None else z.clamp(min=self.bounds[0], max=self.bounds[1])
         return self._layer(solver="exact")(z, torch.as_tensor(groups, device=z.device))
 
@@ -400,13 +406,13 @@ class _FairLayerBase(BaseEstimator):
                 penalty=self._loss_penalty(),
                 device=str(device),
             )
-            target = y_train if self.criterion == "eer" and groups is not None else None
+            target = y_train if self._criterion.needs_targets and groups is not None else None
             self.net_.fit(FairDataset(X_feat, y_train, groups=groups, target=target, sample_weight=weight), None)
         # predictions run a float64 copy: outputs then do not depend on how many
         # rows one call holds (float32 BLAS blocks differ with the batch shape)
         self.body64_ = copy.deepcopy(self._trained_body()).double().eval()
         self.eer_cells_ = self.eer_offsets_ = None
-        if self.criterion == "eer" and groups is not None:
+        if self._criterion.needs_targets and groups is not None:
             self._fit_eer_offsets(X_feat, y_train, groups)
         return self
 
@@ -430,7 +436,7 @@ class _FairLayerBase(BaseEstimator):
         self.eer_cells_, self.eer_offsets_ = cells, sums / counts
 
     def _has_eer_offsets(self) -> bool:
-        return self.criterion == "eer" and getattr(self, "eer_offsets_", None) is not None
+        return self._criterion.needs_targets and getattr(self, "eer_offsets_", None) is not None
 
     def _eer_offsets(self, groups: np.ndarray, z: torch.Tensor) -> torch.Tensor:
         """Offsets (n, c) of the cells of ``groups``; zero, with a warning, for unseen cells."""
@@ -491,7 +497,7 @@ class _FairLayerBase(BaseEstimator):
             self.check_missing_sensitive()
             return None
         groups = self._encode(sensitive, n)
-        if self._predicts_with_groups() and self.criterion == "ecp" and n:
+        if self._predicts_with_groups() and not self._criterion.needs_targets and n:
             single = [a for a in range(groups.shape[1]) if (groups[:, a] == groups[0, a]).all()]
             if single:
                 warn(
