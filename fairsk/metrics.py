@@ -368,6 +368,8 @@ class GroupScorer(_RoutedScorer):
 def _response(estimator, response_method, X, kw) -> np.ndarray:
     """The first available of ``response_method``'s methods; a binary ``predict_proba``
     gives the positive class's column."""
+    if response_method == "guaranteed":
+        response_method = _guaranteed_output(estimator)
     methods = (response_method,) if isinstance(response_method, str) else tuple(response_method)
     for method in methods:
         if hasattr(estimator, method):
@@ -376,6 +378,18 @@ def _response(estimator, response_method, X, kw) -> np.ndarray:
                 out = out[:, 1]
             return out
     raise AttributeError(f"{type(estimator).__name__} has none of the methods {methods}")
+
+
+def _guaranteed_output(estimator) -> str:
+    """The method whose output carries the estimator's guarantee: ``predict`` of a
+    regressor; for a classifier, by ``enforce_on``: ``predict`` (labels),
+    ``predict_proba`` (probabilities) or ``decision_function`` (logits)."""
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    final = getattr(final, "estimator", final) if not hasattr(final, "classes_") else final
+    if not hasattr(final, "decision_function"):
+        return "predict"
+    mode = getattr(final, "enforce_on", "logits")
+    return {"labels": "predict", "proba": "predict_proba"}.get(mode, "decision_function")
 
 
 def make_group_scorer(
@@ -415,17 +429,18 @@ def _scorer_table() -> dict:
     from sklearn import metrics as skm
 
     def parity(y_true, out, groups):
+        # labels (the guarantee of enforce_on="labels") are compared by selection rates
+        if np.asarray(out).dtype.kind not in "fc":
+            return selection_rate_gap(out, groups)
         return parity_gap(out, groups)
 
-    # the output each gap is guaranteed on: logits of a classifier, predictions of a regressor
-    guaranteed = ("decision_function", "predict")
     return {
         "accuracy": (skm.accuracy_score, "predict", 1.0, False),
         "balanced_accuracy": (skm.balanced_accuracy_score, "predict", 1.0, False),
         "roc_auc": (skm.roc_auc_score, ("decision_function", "predict_proba"), 1.0, False),
         "r2": (skm.r2_score, "predict", 1.0, False),
         "neg_mean_squared_error": (skm.mean_squared_error, "predict", -1.0, False),
-        "neg_parity_gap": (parity, guaranteed, -1.0, True),
+        "neg_parity_gap": (parity, "guaranteed", -1.0, True),
         "neg_residual_gap": (residual_gap, "predict", -1.0, True),
     }
 
@@ -441,8 +456,10 @@ def get_scorer(name: str) -> GroupScorer:
     ``"accuracy"``, ``"balanced_accuracy"``, ``"roc_auc"`` (on ``decision_function``,
     else the positive class's probability), ``"r2"``, ``"neg_mean_squared_error"``;
     and the gaps, negated so that greater is better: ``"neg_parity_gap"`` (on the
-    guaranteed output: ``decision_function`` of a classifier, ``predict`` of a
-    regressor) and ``"neg_residual_gap"`` (on ``predict``).
+    guaranteed output: ``predict`` of a regressor; of a classifier, by its
+    ``enforce_on``, the selection-rate gap of ``predict``'s labels, the gap of
+    ``predict_proba`` or of ``decision_function``) and ``"neg_residual_gap"`` (on
+    ``predict``).
 
     Examples
     --------

@@ -9,7 +9,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from fairsk import FairLayerClassifier
 from fairsk.datasets import load_adult, load_german_credit
-from fairsk.metrics import parity_gap
+from fairsk.metrics import parity_gap, selection_rate_gap
 
 
 def test_adult_is_clean():
@@ -51,10 +51,15 @@ def test_adult_parity_gap_within_tolerance(tol):
     pre = ColumnTransformer([("n", StandardScaler(), num), ("c", OneHotEncoder(handle_unknown="ignore"), cat)],
                             sparse_threshold=0)
     A_tr, A_te = pre.fit_transform(X_tr), pre.transform(X_te)
-    clf = FairLayerClassifier(tolerance=tol, max_epochs=3, batch_size=256, random_state=0, solver="exact")
+    clf = FairLayerClassifier(tolerance=tol, max_epochs=3, batch_size=256, random_state=0, solver="exact",
+                              enforce_on="logits")
     clf.fit(A_tr, y_tr, sensitive_features=s_tr)
     logits = clf.decision_function(A_te, sensitive_features=s_te)
     assert parity_gap(logits, s_te) <= tol + 1e-6
+    # the default, enforce_on="labels": the selection rates of the labels of one call
+    labels = FairLayerClassifier(tolerance=tol, max_epochs=3, batch_size=256, random_state=0, solver="exact").fit(
+        A_tr, y_tr, sensitive_features=s_tr).predict(A_te, sensitive_features=s_te)
+    assert selection_rate_gap(labels, s_te) <= tol
     assert clf.score(A_te, y_te, sensitive_features=s_te) > 0.7
 
 
