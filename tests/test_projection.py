@@ -287,3 +287,20 @@ def test_a_qp_too_large_for_qpth_is_declined_not_attempted():
     with pytest.warns(RuntimeWarning, match="dense"):
         out = FairnessLayer("ecp", 0.01, "qpth")(z, torch.tensor(g))
     assert parity_gap(out.numpy(), g) <= 0.01 + 1e-6
+
+
+def test_non_finite_output_is_refused_never_returned():
+    """Found by the fuzz profile: inputs near 1e306 overflow the group sums and the
+    solvers' answers are NaN; the certificate must refuse them (NaN is lost by max())."""
+    z = torch.zeros(35, dtype=torch.float64)
+    z[0] = -5.28733275e306  # the fuzzer's instance: one huge row in a group of its own
+    g = torch.ones(35, dtype=torch.long)
+    g[0] = 0
+    for solver in ("exact", "qpth"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out = FairnessLayer("ecp", 0.0, solver)(z, g)
+        except InfeasibleProjectionError:
+            continue
+        assert torch.isfinite(out).all()

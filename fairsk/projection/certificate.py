@@ -52,6 +52,9 @@ def certify(out: np.ndarray, groups: GroupIndex, spec: Spec, dtype: torch.dtype)
     """Raise :class:`SolverError` unless ``out`` (float64), returned in ``dtype``,
     meets the constraints (see the module's rule)."""
     atol = CHECK_ATOL[dtype]
+    # a NaN in the group means would be lost by max(); refuse non-finite outputs first
+    if out.size and not np.isfinite(out).all():
+        raise SolverError("returned non-finite values (NaN or inf), e.g. from group sums that overflow")
     worst = violation(out, groups, spec)
     if dtype == torch.float32 and np.isfinite(worst) and out.size:
         scale = float(np.abs(out).max())
