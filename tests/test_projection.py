@@ -304,3 +304,52 @@ def test_non_finite_output_is_refused_never_returned():
         except InfeasibleProjectionError:
             continue
         assert torch.isfinite(out).all()
+
+
+def test_several_attributes_with_a_box_are_solved_exactly():
+    """EER, two attributes, a box, tolerance 1e-10, n = 2,803 (a fuzz run's instance):
+    the exact solver's Dykstra stalled at 20,000 sweeps and qpth declined the size, so
+    a feasible problem was refused. The active-set iteration over the box solves it
+    without a fallback; its cost is no higher than Clarabel's (an independent solver)."""
+    from .conftest import make_instance
+
+    inst = make_instance(seed=0, n=2803, k=2, a=2, c=1, criterion="eer", tolerance=1e-10, box=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback, no warning
+        out = FairnessLayer("eer", 1e-10, "exact", inst.bounds)(inst.z, inst.groups, inst.y).numpy()[:, 0]
+    z, g, y = inst.z.numpy()[:, 0], inst.groups.numpy(), inst.y.numpy()
+    assert residual_gap(y, out, g) <= 1e-10 + 1e-9
+    assert out.min() >= inst.bounds[0] and out.max() <= inst.bounds[1]
+    yv = cp.Variable(z.shape[0])
+    cons = [yv >= inst.bounds[0], yv <= inst.bounds[1]]
+    for a in range(g.shape[1]):
+        for v in np.unique(g[:, a]):
+            rows = g[:, a] == v
+            cons.append(cp.abs(rows / rows.sum() @ yv - y[rows].mean()) <= 1e-10)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(yv - z)), cons)
+    prob.solve(solver="CLARABEL")
+    assert float(np.sum((out - z) ** 2)) <= prob.value + 1e-9 * (1.0 + prob.value)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_several_attributes_with_a_box_match_clarabel(seed):
+    """Small instances (2-3 attributes, a box, both criteria, tolerances from 0): the
+    exact solver's answer is feasible and costs no more than Clarabel's, and where
+    Clarabel is as good, the outputs agree to 1e-6."""
+    from .conftest import make_instance
+
+    rng = np.random.default_rng(seed)
+    criterion, tol = ["ecp", "eer"][seed % 2], [0.0, 1e-4, 0.05, 0.3][seed // 2 % 4]
+    inst = make_instance(seed=seed, n=int(rng.integers(3, 60)), k=int(rng.integers(2, 5)), a=int(rng.integers(2, 4)),
+                         c=1, criterion=criterion, tolerance=tol, box=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback
+        out = FairnessLayer(criterion, tol, "exact", inst.bounds)(inst.z, inst.groups, inst.y).numpy()[:, 0]
+    z, g, y = inst.z.numpy()[:, 0], inst.groups.numpy(), inst.y.numpy()
+    gap = parity_gap(out, g) if criterion == "ecp" else residual_gap(y, out, g)
+    assert gap <= tol + 1e-9
+    expected, ref_cost = cvxpy_projection(z, g, criterion, tol, inst.bounds, y)
+    cost = float(np.sum((out - z) ** 2))
+    assert cost <= ref_cost + 1e-9 * (1.0 + ref_cost)
+    if cost >= ref_cost - 1e-12 * (1.0 + ref_cost):
+        np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)

@@ -11,9 +11,11 @@ box clips it: ``y_i = clip(z_i - t_g(i), lb, ub)``.
   bisection on the interval to machine precision);
 * several attributes, no box: the small QP over the group shifts whose matrix comes
   from the cell counts (:func:`~.kernels.shift_qp`), solved exactly;
-* several attributes and a box: Dykstra's algorithm over the exact one-attribute
-  projections (:func:`~.kernels.dykstra`); if it stops at its sweep limit the solver
-  reports a failure and the dispatcher tries the next solver.
+* several attributes and a box: an active-set iteration over the outputs the box
+  holds, each step the shift-space QP above (:func:`_project_boxed_shifts`), with
+  Dykstra's algorithm (:func:`~.kernels.dykstra`) to supply its guesses where it
+  does not settle alone; if neither answers, the solver reports a failure and the
+  dispatcher tries the next solver.
 
 The forward pass records which constraints it made active and which outputs it
 clipped; the backward pass (:func:`~.kernels.projector_vjp`) uses exactly those, so
@@ -34,6 +36,8 @@ from .kernels import BoxSum, active_tolerance, dykstra, one_blas_thread, project
 from .spec import SolverError, Spec
 
 DYKSTRA_MAX_SWEEPS = 20000
+PDAS_MAX_STEPS = 50
+DYKSTRA_CHECK = 25
 
 
 @dataclass
@@ -88,18 +92,7 @@ def project(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:
         return _project_attribute(z, groups, 0, spec)
     if not spec.has_box:
         return _project_shifts(z, groups, spec)
-    answers = {}
-
-    def projection(a):
-        def run(x):
-            answers[a] = _project_attribute(x, groups, a, spec)
-            return answers[a].out
-        return run
-
-    out, converged = dykstra(z, [projection(a) for a in range(groups.n_attributes)], DYKSTRA_MAX_SWEEPS)
-    if not converged:
-        raise SolverError(f"Dykstra's algorithm stopped after {DYKSTRA_MAX_SWEEPS} sweeps")
-    return _answer_from_output(out, groups, spec)
+    return _project_boxed_shifts(z, groups, spec)
 
 
 def _clipped(z: np.ndarray, spec: Spec, K: int) -> ExactAnswer:
@@ -183,6 +176,115 @@ def _project_shifts(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswe
     with one_blas_thread():
         _solve_columns(means, metric, blocks, spec, delta, shifts, n_inv)
     return _answer_from_output(z - groups.expand(shifts), groups, spec)
+
+
+def _project_boxed_shifts(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:
+    """Several attributes and a box: a primal-dual active-set (semismooth Newton)
+    iteration over which outputs the box holds at a bound (:func:`_settle`).
+
+    It starts from the outputs ``clip(z)`` holds; when it cycles or a guess leaves no
+    feasible point, Dykstra's algorithm over the exact one-attribute projections
+    (:func:`~.kernels.dykstra`) supplies better guesses: its iterates find which outputs
+    the box holds long before their values converge, and every ``DYKSTRA_CHECK``
+    sweeps the iteration is restarted from them. Its answer is the exact projection
+    (its optimality conditions hold); where it never settles (degenerate cases where
+    many outputs sit exactly at a bound) Dykstra's converged iterate is the answer,
+    and when Dykstra does not converge within ``DYKSTRA_MAX_SWEEPS`` sweeps the
+    solver reports a failure.
+    """
+    lb, ub = spec.box
+    delta = active_tolerance(float(np.abs(np.clip(z, lb, ub)).max()) + spec.tolerance)
+    out = np.empty(z.shape)
+    with one_blas_thread():
+        for j in range(z.shape[1]):
+            col, cspec = z[:, j], _column_spec(spec, j)
+            settled = _settle(col, col <= lb, col >= ub, groups, cspec, delta, PDAS_MAX_STEPS)
+            if settled is None:
+                def from_dykstra(x, col=col, cspec=cspec):
+                    x = x[:, 0]
+                    return _settle(col, x <= lb + delta, x >= ub - delta, groups, cspec, delta, 5)
+
+                def projection(a, cspec=cspec):
+                    return lambda x: _project_attribute(x, groups, a, cspec).out
+
+                settled, converged = dykstra(col[:, None], [projection(a) for a in range(groups.n_attributes)],
+                                             DYKSTRA_MAX_SWEEPS, check=from_dykstra, check_every=DYKSTRA_CHECK)
+                if not converged:
+                    raise SolverError("the active-set iteration over the box did not settle, nor did Dykstra's "
+                                      f"algorithm in {DYKSTRA_MAX_SWEEPS} sweeps")
+                settled = settled.reshape(-1)
+            out[:, j] = settled
+    return _answer_from_output(out, groups, spec)
+
+
+def _settle(col, lower, upper, groups, spec, delta, steps) -> np.ndarray | None:
+    """The primal-dual active-set iteration for one column, from a guess of the
+    outputs held at the lower and upper bounds; the projection, or None.
+
+    For a guess, the outputs it holds stay at their bounds and the others solve the
+    no-box problem exactly in shift space (:func:`shift_qp`, with the cross counts of
+    the free outputs and the held ones' contribution in the means). The shifts give a
+    new guess ``clip(col - shift)``; when the guess reproduces itself, ``clip(col -
+    shift)`` meets every optimality condition of the boxed problem with the same
+    multipliers, so it is the projection.
+    """
+    lb, ub = spec.box
+    blocks = [groups.attribute(a) for a in range(groups.n_attributes)]
+    for _ in range(steps):
+        free = ~(lower | upper)
+        try:
+            shifts = _held_shifts(col, lower, upper, free, groups, blocks, spec, delta)
+        except SolverError:
+            # a guess that holds every output of a group cannot move that group's
+            # mean: release such groups once and solve again
+            stuck = _fully_held(free, groups)
+            if not stuck.any():
+                return None
+            lower, upper, free = lower & ~stuck, upper & ~stuck, free | stuck
+            try:
+                shifts = _held_shifts(col, lower, upper, free, groups, blocks, spec, delta)
+            except SolverError:
+                return None
+        shifted = col - groups.expand(shifts)[:, 0]
+        new_lower, new_upper = shifted <= lb, shifted >= ub
+        # a guess that changes only within rounding of a bound has settled
+        moved = (new_lower != lower) | (new_upper != upper)
+        if not (moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
+            return np.clip(shifted, lb, ub)
+        lower, upper = new_lower, new_upper
+    return None
+
+
+def _held_shifts(col, lower, upper, free, groups, blocks, spec, delta) -> np.ndarray:
+    """Shifts (K, 1) of the shift-space QP with the ``lower``/``upper`` outputs held at
+    the box's bounds and the ``free`` ones moving."""
+    lb, ub = spec.box
+    n_inv = 1.0 / groups.counts
+    held = np.where(lower, lb, np.where(upper, ub, col))
+    means = groups.means(held[:, None])
+    if not np.isfinite(means).all():
+        raise SolverError("the group sums of z are not finite (overflow)")
+    metric = groups.cross_counts(free.astype(np.float64)) * n_inv[:, None] * n_inv[None, :]
+    shifts = np.empty(means.shape)
+    _solve_columns(means, metric, blocks, spec, delta, shifts, n_inv)
+    return shifts
+
+
+def _fully_held(free: np.ndarray, groups: GroupIndex) -> np.ndarray:
+    """Outputs (n,) in a group none of whose outputs is free (any attribute)."""
+    stuck = np.zeros(free.shape[0], dtype=bool)
+    for a in range(groups.n_attributes):
+        sl = groups.attribute(a)
+        n_free = group_sums(free.astype(np.float64), groups.codes(a), sl.stop - sl.start)
+        stuck |= (n_free == 0)[groups.codes(a)]
+    return stuck
+
+
+def _column_spec(spec: Spec, j: int) -> Spec:
+    """``spec`` restricted to output column ``j`` (its targets' column)."""
+    if spec.targets is None or spec.targets.shape[1] == 1:
+        return spec
+    return Spec(spec.criterion, spec.tolerance, spec.lb, spec.ub, spec.targets[:, j:j + 1])
 
 
 def _solve_columns(means, metric, blocks, spec, delta, shifts, n_inv) -> None:

@@ -166,17 +166,26 @@ class BoxSum:
 
 
 def dykstra(x0: np.ndarray, projections: Sequence[Callable[[np.ndarray], np.ndarray]], max_sweeps: int = 20000,
-            rtol: float = 1e-13) -> tuple[np.ndarray, bool]:
+            rtol: float = 1e-13, check: Callable[[np.ndarray], np.ndarray | None] | None = None,
+            check_every: int = 25) -> tuple[np.ndarray, bool]:
     """Dykstra's algorithm: the projection of ``x0`` onto the intersection of convex
     sets, given the projection onto each.
 
     ``x <- P_a(x + p_a)``, ``p_a <- x_old + p_a - x_new``, cycling over the sets, until a
     sweep moves nothing by more than ``rtol * (1 + max|x0|)``. Returns ``(x, converged)``.
+
+    With ``check``, the iterate is handed to ``check`` every ``check_every`` sweeps
+    and at convergence (an exact method guessing its active set from it); the first
+    answer that is not None is returned instead of the iterate.
     """
     x = x0
     incr = [np.zeros_like(x0) for _ in projections]
     tol = rtol * (1.0 + _max_abs(x0))
-    for _ in range(max_sweeps):
+    for sweep in range(1, max_sweeps + 1):
+        if check is not None and sweep % check_every == 0:
+            answer = check(x)
+            if answer is not None:
+                return answer, True
         moved = 0.0
         for a, project in enumerate(projections):
             shifted = x + incr[a]
@@ -185,7 +194,8 @@ def dykstra(x0: np.ndarray, projections: Sequence[Callable[[np.ndarray], np.ndar
             moved = max(moved, _max_abs(new - x))
             x = new
         if moved <= tol:
-            return x, True
+            answer = None if check is None else check(x)
+            return (x if answer is None else answer), True
     return x, False
 
 
