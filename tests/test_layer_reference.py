@@ -3,7 +3,8 @@
 ``fixtures/layer_reference.npz`` holds, for 60 instances (``make_fixtures.layer_instances``:
 both criteria, boxes, tolerance 0, several attributes and columns), the outputs and the
 gradients of ``sum(outputs)`` that the layer gave before the projection package was
-rebuilt. The rebuilt layer must give the same to 1e-12, for both solvers.
+rebuilt. The rebuilt layer must give the same to 1e-12 (qpth: outputs to 1e-9, and
+gradients no farther from the exact ones than before, its rows having changed).
 
 Known, justified exceptions (each checked to hold, so that a new difference is seen):
 the previous exact solver's backward was wrong with a box when an active group had no
@@ -61,8 +62,17 @@ def test_layer_matches_the_reference(i, solver):
     if solver == "qpth" and i in QPTH_OFF_PROJECTION:
         expected_out = REFERENCE[f"{i}_exact_out"]
     np.testing.assert_allclose(out.detach().numpy(), expected_out, atol=ATOL[solver], rtol=0)
-    if i not in WRONG_BOX_GRADIENT:
+    if i in WRONG_BOX_GRADIENT:
+        return
+    if solver == "exact":
         np.testing.assert_allclose(z.grad.numpy(), REFERENCE[f"{key}_grad"], atol=ATOL[solver], rtol=0)
+    else:
+        # qpth's parity rows are now 2k with an interval variable instead of k(k-1)
+        # pairs: its gradient, an interior-point approximation, changed in the last
+        # digits. It must be no farther from the exact gradient than before (+1e-7).
+        exact = REFERENCE[f"{i}_exact_grad"]
+        before = float(np.abs(REFERENCE[f"{key}_grad"] - exact).max())
+        assert float(np.abs(z.grad.numpy() - exact).max()) <= before + 1e-7
 
 
 def test_the_exception_lists_are_what_they_claim():

@@ -278,12 +278,26 @@ def test_inactive_constraint_at_large_magnitude_has_identity_jacobian():
         torch.testing.assert_close(J, torch.eye(4, dtype=torch.float64), atol=0, rtol=0)
 
 
-def test_a_qp_too_large_for_qpth_is_declined_not_attempted():
-    """k = 200 groups: qpth's pairwise rows took 24 GB before; now qpth declines with a
-    reason and the exact solver answers (with a warning naming the reason)."""
+def test_many_groups_are_solved_by_qpth_with_rows_linear_in_k():
+    """k = 200 groups: qpth's pairwise rows (k(k-1) = 39,800) took 24 GB before; with one
+    interval variable the parity QP has 2k rows, and qpth answers itself (no fallback)."""
     rng = np.random.default_rng(0)
     g = np.arange(400) % 200
     z = torch.tensor(rng.normal(size=400) + g * 0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = FairnessLayer("ecp", 0.01, "qpth")(z, torch.tensor(g))
+    assert parity_gap(out.numpy(), g) <= 0.01 + 1e-6
+    exact = FairnessLayer("ecp", 0.01, "exact")(z, torch.tensor(g))
+    np.testing.assert_allclose(out.numpy(), exact.numpy(), atol=1e-6, rtol=0)
+
+
+def test_a_qp_too_large_for_qpth_is_declined_not_attempted():
+    """k = 3,000 groups: 3,000 variables and 6,000 rows exceed a dense solve; qpth
+    declines with a reason and the exact solver answers (with a warning naming it)."""
+    rng = np.random.default_rng(0)
+    g = np.arange(6000) % 3000
+    z = torch.tensor(rng.normal(size=6000) + g * 1e-4)
     with pytest.warns(RuntimeWarning, match="dense"):
         out = FairnessLayer("ecp", 0.01, "qpth")(z, torch.tensor(g))
     assert parity_gap(out.numpy(), g) <= 0.01 + 1e-6

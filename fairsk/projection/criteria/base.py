@@ -53,6 +53,14 @@ class Criterion:
         inequalities would leave an interior-point method no interior)."""
         raise NotImplementedError
 
+    def interval_rows(self, k: int, tol: float, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Rows with one auxiliary variable per attribute, ``coef @ means + aux * d <=
+        rhs``: ``(coef (R, k), aux (R,), rhs (R, c))`` with ``R = O(k)``, where the
+        auxiliary ``d`` is the offset of a shared quantity from ``centre`` (c,) (for
+        parity, the interval's lower end), at its optimum 0 when ``centre`` is the
+        exact projection's value. None: :meth:`rows` is already ``O(k)``."""
+        return None
+
     def most_violated(self, m: np.ndarray, tol: float, r: np.ndarray | None) -> tuple[float, dict, float]:
         """The most violated row at the means ``m`` (k,): ``(violation, {group:
         coefficient}, rhs)`` for ``sum coef_g mean_g <= rhs``."""

@@ -58,6 +58,15 @@ class Parity(Criterion):
         coef = eye[g] - eye[h]
         return coef, np.full((coef.shape[0], c), tol), False
 
+    def interval_rows(self, k, tol, centre):
+        # c + d <= mean_g <= c + d + tol with c the centre: 2k rows instead of k(k-1)
+        eye = np.eye(k)
+        coef = np.concatenate([eye, -eye])
+        aux = np.concatenate([-np.ones(k), np.ones(k)])
+        rhs = np.concatenate([np.broadcast_to(tol + centre, (k, centre.shape[0])),
+                              np.broadcast_to(-centre, (k, centre.shape[0]))])
+        return coef, aux, rhs
+
     def most_violated(self, m, tol, r):
         if m.shape[0] < 2:
             return -np.inf, {}, 0.0
