@@ -50,9 +50,9 @@ def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.
     if hasattr(sensitive_features, "detach"):  # a torch tensor
         sensitive_features = sensitive_features.detach().cpu().numpy()
     if isinstance(sensitive_features, pd.DataFrame):
-        columns = [sensitive_features.iloc[:, j].to_numpy() for j in range(sensitive_features.shape[1])]
+        columns = [sensitive_features.iloc[:, j] for j in range(sensitive_features.shape[1])]
     elif isinstance(sensitive_features, pd.Series):
-        columns = [sensitive_features.to_numpy()]
+        columns = [sensitive_features]  # kept in pandas: strings are hashed without a copy
     else:
         arr = np.asarray(sensitive_features)
         if arr.ndim not in (1, 2):
@@ -65,14 +65,30 @@ def encode_sensitive(sensitive_features: Any, n: int | None = None) -> tuple[np.
         raise ValueError(f"sensitive_features has {length} rows but the data has {n}")
     codes, labels = [], []
     for a, col in enumerate(columns):
-        inverse, uniques = _encode_column(np.asarray(col), a)
+        inverse, uniques = _encode_column(col, a)
         codes.append(inverse)
         labels.append(uniques)
     return np.stack(codes, 1).astype(np.int64), labels
 
 
-def _encode_column(col: np.ndarray, a: int) -> tuple[np.ndarray, list]:
+def _encode_column(col: np.ndarray | pd.Series, a: int) -> tuple[np.ndarray, list]:
     """Codes and sorted labels of one column, under the rule of :func:`encode_sensitive`."""
+    if isinstance(col, pd.Series) and col.dtype.kind not in "biufcmM":
+        # strings, objects, categories: one hashing pass in pandas (no object copy of an
+        # Arrow-backed column), then the few labels are sorted and the codes remapped
+        codes, uniques = pd.factorize(col, use_na_sentinel=True)
+        if (codes < 0).any():
+            raise ValueError("sensitive_features contains missing values (None or NaN)")
+        present = np.asarray(uniques, dtype=object)
+        _check_one_kind(present, a)
+        try:
+            order = sorted(range(len(present)), key=present.__getitem__)
+        except TypeError:
+            raise ValueError(f"the groups of sensitive attribute {a} cannot be ordered: {list(present)[:5]}") from None
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        return rank[codes], [present[i] for i in order]
+    col = np.asarray(col)
     if col.dtype.kind not in "biu" and pd.isna(col).any():  # integers cannot be missing
         raise ValueError("sensitive_features contains missing values (None or NaN)")
     if col.dtype != object:

@@ -1,0 +1,108 @@
+"""The layer's cost on the hard cases, each against a baseline measured in the same run.
+
+    python benchmarks/speed_targets.py [--quick] [--cases NAME ...]
+
+Every row times ``FairnessLayer`` forward+backward (median of repeats after a warm-up)
+and divides by the floor of the same run: one bincount pass computing the group means
+of the same tensor (the cost of reading the predictions once). Cases: qpth with many
+groups and with a box (the default solver), the exact solver with three attributes,
+with a box, and with 10,000 groups; ``predict`` with string groups against the same
+net without groups. Results: ``benchmarks/results/speed_targets.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import numpy as np
+import torch
+from layer import timed  # benchmarks/layer.py: median of repeated calls after a warm-up
+
+from fairsk import FairnessLayer
+
+
+def floor_step(z, groups, k):
+    g = groups[:, 0]
+
+    def run():
+        torch.bincount(g, weights=z[:, 0], minlength=k) / torch.bincount(g, minlength=k)
+
+    return run
+
+
+def layer_step(solver, z, groups, box):
+    layer = FairnessLayer("ecp", 0.01, solver, (-1.0, 1.0) if box else None)
+
+    def run():
+        v = z.clone().requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a fallback would time the other solver
+            layer(v, groups).sum().backward()
+
+    return run
+
+
+CASES = {
+    # name: (solver, n, k, attributes, box, target ms or None, target ratio or None)
+    "qpth_k64": ("qpth", 1024, 64, 1, False, 50.0, None),
+    "qpth_box": ("qpth", 1024, 8, 1, True, 100.0, None),
+    "exact_3_attributes": ("exact", 1_000_000, 8, 3, False, None, 8.0),
+    "exact_box": ("exact", 1_000_000, 8, 1, True, None, 10.0),
+    "exact_10000_groups": ("exact", 1_000_000, 10_000, 1, False, None, 6.0),
+}
+
+
+def layer_cases(names, quick):
+    print(f"{'case':>20} {'n':>9} {'k':>6} {'a':>2} {'box':>4} {'fairsk ms':>10} {'floor ms':>9} {'ratio':>7}"
+          f" {'target':>12}")
+    for name in names:
+        solver, n, k, a, box, target_ms, target_ratio = CASES[name]
+        gen = torch.Generator().manual_seed(0)
+        z = torch.randn(n, 1, dtype=torch.float64, generator=gen)
+        groups = torch.randint(0, k, (n, a), generator=gen)
+        reps = 3 if quick else (5 if n >= 100_000 else 9)
+        t = timed(layer_step(solver, z, groups, box), reps) * 1e3
+        f = timed(floor_step(z, groups, k), reps) * 1e3
+        target = f"<= {target_ms:g} ms" if target_ms else f"<= {target_ratio:g}x"
+        met = (t <= target_ms) if target_ms else (t / f <= target_ratio)
+        print(f"{name:>20} {n:>9} {k:>6} {a:>2} {str(box):>4} {t:>10.2f} {f:>9.3f} {t / f:>7.1f}"
+              f" {target:>12} {'met' if met else 'NOT met'}", flush=True)
+
+
+def string_groups(quick):
+    """predict on string groups against the same net without groups."""
+    import pandas as pd
+
+    from fairsk import FairLayerClassifier
+
+    n = 200_000 if quick else 1_000_000
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 10)).astype(np.float32)
+    y = (X[:, 0] + rng.normal(size=n) > 0).astype(int)
+    s = pd.Series(rng.choice(["female", "male", "non-binary"], size=n))
+    fit_rows = slice(0, 5000)
+    params = dict(solver="exact", max_epochs=2, enforce_on="logits", random_state=0)
+    clf = FairLayerClassifier(**params).fit(X[fit_rows], y[fit_rows], sensitive_features=s[fit_rows])
+    plain = FairLayerClassifier(**params).fit(X[fit_rows], y[fit_rows])  # the same net, no groups
+
+    for method in ("decision_function", "predict"):
+        t = timed(lambda m=method: getattr(clf, m)(X, sensitive_features=s), 3)
+        b = timed(lambda m=method: getattr(plain, m)(X), 3)
+        print(f"{method:>20} on {n} rows, string groups: {t * 1e3:.1f} ms, same net without groups "
+              f"{b * 1e3:.1f} ms, ratio {t / b:.2f} (target <= 1.2)", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cases", nargs="*", default=list(CASES) + ["string_groups"])
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    layer_cases([c for c in args.cases if c in CASES], args.quick)
+    if "string_groups" in args.cases:
+        string_groups(args.quick)
+
+
+if __name__ == "__main__":
+    main()
