@@ -192,10 +192,14 @@ def batch_error_rate_gap(p: Any, groups: Any, y: Any, criterion: str) -> float:
 class ErrorRateModule(FairModule):
     """The body's positive-class probability ``sigmoid(z)`` (n, 1), projected by an
     :class:`ErrorRateLayer` within the true-label strata of the batch when its groups
-    and labels are given (training), returned as is otherwise (prediction)."""
+    and labels are given (training), returned as is otherwise (prediction). Several
+    output columns (a model fitted without groups) give ``softmax(z)``."""
 
     def forward(self, X, groups=None, y=None):
-        p = torch.sigmoid(self.body(X))
+        z = self.body(X)
+        if z.shape[1] > 1:  # several classes are trained without groups only (no constraint)
+            return torch.softmax(z, 1)
+        p = torch.sigmoid(z)
         if groups is None or y is None or self.layer is None:
             return p
         return self.layer(p[:, 0], groups, y.reshape(-1)).unsqueeze(1)
