@@ -742,12 +742,39 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss, as in scikit-learn's classifiers
         (``"balanced"``: inversely proportional to the class frequencies);
-        multiplied with ``sample_weight``.{params}
+        multiplied with ``sample_weight``.
+    calibration_fraction : float in [0, 1) or None, default=0.2
+        Error-rate criteria only: the fraction of the fit rows (stratified by group
+        and label, seeded by ``random_state``) held out of training to learn the
+        per-group thresholds of ``predict``. ``0`` or ``None``: no calibration
+        (``predict`` is then the argmax). ``fit(..., calibration_mask=mask)`` chooses
+        the rows instead (a boolean array, one value per row, routed like
+        ``sensitive_features``); :meth:`calibrate` calibrates on other data.
+    randomize : bool, default=False
+        Error-rate criteria only: ``True`` lets each group mix thresholds at random
+        (the most accurate randomized rule; the criterion then holds for the
+        expected labels on the calibration data).{params}
 
     Attributes
     ----------
     classes_ : ndarray
     net_, group_labels_, n_features_in_ : see :class:`FairLayerRegressor`
+    train_worst_batch_gap_ : float or None
+        Error-rate criteria: the largest gap of one training batch's projected
+        probabilities (recomputed in NumPy after every batch; per epoch in
+        ``net_.history[:, "train_worst_batch_gap"]``). None without groups.
+    calibrator_ : :class:`~fairsk.calibration.ErrorRateCalibrator` or None
+        Error-rate criteria: the thresholds behind ``predict`` (None: uncalibrated).
+    thresholds_ : ndarray or None
+        ``calibrator_.thresholds_``: per combination of the groups of every
+        attribute (in the order of ``calibrator_.group_labels_``, tuples of group
+        codes), ``predict`` is positive when ``predict_proba[:, 1]`` exceeds it
+        (NaN for a randomized group).
+    calibration_gap_ : float or None
+        The gap of ``predict`` on the calibration rows, at most ``tolerance``.
+    gap_estimate_, gap_interval_ : float, tuple of float, or None
+        The estimated gap of ``predict`` on new data from the calibration rows'
+        population, and its bootstrap interval (95%): estimates, not bounds.
 
     Examples
     --------
@@ -763,11 +790,23 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
     True
     >>> parity_gap(clf.predict_proba(X, sensitive_features=s)[:, 1], s) <= 0.1 + 1e-6
     True
+    >>> eo = FairLayerClassifier(criterion="equal_opportunity", tolerance=0.05, max_epochs=5, random_state=0,
+    ...                          solver="exact").fit(X, y, sensitive_features=s)
+    >>> eo.train_worst_batch_gap_ <= 0.05 + 1e-5 and eo.calibration_gap_ <= 0.05
+    True
     """.format(table=_ENFORCE_ON_TABLE, note=_GUARANTEE_NOTE, params=_COMMON_PARAMETERS.format(
-        criterion="""{"ecp"}, default="ecp"
-        Parity of group means (of the logits or of the probabilities, by
-        ``enforce_on``); ``bounds`` applies to the logits (``enforce_on="logits"``
-        only: probabilities are kept in ``[0, 1]``)."""))
+        criterion="""{"ecp", "equal_opportunity", "equalized_odds"}, default="ecp"
+        ``"ecp"``: parity of group means (of the logits or of the probabilities,
+        by ``enforce_on``); ``bounds`` applies to the logits
+        (``enforce_on="logits"`` only: probabilities are kept in ``[0, 1]``).
+        ``"equal_opportunity"`` / ``"equalized_odds"`` (binary targets,
+        ``enforce_on="labels"``): equal true- (and false-) positive rates. Every
+        training batch's probabilities are projected within its true-label strata
+        (exact); ``predict`` applies per-group thresholds learnt on held-out
+        calibration rows, where the criterion holds; on new data nothing is
+        guaranteed and the gap is estimated (``gap_estimate_``,
+        ``gap_interval_``). ``predict_proba`` is the body's ``sigmoid`` and
+        ``decision_function`` its logit, not projected."""))
 
     _added_constraints: dict = {
         "criterion": [StrOptions({"ecp", "equal_opportunity", "equalized_odds"})],
