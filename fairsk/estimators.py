@@ -349,6 +349,7 @@ class _FairLayerBase(BaseEstimator):
             setattr(est, name, value)
         if hasattr(est, "_set_calibration_attributes") and est._label_strata():
             est._set_calibration_attributes(getattr(est, "calibrator_", None))
+            est.train_worst_batch_gap_ = getattr(est, "train_worst_batch_gap_", None)
         if getattr(est, "eer_cells_", None) is not None:
             est.eer_cells_ = est.eer_cells_.astype(np.int64).reshape(len(est.eer_cells_), -1)
             est.eer_offsets_ = est.eer_offsets_.astype(np.float64).reshape(len(est.eer_cells_), -1)
@@ -896,6 +897,7 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         self.classes_ = classes
         if held is None:
             self._fit_codes(X, codes, sample_weight, sensitive_features)
+            self._read_worst_batch_gap()
             self._set_calibration_attributes(None)
             return self
         from sklearn.utils import _safe_indexing
@@ -906,7 +908,10 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
             return None if value is None else _safe_indexing(value, idx)
 
         weight = None if sample_weight is None else np.asarray(sample_weight)
+        if weight is not None and weight.ndim == 0:  # one weight for every row
+            weight = np.full(n, float(weight))
         self._fit_codes(rows(X, train), codes[train], rows(weight, train), rows(sensitive_features, train))
+        self._read_worst_batch_gap()
         return self.calibrate(rows(X, cal), rows(y, cal), sensitive_features=rows(sensitive_features, cal))
 
     def _calibration_rows(self, codes: np.ndarray, sensitive, n: int, mask) -> np.ndarray | None:
@@ -982,12 +987,11 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         self.calibration_gap_ = None if calibrator is None else calibrator.calibration_gap_
         self.gap_estimate_ = None if calibrator is None else calibrator.gap_estimate_
         self.gap_interval_ = None if calibrator is None else calibrator.gap_interval_
-        net = getattr(self, "net_", None)
-        history = getattr(net, "history", None)
-        if history is not None and len(history) and "train_worst_batch_gap" in history[-1]:
-            self.train_worst_batch_gap_ = float(max(history[:, "train_worst_batch_gap"]))
-        elif not hasattr(self, "train_worst_batch_gap_"):
-            self.train_worst_batch_gap_ = None
+
+    def _read_worst_batch_gap(self) -> None:
+        """``train_worst_batch_gap_`` from the epochs' records (None: no batch had groups)."""
+        worst = [e["train_worst_batch_gap"] for e in self.net_.history if "train_worst_batch_gap" in e]
+        self.train_worst_batch_gap_ = float(max(worst)) if worst else None
 
     # -- hooks --------------------------------------------------------------------
     def _on_proba(self) -> bool:

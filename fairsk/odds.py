@@ -214,7 +214,7 @@ class WorstBatchGap(Callback):
         self.criterion = criterion
 
     def on_epoch_begin(self, net, **kwargs):
-        self.epoch_worst_ = 0.0
+        self.epoch_worst_ = None  # stays None when no batch has groups (nothing constrained)
 
     def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
         if not training or y_pred is None:
@@ -224,7 +224,8 @@ class WorstBatchGap(Callback):
             return
         gap = batch_error_rate_gap(y_pred.detach().cpu().double().numpy(), Xi.groups.cpu().numpy(),
                                    yi.cpu().numpy(), self.criterion)
-        self.epoch_worst_ = max(self.epoch_worst_, gap)
+        self.epoch_worst_ = gap if self.epoch_worst_ is None else max(self.epoch_worst_, gap)
 
     def on_epoch_end(self, net, **kwargs):
-        net.history.record("train_worst_batch_gap", self.epoch_worst_)
+        if self.epoch_worst_ is not None:
+            net.history.record("train_worst_batch_gap", self.epoch_worst_)

@@ -297,6 +297,7 @@ def test_bad_input_is_refused_clearly():
         clf.fit(X, y3, sensitive_features=s)
     clf.fit(X, y3)  # several classes without groups: an ordinary unconstrained model (warns)
     assert clf.predict_proba(X).shape == (300, 3)
+    assert clf.train_worst_batch_gap_ is None and clf.calibrator_ is None  # nothing was constrained
     with pytest.raises(ValueError, match="calibration_mask must be a boolean"):
         clf.fit(X, y, sensitive_features=s, calibration_mask=np.ones(10, bool))
     with pytest.raises(ValueError, match="some rows for calibration"):
