@@ -78,6 +78,9 @@ class ProjectionClassifier(FairLayerClassifier):
     (5,)
     """
 
+    # the error-rate criteria need the layer in training (the labels are unknown at prediction)
+    _added_constraints: dict = {"criterion": [StrOptions({"ecp"})]}
+
     def _training_module(self, body):
         return FairModule(body, None)  # trained without the layer; _fair_output projects at prediction
 
@@ -194,6 +197,8 @@ class PenaltyClassifier(_PenaltyBase, FairLayerClassifier):
     >>> clf.lam_
     1000.0
     """
+
+    _added_constraints: dict = {"criterion": [StrOptions({"ecp"})]}
 
     def _training_module(self, body):
         if self._trains_on_proba():

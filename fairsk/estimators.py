@@ -37,7 +37,7 @@ from skorch.dataset import ValidSplit
 from torch import nn
 
 from ._groups import GroupEncoder
-from ._net import EpochFairness, FairDataset, FairModule, FairNet, build_body, resolve_device
+from ._net import EpochFairness, FairDataset, FairModule, FairNet, _intersections, build_body, resolve_device
 from ._proba import (
     PREDICT_SWEEPS,
     ProbaModule,
@@ -48,8 +48,10 @@ from ._proba import (
     logit,
 )
 from ._warn import warn
+from .calibration import ErrorRateCalibrator
 from .decisions import fair_labels
 from .layer import FairnessLayer, validate_layer_params
+from .odds import ErrorRateModule, WorstBatchGap
 from .projection import get_criterion
 
 __all__ = ["FairLayerRegressor", "FairLayerClassifier", "SingleGroupWarning"]
@@ -58,7 +60,7 @@ _PREDICT_CHUNK = 65536
 
 #: fitted attributes that make up an estimator's state (see ``get_fitted_state``)
 _STATE_ATTRIBUTES = ("n_features_in_", "n_outputs_", "_y_2d", "classes_", "group_labels_", "feature_names_in_",
-                     "eer_cells_", "eer_offsets_", "lam_", "lam_search_")
+                     "eer_cells_", "eer_offsets_", "lam_", "lam_search_", "train_worst_batch_gap_", "calibrator_")
 
 
 def _keyword_only(init) -> list[inspect.Parameter]:
@@ -207,6 +209,12 @@ class _FairLayerBase(BaseEstimator):
         """The criterion object behind the ``criterion`` string (its registry entry)."""
         return get_criterion(self.criterion)
 
+    def _label_strata(self) -> bool:
+        """Whether the criterion constrains rates within true-label strata (equal
+        opportunity, equalized odds): the labels are needed, so it holds on training
+        batches and, through calibration, on calibration data, never per call."""
+        return bool(getattr(self._criterion, "label_strata", False))
+
     def _predicts_with_groups(self) -> bool:
         """Whether predictions depend on the sensitive features (they are then required)."""
         return True
@@ -306,6 +314,8 @@ class _FairLayerBase(BaseEstimator):
                 value = [[_plain(v) for v in labels] for labels in value]
             elif name == "lam_search_":
                 value = [(float(lam), float(gap)) for lam, gap in value]
+            elif name == "calibrator_":
+                value = {"params": value.get_params(), "attributes": value.get_fitted_state()["attributes"]}
             elif isinstance(value, np.generic):
                 value = value.item()
             attributes[name] = value
@@ -333,7 +343,13 @@ class _FairLayerBase(BaseEstimator):
                 value = np.asarray(value, dtype=object if name == "feature_names_in_" else None)
             elif name == "group_labels_":
                 value = [list(labels) for labels in value]
+            elif name == "calibrator_":
+                value = ErrorRateCalibrator.from_fitted_state(dict(value["params"]),
+                                                              {"attributes": dict(value["attributes"])})
             setattr(est, name, value)
+        if hasattr(est, "_set_calibration_attributes") and est._label_strata():
+            est._set_calibration_attributes(getattr(est, "calibrator_", None))
+            est.train_worst_batch_gap_ = getattr(est, "train_worst_batch_gap_", None)
         if getattr(est, "eer_cells_", None) is not None:
             est.eer_cells_ = est.eer_cells_.astype(np.int64).reshape(len(est.eer_cells_), -1)
             est.eer_offsets_ = est.eer_offsets_.astype(np.float64).reshape(len(est.eer_cells_), -1)
@@ -412,7 +428,7 @@ class _FairLayerBase(BaseEstimator):
         # rows one call holds (float32 BLAS blocks differ with the batch shape)
         self.body64_ = copy.deepcopy(self._trained_body()).double().eval()
         self.eer_cells_ = self.eer_offsets_ = None
-        if self._criterion.needs_targets and groups is not None:
+        if self._uses_eer_offsets() and groups is not None:
             self._fit_eer_offsets(X_feat, y_train, groups)
         return self
 
@@ -435,8 +451,13 @@ class _FairLayerBase(BaseEstimator):
                          for j in range(shift.shape[1])], 1)
         self.eer_cells_, self.eer_offsets_ = cells, sums / counts
 
+    def _uses_eer_offsets(self) -> bool:
+        """Whether prediction adds per-cell offsets learnt in fit (EER: a criterion on
+        the targets' group means; not the error-rate criteria, which are calibrated)."""
+        return self._criterion.needs_targets and not self._label_strata()
+
     def _has_eer_offsets(self) -> bool:
-        return self._criterion.needs_targets and getattr(self, "eer_offsets_", None) is not None
+        return self._uses_eer_offsets() and getattr(self, "eer_offsets_", None) is not None
 
     def _eer_offsets(self, groups: np.ndarray, z: torch.Tensor) -> torch.Tensor:
         """Offsets (n, c) of the cells of ``groups``; zero, with a warning, for unseen cells."""
@@ -722,12 +743,39 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss, as in scikit-learn's classifiers
         (``"balanced"``: inversely proportional to the class frequencies);
-        multiplied with ``sample_weight``.{params}
+        multiplied with ``sample_weight``.
+    calibration_fraction : float in [0, 1) or None, default=0.2
+        Error-rate criteria only: the fraction of the fit rows (stratified by group
+        and label, seeded by ``random_state``) held out of training to learn the
+        per-group thresholds of ``predict``. ``0`` or ``None``: no calibration
+        (``predict`` is then the argmax). ``fit(..., calibration_mask=mask)`` chooses
+        the rows instead (a boolean array, one value per row, routed like
+        ``sensitive_features``); :meth:`calibrate` calibrates on other data.
+    randomize : bool, default=False
+        Error-rate criteria only: ``True`` lets each group mix thresholds at random
+        (the most accurate randomized rule; the criterion then holds for the
+        expected labels on the calibration data).{params}
 
     Attributes
     ----------
     classes_ : ndarray
     net_, group_labels_, n_features_in_ : see :class:`FairLayerRegressor`
+    train_worst_batch_gap_ : float or None
+        Error-rate criteria: the largest gap of one training batch's projected
+        probabilities (recomputed in NumPy after every batch; per epoch in
+        ``net_.history[:, "train_worst_batch_gap"]``). None without groups.
+    calibrator_ : :class:`~fairsk.calibration.ErrorRateCalibrator` or None
+        Error-rate criteria: the thresholds behind ``predict`` (None: uncalibrated).
+    thresholds_ : ndarray or None
+        ``calibrator_.thresholds_``: per combination of the groups of every
+        attribute (in the order of ``calibrator_.group_labels_``, tuples of group
+        codes), ``predict`` is positive when ``predict_proba[:, 1]`` exceeds it
+        (NaN for a randomized group).
+    calibration_gap_ : float or None
+        The gap of ``predict`` on the calibration rows, at most ``tolerance``.
+    gap_estimate_, gap_interval_ : float, tuple of float, or None
+        The estimated gap of ``predict`` on new data from the calibration rows'
+        population, and its bootstrap interval (95%): estimates, not bounds.
 
     Examples
     --------
@@ -743,27 +791,45 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
     True
     >>> parity_gap(clf.predict_proba(X, sensitive_features=s)[:, 1], s) <= 0.1 + 1e-6
     True
+    >>> eo = FairLayerClassifier(criterion="equal_opportunity", tolerance=0.05, max_epochs=5, random_state=0,
+    ...                          solver="exact").fit(X, y, sensitive_features=s)
+    >>> eo.train_worst_batch_gap_ <= 0.05 + 1e-5 and eo.calibration_gap_ <= 0.05
+    True
     """.format(table=_ENFORCE_ON_TABLE, note=_GUARANTEE_NOTE, params=_COMMON_PARAMETERS.format(
-        criterion="""{"ecp"}, default="ecp"
-        Parity of group means (of the logits or of the probabilities, by
-        ``enforce_on``); ``bounds`` applies to the logits (``enforce_on="logits"``
-        only: probabilities are kept in ``[0, 1]``)."""))
+        criterion="""{"ecp", "equal_opportunity", "equalized_odds"}, default="ecp"
+        ``"ecp"``: parity of group means (of the logits or of the probabilities,
+        by ``enforce_on``); ``bounds`` applies to the logits
+        (``enforce_on="logits"`` only: probabilities are kept in ``[0, 1]``).
+        ``"equal_opportunity"`` / ``"equalized_odds"`` (binary targets,
+        ``enforce_on="labels"``): equal true- (and false-) positive rates. Every
+        training batch's probabilities are projected within its true-label strata
+        (exact); ``predict`` applies per-group thresholds learnt on held-out
+        calibration rows, where the criterion holds; on new data nothing is
+        guaranteed and the gap is estimated (``gap_estimate_``,
+        ``gap_interval_``). ``predict_proba`` is the body's ``sigmoid`` and
+        ``decision_function`` its logit, not projected."""))
 
     _added_constraints: dict = {
-        "criterion": [StrOptions({"ecp"})],
+        "criterion": [StrOptions({"ecp", "equal_opportunity", "equalized_odds"})],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "enforce_on": [StrOptions({"labels", "proba", "logits"})],
+        "calibration_fraction": [Interval(Real, 0, 1, closed="left"), None],
+        "randomize": ["boolean"],
     }
 
-    def __init__(self, *, class_weight=None, enforce_on="labels", **params):
+    def __init__(self, *, class_weight=None, enforce_on="labels", calibration_fraction=0.2, randomize=False,
+                 **params):
         self.class_weight = class_weight
         self.enforce_on = enforce_on
+        self.calibration_fraction = calibration_fraction
+        self.randomize = randomize
         super().__init__(**params)
 
-    # models pickled or saved before ``enforce_on`` existed were logit models
+    # models pickled or saved before ``enforce_on`` existed were logit models; those
+    # saved before the error-rate criteria get their defaults
     def __setstate__(self, state):
-        if "enforce_on" not in state:
-            state = {**state, "enforce_on": "logits"}
+        defaults = {"enforce_on": "logits", "calibration_fraction": 0.2, "randomize": False}
+        state = {**{k: v for k, v in defaults.items() if k not in state}, **state}
         super().__setstate__(state)
 
     @classmethod
@@ -772,8 +838,15 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         params.setdefault("enforce_on", "logits")
         return super().from_fitted_state(params, state, module=module)
 
-    def fit(self, X, y, sample_weight=None, sensitive_features=None) -> FairLayerClassifier:
-        """Train the network through the fairness layer (on its logits or its probabilities)."""
+    def fit(self, X, y, sample_weight=None, sensitive_features=None, calibration_mask=None) -> FairLayerClassifier:
+        """Train the network through the fairness layer (on its logits or its probabilities).
+
+        With ``criterion="equal_opportunity"`` or ``"equalized_odds"`` and sensitive
+        features, the rows of ``calibration_mask`` (a boolean array, one value per
+        row; routed like ``sensitive_features``), or else a stratified
+        ``calibration_fraction`` of the rows, are held out of training and used to
+        fit the per-group thresholds of ``predict`` (:meth:`calibrate`).
+        """
         self._validate_params()
         y = _check_target(y, classification=True)
         if y.ndim != 1:
@@ -786,7 +859,16 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         if self.enforce_on != "logits" and self.bounds is not None:
             raise ValueError(f"bounds apply to logits (enforce_on='logits'); with enforce_on="
                              f"{self.enforce_on!r} the probabilities are kept in [0, 1]")
+        if self._label_strata():
+            return self._fit_error_rates(X, y, classes, codes, sample_weight, sensitive_features, calibration_mask)
+        if calibration_mask is not None:
+            raise ValueError(f"calibration_mask is used by criterion='equal_opportunity' or 'equalized_odds' only, "
+                             f"not criterion={self.criterion!r}")
         self.classes_ = classes
+        return self._fit_codes(X, codes, sample_weight, sensitive_features)
+
+    def _fit_codes(self, X, codes, sample_weight, sensitive_features) -> FairLayerClassifier:
+        """Train on the class codes of ``classes_`` (one output column for two classes)."""
         if len(self.classes_) <= 2:
             self.n_outputs_ = 1
             y_train = codes.astype(np.float32).reshape(-1, 1)
@@ -795,6 +877,121 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         self.n_outputs_ = len(self.classes_)
         loss = SqueezedNLLLoss if self._trains_on_proba() else nn.CrossEntropyLoss
         return self._fit(X, codes.astype(np.int64), sample_weight, sensitive_features, loss)
+
+    def _fit_error_rates(self, X, y, classes, codes, sample_weight, sensitive_features, calibration_mask):
+        """Equal opportunity / equalized odds: hold out the calibration rows, train on
+        the others through the projection within true-label strata, calibrate."""
+        if self.enforce_on != "labels":
+            raise ValueError(f"criterion={self.criterion!r} trains on probabilities projected within the true-label "
+                             "strata of each batch and calibrates the labels of predict: it needs enforce_on='labels' "
+                             f"(got {self.enforce_on!r})")
+        _, sensitive = self.split_sensitive(X, sensitive_features)
+        n = len(y)
+        if sensitive is not None and len(classes) != 2:
+            raise ValueError(f"criterion={self.criterion!r} supports binary targets (true- and false-positive "
+                             f"rates of one positive class); y has {len(classes)} class(es)")
+        if calibration_mask is not None and sensitive is None:
+            raise ValueError("calibration_mask was given but no sensitive_features (nor sensitive_columns): "
+                             "there is nothing to calibrate")
+        held = None if sensitive is None else self._calibration_rows(codes, sensitive, n, calibration_mask)
+        self.classes_ = classes
+        if held is None:
+            self._fit_codes(X, codes, sample_weight, sensitive_features)
+            self._read_worst_batch_gap()
+            self._set_calibration_attributes(None)
+            return self
+        from sklearn.utils import _safe_indexing
+
+        train, cal = np.flatnonzero(~held), np.flatnonzero(held)
+
+        def rows(value, idx):
+            return None if value is None else _safe_indexing(value, idx)
+
+        weight = None if sample_weight is None else np.asarray(sample_weight)
+        if weight is not None and weight.ndim == 0:  # one weight for every row
+            weight = np.full(n, float(weight))
+        self._fit_codes(rows(X, train), codes[train], rows(weight, train), rows(sensitive_features, train))
+        self._read_worst_batch_gap()
+        return self.calibrate(rows(X, cal), rows(y, cal), sensitive_features=rows(sensitive_features, cal))
+
+    def _calibration_rows(self, codes: np.ndarray, sensitive, n: int, mask) -> np.ndarray | None:
+        """Boolean (n,): the rows held out for calibration (None: no calibration)."""
+        if mask is not None:
+            m = np.asarray(mask)
+            if m.shape != (n,) or m.dtype.kind not in "biu" or not np.isin(m, (0, 1)).all():
+                raise ValueError(f"calibration_mask must be a boolean array with one value per row of X ({n}), "
+                                 f"got shape {m.shape} and dtype {m.dtype}")
+            m = m.astype(bool)
+            if m.all() or not m.any():
+                raise ValueError("calibration_mask must mark some rows for calibration and leave some for training")
+            return m
+        if not self.calibration_fraction:
+            return None
+        # stratified by group (every attribute) and label, so that every group keeps
+        # rows of each label on both sides whenever it has two
+        strata = _intersections(np.column_stack([GroupEncoder().fit_transform(sensitive, n), codes]))
+        rng = np.random.default_rng([self._seed(), 1])
+        held = np.zeros(n, dtype=bool)
+        for s in np.unique(strata):
+            members = np.flatnonzero(strata == s)
+            if members.size < 2:
+                continue
+            k = min(max(int(round(self.calibration_fraction * members.size)), 1), members.size - 1)
+            held[rng.permutation(members)[:k]] = True
+        return held if held.any() else None
+
+    def _seed(self) -> int:
+        return int(np.random.RandomState(self.random_state).randint(2**31 - 1))
+
+    def calibrate(self, X, y, sensitive_features=None) -> FairLayerClassifier:
+        """Fit the per-group thresholds of ``predict`` on calibration data (error-rate criteria).
+
+        The thresholds apply to ``predict_proba(X)[:, 1]``; they are the most accurate
+        choice of one threshold per group (or, with ``randomize=True``, of a random
+        mixture of thresholds per group) whose true- (and, for equalized odds,
+        false-) positive rates on these rows are within ``tolerance``
+        (:class:`~fairsk.calibration.ErrorRateCalibrator`). Groups are the
+        combinations of the attributes' values; a group absent here has no threshold,
+        and ``predict`` refuses its rows. Called by ``fit`` on the held-out rows;
+        call it again to calibrate on other data (e.g. a fresh sample of the
+        population the model will serve). Returns self.
+        """
+        check_is_fitted(self, "net_")
+        if not self._label_strata():
+            raise ValueError(f"calibrate applies to criterion='equal_opportunity' or 'equalized_odds', "
+                             f"not {self.criterion!r}")
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D, got shape {y.shape}")
+        out, groups = self._outputs_and_groups(X, sensitive_features)
+        if groups is None:
+            raise ValueError("calibrate needs sensitive_features (or sensitive_columns)")
+        if len(y) != out.shape[0]:
+            raise ValueError(f"X has {out.shape[0]} rows but y has {len(y)}")
+        unknown = sorted({str(v) for v in np.unique(y)} - {str(c) for c in self.classes_})
+        if unknown:
+            raise ValueError(f"y holds labels {unknown} that are not among the classes seen in fit")
+        positive = np.isin(y, self.classes_[1:]).astype(int)
+        if positive.min() == positive.max():
+            raise ValueError("the calibration rows hold a single class: thresholds on error rates need rows of both "
+                             "classes (use more calibration rows, or a larger calibration_fraction)")
+        calibrator = ErrorRateCalibrator(self.criterion, float(self.tolerance), randomize=self.randomize,
+                                         pos_label=1, random_state=self._seed())
+        self._set_calibration_attributes(calibrator.fit(out[:, 0], positive, groups))
+        return self
+
+    def _set_calibration_attributes(self, calibrator) -> None:
+        """The fitted attributes read off the calibrator (None: uncalibrated)."""
+        self.calibrator_ = calibrator
+        self.thresholds_ = None if calibrator is None else calibrator.thresholds_
+        self.calibration_gap_ = None if calibrator is None else calibrator.calibration_gap_
+        self.gap_estimate_ = None if calibrator is None else calibrator.gap_estimate_
+        self.gap_interval_ = None if calibrator is None else calibrator.gap_interval_
+
+    def _read_worst_batch_gap(self) -> None:
+        """``train_worst_batch_gap_`` from the epochs' records (None: no batch had groups)."""
+        worst = [e["train_worst_batch_gap"] for e in self.net_.history if "train_worst_batch_gap" in e]
+        self.train_worst_batch_gap_ = float(max(worst)) if worst else None
 
     # -- hooks --------------------------------------------------------------------
     def _on_proba(self) -> bool:
@@ -811,22 +1008,27 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         for _, callback in callbacks:
             if isinstance(callback, EpochFairness) and self._trains_on_proba():
                 callback.threshold = 0.5  # train_acc of probabilities
+        if self._label_strata():
+            callbacks.append(("worst_batch_gap", WorstBatchGap(self.criterion)))
         return callbacks
 
     def _proba_layer(self, solver: str | None = None) -> FairnessLayer:
         return FairnessLayer(self.criterion, self.tolerance, solver or self.solver, (0.0, 1.0))
 
     def _training_module(self, body: nn.Module) -> nn.Module:
+        if self._label_strata():
+            return ErrorRateModule(body, self._criterion.layer(self.tolerance, (0.0, 1.0), self.solver))
         if self._trains_on_proba():
             return ProbaModule(body, self._proba_layer())
         return super()._training_module(body)
 
     def _fair_output(self, z: torch.Tensor, groups: np.ndarray | None) -> torch.Tensor:
         """Logits: as the base class. Probabilities: ``sigmoid(z)`` projected with the
-        box ``[0, 1]`` over the whole call (exact solver)."""
+        box ``[0, 1]`` over the whole call (exact solver). Error-rate criteria:
+        ``sigmoid(z)`` (the labels are unknown: nothing to project on)."""
         if not self._on_proba():
             return super()._fair_output(z, groups)
-        if groups is None:
+        if groups is None or self._label_strata():
             return fair_probabilities(z, None, None, 0)
         groups = torch.as_tensor(groups, device=z.device)
         out = fair_probabilities(z, groups, self._proba_layer(solver="exact"), PREDICT_SWEEPS)
@@ -891,6 +1093,10 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         selection rates within ``tolerance``), or the argmax of ``predict_proba``."""
         out, groups = self._outputs_and_groups(X, sensitive_features)
         proba = self._proba_of(out)
+        if self._label_strata():
+            if groups is None or getattr(self, "calibrator_", None) is None:
+                return self.classes_[np.argmax(proba, 1)]
+            return self.classes_[self.calibrator_.predict(out[:, 0], groups).astype(np.int64)]
         if groups is None or len(self.classes_) < 2 or not self._fair_labels():
             return self.classes_[np.argmax(proba, 1)]
         return self.classes_[fair_labels(proba[:, 1] if proba.shape[1] == 2 else proba, groups, self.tolerance)]

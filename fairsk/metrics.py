@@ -145,12 +145,15 @@ def selection_rate_gap(y_pred: Any, sensitive_features: Any, pos_label: Any = No
 
 
 def fairness_report(y_true: Any, y_pred: Any, sensitive_features: Any, *,
-                    residual: bool | None = None) -> pd.DataFrame:
+                    residual: bool | None = None, error_rates: bool | None = None, pos_label: Any = None,
+                    estimator: Any = None) -> pd.DataFrame:
     """A per-group table: count, mean prediction, mean target, and their gaps.
 
     One row per (attribute, group). ``parity_diff`` is the group's mean prediction
     minus the overall mean prediction; ``residual`` is mean prediction minus mean
-    target, a regression quantity (the residual gap of ``criterion="eer"``).
+    target, a regression quantity (the residual gap of ``criterion="eer"``);
+    ``tpr`` and ``fpr`` are the group's true- and false-positive rates (NaN for a
+    group without positive, or negative, rows).
 
     Parameters
     ----------
@@ -159,6 +162,18 @@ def fairness_report(y_true: Any, y_pred: Any, sensitive_features: Any, *,
         not class labels (scikit-learn's ``type_of_target`` is neither ``"binary"``
         nor ``"multiclass"``): for a classifier, a mean logit minus a mean label
         means nothing.
+    error_rates : bool or None, default=None
+        Whether to show ``tpr`` and ``fpr``. ``None``: when ``y_true`` is binary and
+        ``y_pred`` holds labels (values of ``y_true``).
+    pos_label : default=None
+        The positive label of ``tpr``/``fpr`` (default: the larger of the two labels).
+    estimator : fitted estimator, optional
+        A model fitted with ``criterion="equal_opportunity"`` or ``"equalized_odds"``:
+        its estimated gap on new data, the bootstrap interval and the gap on its
+        calibration data go in the table's ``attrs`` (``"criterion"``,
+        ``"gap_estimate"``, ``"gap_interval"``, ``"calibration_gap"``,
+        ``"train_worst_batch_gap"``; ``print(report.attrs)``), and the error-rate
+        columns are shown by default.
 
     Examples
     --------
@@ -173,6 +188,11 @@ def fairness_report(y_true: Any, y_pred: Any, sensitive_features: Any, *,
     attribute group
     0         a      2        0.5        0.5        -0.25
               b      2        1.0        1.0         0.25
+    >>> fairness_report([0, 1, 1, 0], [0, 1, 0, 1], ["a", "a", "b", "b"])
+                 count  mean_pred  mean_true  parity_diff  tpr  fpr
+    attribute group
+    0         a      2        0.5        0.5          0.0  1.0  0.0
+              b      2        0.5        0.5          0.0  0.0  1.0
     """
     pred = _as_2d_float(y_pred, "y_pred")[:, 0]
     true = _as_2d_float(y_true, "y_true")[:, 0]
@@ -193,11 +213,37 @@ def fairness_report(y_true: Any, y_pred: Any, sensitive_features: Any, *,
             rows.append((names[a], label, int(mask.sum()), mp, mt, mp - overall, mp - mt))
     columns = ["attribute", "group", "count", "mean_pred", "mean_true", "parity_diff", "residual"]
     df = pd.DataFrame(rows, columns=columns).set_index(["attribute", "group"])
-    if residual is None:
-        from sklearn.utils.multiclass import type_of_target
+    from sklearn.utils.multiclass import type_of_target
 
-        residual = type_of_target(np.asarray(y_true)) not in ("binary", "multiclass")
-    return df if residual else df.drop(columns="residual")
+    kind = type_of_target(np.asarray(y_true))
+    if residual is None:
+        residual = kind not in ("binary", "multiclass")
+    df = df if residual else df.drop(columns="residual")
+    calibrated = estimator is not None and getattr(estimator, "gap_estimate_", None) is not None
+    if error_rates is None:
+        error_rates = calibrated or (kind == "binary" and np.isin(np.unique(pred), np.unique(true)).all())
+    if error_rates:
+        values = np.unique(true)
+        if values.size > 2:
+            raise ValueError(f"tpr and fpr need binary y_true, got {values.size} labels")
+        positive_value = values.max() if pos_label is None else float(pos_label)
+        hit, positive = pred == positive_value, true == positive_value
+        tpr, fpr = [], []
+        for a in range(codes.shape[1]):
+            for g in range(len(labels[a])):
+                mask = codes[:, a] == g
+                tpr.append(hit[mask & positive].mean() if (mask & positive).any() else np.nan)
+                fpr.append(hit[mask & ~positive].mean() if (mask & ~positive).any() else np.nan)
+        df["tpr"], df["fpr"] = tpr, fpr
+    if calibrated:
+        df.attrs.update({
+            "criterion": estimator.criterion,
+            "gap_estimate": float(estimator.gap_estimate_),
+            "gap_interval": tuple(float(v) for v in estimator.gap_interval_),
+            "calibration_gap": float(estimator.calibration_gap_),
+            "train_worst_batch_gap": getattr(estimator, "train_worst_batch_gap_", None),
+        })
+    return df
 
 
 class _RoutedScorer:

@@ -25,13 +25,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from skorch.callbacks import Callback
 from torch import Tensor, nn
 
+from ._net import FairModule
 from .layer import FairnessLayer
+from .projection import CRITERIA, get_criterion
 
-__all__ = ["ErrorRateLayer", "project_error_rates", "ERROR_RATE_CRITERIA"]
+__all__ = ["ErrorRateLayer", "project_error_rates", "batch_error_rate_gap", "ERROR_RATE_CRITERIA"]
 
-ERROR_RATE_CRITERIA = ("equal_opportunity", "equalized_odds")
+#: the names of the registered criteria on error rates (parity within true-label strata)
+ERROR_RATE_CRITERIA = tuple(name for name, c in CRITERIA.items() if getattr(c, "label_strata", False))
 
 
 class ErrorRateLayer(nn.Module):
@@ -79,7 +83,7 @@ class ErrorRateLayer(nn.Module):
         solver: str = "exact",
     ) -> None:
         super().__init__()
-        if criterion not in ERROR_RATE_CRITERIA:
+        if not isinstance(criterion, str) or criterion not in ERROR_RATE_CRITERIA:
             raise ValueError(f"criterion must be one of {ERROR_RATE_CRITERIA}, got {criterion!r}")
         self.criterion = criterion
         self.tolerance = tolerance
@@ -104,7 +108,7 @@ class ErrorRateLayer(nn.Module):
         if groups.shape[:1] != (n,):
             raise ValueError(f"groups must have {n} rows to match p, got shape {tuple(groups.shape)}")
         out = p2.clone()
-        for k, masks in _strata(codes, c if p.dim() == 2 else None, self.criterion):
+        for k, masks in get_criterion(self.criterion).strata(codes, c if p.dim() == 2 else None):
             for mask in masks:
                 rows = torch.nonzero(mask).reshape(-1)
                 if rows.numel() == 0:
@@ -155,9 +159,73 @@ def _labels(y: Any, n: int, c: int, device) -> Tensor:
     return yt.to(torch.long)
 
 
-def _strata(codes: Tensor, c: int | None, criterion: str):
-    """For every constrained column, the masks of its true-label strata."""
-    columns = [(0, 1)] if c is None else [(k, k) for k in range(c)]
-    for column, positive in columns:
-        pos = codes == positive
-        yield column, ((pos,) if criterion == "equal_opportunity" else (pos, ~pos))
+def batch_error_rate_gap(p: Any, groups: Any, y: Any, criterion: str) -> float:
+    """The largest gap, over attributes and true-label strata, between two groups'
+    means of the positive-class probability ``p`` (n,) on one batch (NumPy, float64).
+
+    A stratum holding one group (or none) of an attribute adds nothing, as in the
+    projection.
+
+    Examples
+    --------
+    >>> from fairsk.odds import batch_error_rate_gap
+    >>> gap = batch_error_rate_gap([0.9, 0.7, 0.2, 0.3, 0.4, 0.1], [0, 0, 0, 1, 1, 1], [1, 1, 0, 1, 1, 0],
+    ...                            "equal_opportunity")
+    >>> round(gap, 6)
+    0.45
+    """
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    codes = np.asarray(y).reshape(-1).astype(np.int64)
+    g = np.asarray(groups).reshape(p.shape[0], -1)
+    gap = 0.0
+    for _, masks in get_criterion(criterion).strata(codes):
+        for mask in masks:
+            for a in range(g.shape[1]):
+                values, inverse = np.unique(g[mask, a], return_inverse=True)
+                if values.size < 2:
+                    continue
+                means = np.bincount(inverse, weights=p[mask]) / np.bincount(inverse)
+                gap = max(gap, float(means.max() - means.min()))
+    return gap
+
+
+class ErrorRateModule(FairModule):
+    """The body's positive-class probability ``sigmoid(z)`` (n, 1), projected by an
+    :class:`ErrorRateLayer` within the true-label strata of the batch when its groups
+    and labels are given (training), returned as is otherwise (prediction). Several
+    output columns (a model fitted without groups) give ``softmax(z)``."""
+
+    def forward(self, X, groups=None, y=None):
+        z = self.body(X)
+        if z.shape[1] > 1:  # several classes are trained without groups only (no constraint)
+            return torch.softmax(z, 1)
+        p = torch.sigmoid(z)
+        if groups is None or y is None or self.layer is None:
+            return p
+        return self.layer(p[:, 0], groups, y.reshape(-1)).unsqueeze(1)
+
+
+class WorstBatchGap(Callback):
+    """Records, after every epoch, the largest error-rate gap of one training batch's
+    projected probabilities (``train_worst_batch_gap`` in the net's history),
+    recomputed in NumPy from the batch's outputs, labels and groups."""
+
+    def __init__(self, criterion: str):
+        self.criterion = criterion
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.epoch_worst_ = None  # stays None when no batch has groups (nothing constrained)
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        if not training or y_pred is None:
+            return
+        Xi, yi = batch
+        if getattr(Xi, "groups", None) is None or yi is None:
+            return
+        gap = batch_error_rate_gap(y_pred.detach().cpu().double().numpy(), Xi.groups.cpu().numpy(),
+                                   yi.cpu().numpy(), self.criterion)
+        self.epoch_worst_ = gap if self.epoch_worst_ is None else max(self.epoch_worst_, gap)
+
+    def on_epoch_end(self, net, **kwargs):
+        if self.epoch_worst_ is not None:
+            net.history.record("train_worst_batch_gap", self.epoch_worst_)

@@ -538,6 +538,10 @@ class StreamingFairPredictor(BaseEstimator):
                 "positive tolerance"
             )
         final = est[-1] if isinstance(est, Pipeline) else est
+        if getattr(getattr(final, "_criterion", None), "label_strata", False):
+            raise ValueError(f"criterion={final.criterion!r} needs the true labels, unknown when a stream emits: "
+                             "stream its calibrated labels with the model's own predict, and follow their error "
+                             "rates as labels arrive with fairsk.monitoring.DelayedLabelMonitor")
         if not all(hasattr(final, name) for name in ("raw_output", "format_output")):
             raise ValueError(f"StreamingFairPredictor needs a fairsk estimator (or a Pipeline ending in one), got "
                              f"{type(final).__name__}")

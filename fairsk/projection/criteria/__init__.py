@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from .base import Criterion
 from .equal_residuals import EqualResiduals
+from .error_rates import EqualizedOdds, EqualOpportunity, ErrorRates
 from .parity import Parity
 
 #: public name -> criterion
-CRITERIA: dict[str, Criterion] = {c.name: c for c in (Parity(), EqualResiduals())}
+CRITERIA: dict[str, Criterion] = {c.name: c for c in (Parity(), EqualResiduals(), EqualOpportunity(), EqualizedOdds())}
 
 
 def get_criterion(name) -> Criterion:
@@ -24,4 +25,5 @@ def get_criterion(name) -> Criterion:
         raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {name!r}") from None
 
 
-__all__ = ["CRITERIA", "Criterion", "EqualResiduals", "Parity", "get_criterion"]
+__all__ = ["CRITERIA", "Criterion", "EqualOpportunity", "EqualResiduals", "EqualizedOdds", "ErrorRates", "Parity",
+           "get_criterion"]
