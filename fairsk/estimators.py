@@ -51,7 +51,7 @@ from ._warn import warn
 from .calibration import ErrorRateCalibrator
 from .decisions import fair_labels
 from .layer import FairnessLayer, validate_layer_params
-from .odds import ErrorRateModule, WorstBatchGap
+from .odds import ErrorRateLayer, ErrorRateModule, WorstBatchGap
 from .projection import get_criterion
 
 __all__ = ["FairLayerRegressor", "FairLayerClassifier", "SingleGroupWarning"]
@@ -1017,7 +1017,9 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
 
     def _training_module(self, body: nn.Module) -> nn.Module:
         if self._label_strata():
-            return ErrorRateModule(body, self._criterion.layer(self.tolerance, (0.0, 1.0), self.solver))
+            layer = ErrorRateLayer(self._criterion.name, tolerance=self.tolerance, bounds=(0.0, 1.0),
+                                   solver=self.solver)
+            return ErrorRateModule(body, layer)
         if self._trains_on_proba():
             return ProbaModule(body, self._proba_layer())
         return super()._training_module(body)

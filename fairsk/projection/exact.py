@@ -38,6 +38,7 @@ from .spec import SolverError, Spec
 DYKSTRA_MAX_SWEEPS = 20000
 PDAS_MAX_STEPS = 50
 DYKSTRA_CHECK = 25
+DENSE_MAX_ROWS = 512
 
 
 @dataclass
@@ -199,6 +200,8 @@ def _project_boxed_shifts(z: np.ndarray, groups: GroupIndex, spec: Spec) -> Exac
         for j in range(z.shape[1]):
             col, cspec = z[:, j], _column_spec(spec, j)
             settled = _settle(col, col <= lb, col >= ub, groups, cspec, delta, PDAS_MAX_STEPS)
+            if settled is None and col.shape[0] <= DENSE_MAX_ROWS:
+                settled = _dense_active_set(col, groups, cspec, delta)
             if settled is None:
                 def from_dykstra(x, col=col, cspec=cspec):
                     x = x[:, 0]
@@ -253,6 +256,39 @@ def _settle(col, lower, upper, groups, spec, delta, steps) -> np.ndarray | None:
             return np.clip(shifted, lb, ub)
         lower, upper = new_lower, new_upper
     return None
+
+
+def _dense_active_set(col: np.ndarray, groups: GroupIndex, spec: Spec, delta: float) -> np.ndarray | None:
+    """The boxed problem of one column solved exactly by :func:`shift_qp` with every
+    output as a slot of its own (a group of size 1, whose "mean" is the output): the
+    box's rows are rows on those slots, the metric is dense ``(K + n)^2``. For small
+    batches, where the active-set iteration over the box can cycle (many outputs at
+    their bounds, tolerance 0); None when it does not finish."""
+    lb, ub = spec.box
+    n, K = col.shape[0], groups.n_slots
+    inv_n = 1.0 / groups.counts
+    metric = np.empty((K + n, K + n))
+    metric[:K, :K] = groups.cross_counts() * inv_n[:, None] * inv_n[None, :]
+    member = np.zeros((n, K))  # S D: sample i in slot g, weighted 1/n_g
+    for a in range(groups.n_attributes):
+        member[np.arange(n), groups.gid[:, a]] = inv_n[groups.gid[:, a]]
+    metric[K:, :K], metric[:K, K:], metric[K:, K:] = member, member.T, np.eye(n)
+    means = np.concatenate([groups.means(col[:, None])[:, 0], col])
+    blocks = [groups.attribute(a) for a in range(groups.n_attributes)] + [slice(K, K + n)]
+
+    def most_violated(b, m):
+        if b < groups.n_attributes:
+            return spec.criterion.most_violated(m, spec.tolerance, spec.targets_of(blocks[b], 0))
+        over, under = m - ub, lb - m  # the box: y_i <= ub and -y_i <= -lb
+        i, j = int(np.argmax(over)), int(np.argmax(under))
+        if over[i] >= under[j]:
+            return float(over[i]), {i: 1.0}, ub
+        return float(under[j]), {j: -1.0}, -lb
+
+    w, _ = shift_qp(means, metric, blocks, most_violated, delta, max_iter=20 * (K + n) + 100)
+    if w is None:
+        return None
+    return np.clip(col - groups.expand((w[:K] * inv_n)[:, None])[:, 0] - w[K:], lb, ub)
 
 
 def _held_shifts(col, lower, upper, free, groups, blocks, spec, delta) -> np.ndarray:

@@ -46,20 +46,6 @@ class ErrorRates(Criterion):
             pos = labels == positive
             yield column, ((pos, ~pos) if self.both_strata else (pos,))
 
-    def layer(self, tolerance: float = 0.0, bounds=(0.0, 1.0), solver: str = "exact"):
-        """The differentiable projection of a batch onto this criterion's set
-        (:class:`fairsk.odds.ErrorRateLayer`)."""
-        from ...odds import ErrorRateLayer  # the layer is built on this package
-
-        return ErrorRateLayer(self.name, tolerance=tolerance, bounds=bounds, solver=solver)
-
-    def gap(self, y_true: Any, y_pred: Any, sensitive_features: Any, pos_label: Any = 1) -> float:
-        """The criterion's gap of predictions (labels or scores), as :mod:`fairsk.metrics` measures it."""
-        from ...metrics import equal_opportunity_gap, equalized_odds_gap
-
-        metric = equalized_odds_gap if self.both_strata else equal_opportunity_gap
-        return metric(y_true, y_pred, sensitive_features, pos_label=pos_label)
-
     # -- the group-mean interface of FairnessLayer: not expressible --------------------
     def _per_group(self, *args, **kwargs):
         raise ValueError(
