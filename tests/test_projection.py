@@ -367,3 +367,27 @@ def test_several_attributes_with_a_box_match_clarabel(seed):
     assert cost <= ref_cost + 1e-9 * (1.0 + ref_cost)
     if cost >= ref_cost - 1e-12 * (1.0 + ref_cost):
         np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("n, k", [(201, 10), (200, 9)])
+def test_a_vanishing_tolerance_gives_qpth_equalities(n, k):
+    """Tolerance 8.6e-25, three attributes (a fuzz run's instances): qpth's two opposite
+    rows 1e-24 apart left no interior, its backward hit a singular KKT matrix (a
+    RuntimeError out of ``backward``) or gave gradients 3e9 off. Rows with a tolerance
+    below the active-set threshold are equalities now; outputs and gradients agree
+    with the exact solver's."""
+    from .conftest import make_instance
+
+    inst = make_instance(seed=0, n=n, k=k, a=3, c=1, criterion="ecp", tolerance=8.582322265414357e-25, box=False)
+    w = torch.randn(inst.z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    results = []
+    for solver in ("exact", "qpth"):
+        z = inst.z.clone().requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no fallback
+            out = FairnessLayer("ecp", inst.tolerance, solver)(z, inst.groups)
+        (out * w).sum().backward()
+        results.append((out.detach().numpy(), z.grad.numpy()))
+    assert parity_gap(results[1][0], inst.groups.numpy()) <= 1e-9
+    np.testing.assert_allclose(results[1][0], results[0][0], atol=1e-9, rtol=0)
+    np.testing.assert_allclose(results[1][1], results[0][1], atol=1e-6, rtol=0)

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .._groups import GroupIndex
 from .exact import project as project_exact
+from .kernels import active_tolerance
 from .spec import SolverError, Spec
 
 _QP_OPTIONS = dict(eps=1e-14, maxIter=60, notImprovedLim=5, verbose=-1)
@@ -47,15 +48,16 @@ def _fairness_rows(groups: GroupIndex, spec: Spec, c: int, centres: list | None 
     a criterion whose plain rows are quadratic in ``k`` gives ``O(k)`` rows instead."""
     coefs, auxes, rhss, equality = [], [], [], False
     K = groups.n_slots
+    tol = _rows_tolerance(groups, spec)
     for a in range(groups.n_attributes):
         sl = groups.attribute(a)
         k = sl.stop - sl.start
         r = None if spec.targets is None else spec.targets[sl]
         compact = None
-        if centres is not None and spec.tolerance > 0 and k > 1:
-            compact = spec.criterion.interval_rows(k, spec.tolerance, centres[a])
+        if centres is not None and tol > 0 and k > 1:
+            compact = spec.criterion.interval_rows(k, tol, centres[a])
         if compact is None:
-            coef, rhs, equality = spec.criterion.rows(k, spec.tolerance, r, c)
+            coef, rhs, equality = spec.criterion.rows(k, tol, r, c)
             aux = None
         else:
             coef, aux, rhs = compact
@@ -75,12 +77,22 @@ def _fairness_rows(groups: GroupIndex, spec: Spec, c: int, centres: list | None 
     return np.concatenate(coefs), np.concatenate(aux_cols), np.concatenate(rhss), equality
 
 
+def _rows_tolerance(groups: GroupIndex, spec: Spec) -> float:
+    """The tolerance the rows are built with: 0 (equalities) for a tolerance below the
+    active-set threshold of the targets' scale. Pairs of opposite inequalities that
+    close (1e-24 apart) leave an interior-point method no interior, and qpth's
+    derivative of such a QP is singular; the tolerance-0 projection is then within
+    that tolerance of the requested one (and certified against it)."""
+    scale = 0.0 if spec.targets is None else float(np.abs(spec.targets).max(initial=0.0))
+    return 0.0 if spec.tolerance <= active_tolerance(scale) else spec.tolerance
+
+
 def _centres(z: Tensor, groups: GroupIndex, spec: Spec) -> tuple[list | None, np.ndarray | None]:
     """Per attribute (c,): the middle of the range of interval positions the exact
     projection's group means allow (the interval itself when it binds), and that
     projection; ``(None, None)`` when the criterion's rows are already ``O(k)`` or the
     exact solver cannot answer (the plain rows are used then)."""
-    if spec.tolerance <= 0 or spec.criterion.interval_rows(2, spec.tolerance, np.zeros(1)) is None:
+    if _rows_tolerance(groups, spec) <= 0 or spec.criterion.interval_rows(2, spec.tolerance, np.zeros(1)) is None:
         return None, None
     try:
         out = project_exact(_host(z), groups, spec).out
