@@ -200,6 +200,10 @@ def _scores(est, x, s) -> tuple[np.ndarray, list | None, np.ndarray | None]:
     if n == 0:
         return np.zeros((0, est.n_outputs_)), [], np.zeros(0, dtype=np.int64)
     z, sensitive = est.raw_output(x, s)
+    if _on_proba(est):  # the values projected are the probabilities, as in memory
+        import torch
+
+        z = torch.sigmoid(torch.as_tensor(z)).numpy()
     if sensitive is None:
         return z, None, None
     codes, labels = encode_sensitive(sensitive, n)
@@ -386,7 +390,15 @@ def _proba(est, logits: np.ndarray) -> np.ndarray:
 
 
 # -- the driver ---------------------------------------------------------------------------------
+def _on_proba(est) -> bool:
+    """Whether the estimator's guarantee is on its probabilities (``enforce_on`` "proba"
+    or "labels"): the values projected are then ``sigmoid(z)`` in the box ``[0, 1]``."""
+    return hasattr(est, "classes_") and getattr(est, "enforce_on", "logits") != "logits"
+
+
 def _box(est) -> tuple[float, float]:
+    if _on_proba(est):
+        return 0.0, 1.0
     bounds = getattr(est, "bounds", None)
     if bounds is None:
         return -math.inf, math.inf
