@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from .._groups import encode_sensitive
-from ..exceptions import InfeasibleProjectionError
 from .._proba import logit
+from ..exceptions import InfeasibleProjectionError
 from . import _labels, _shifts
 from ._shifts import Spec
 
