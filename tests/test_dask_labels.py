@@ -51,7 +51,7 @@ def _instance(rng, kind):
 def test_labels_equal_fair_labels(monkeypatch, kind):
     rng = np.random.default_rng(["smooth", "rounded", "saturated", "tiny"].index(kind))
     split_ties = 0
-    for trial in range(40):
+    for _ in range(40):
         monkeypatch.setattr(_labels, "COLLECT_LIMIT", int(rng.choice([4, 64, 512])))
         p, g = _instance(rng, kind)
         tol = float(rng.choice([0.0, 0.01, 0.05, 0.2, 1.0]))

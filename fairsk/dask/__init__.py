@@ -19,12 +19,24 @@ group at a time):
    :func:`fairsk.dask._shifts.box_shifts`, each a reduction of ``S_g`` at up to 256
    shifts per group and column (or of the last few breakpoints): for data spread over
    the box, about ``1 + ceil(log_257(n_g / 512))`` passes for a group of ``n_g`` rows;
-3. when called: a check pass that computes the output partition by partition and
+3. classifiers with ``enforce_on="proba"`` or ``"labels"`` (binary targets, one
+   attribute): the values projected are ``sigmoid(z)`` with the box ``[0, 1]``, so
+   passes 1 and 2 find the shifts of the probabilities;
+4. when called: a check pass that computes the output partition by partition and
    recomputes the global constraint violation from its group sums (it raises
    :class:`~fairsk.exceptions.InfeasibleProjectionError` when the output breaks the
    constraints by more than ``1e-9 (1 + max |out|)``); the returned collection is
    the same deterministic function of the same input partitions;
-4. at compute time: the output pass itself.
+5. ``predict`` with ``enforce_on="labels"``, when called: the passes of
+   :mod:`fairsk.dask._labels` (a histogram of every group's gains ``2p - 1``, a few
+   refinements, one pass counting the rows tied at each group's threshold), which
+   choose the per-group counts exactly as :func:`fairsk.decisions.fair_labels` does
+   in memory: the labels are identical to the in-memory call's;
+6. at compute time: the output pass itself.
+
+Every partition is copied to aligned memory before the body runs: one received from
+another process may sit at any byte offset, where BLAS rounds differently in the
+last bit, and every pass must see the same outputs.
 
 Dask is imported only inside these functions: ``import fairsk`` does not need it
 (install it with ``pip install fairsk[dask]``).
@@ -51,7 +63,8 @@ _TREE_WIDTH = 16
 
 # -- public API -----------------------------------------------------------------------------
 def decision_function(est, X, sensitive_features=None):
-    """Projected scores of a fitted classifier (its logits) or regressor, lazily.
+    """Scores of a fitted classifier (its projected logits, or the logits of its fair
+    probabilities) or the projected predictions of a regressor, lazily.
 
     Parameters
     ----------
@@ -73,7 +86,9 @@ def decision_function(est, X, sensitive_features=None):
 
 def predict(est, X, sensitive_features=None):
     """Regressor: the projected predictions (as :func:`decision_function`).
-    Classifier: the labels of the projected logits (as ``est.predict``).
+    Classifier: the labels of ``est.predict`` (``enforce_on="labels"``: labels whose
+    selection rates over all partitions meet the tolerance, identical to the
+    in-memory call; otherwise the argmax of the probabilities).
 
     Examples
     --------
@@ -99,7 +114,8 @@ def predict(est, X, sensitive_features=None):
 
 
 def predict_proba(est, X, sensitive_features=None):
-    """Classifier: class probabilities of the projected logits (as ``est.predict_proba``)."""
+    """Classifier: class probabilities (as ``est.predict_proba``): the fair
+    probabilities (``enforce_on`` "proba" or "labels") or those of the projected logits."""
     if not hasattr(est, "classes_"):
         raise TypeError(f"{type(est).__name__} has no predict_proba")
     return _Run(est, X, sensitive_features).output("proba")
