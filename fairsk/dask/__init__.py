@@ -13,8 +13,8 @@ group at a time):
 
 1. when called: one reduction of per-cell (one group of every attribute) counts,
    sums, clipped sums, minima and maxima of the raw outputs; the shifts follow on the
-   client (closed form for one attribute, Dykstra's iteration over the cells for
-   several);
+   client (closed form for one attribute; for several, the in-memory solver's QP
+   over the group shifts, from the group means and cross counts the cells give);
 2. with a box (``bounds``) only, when called: the search passes of
    :func:`fairsk.dask._shifts.box_shifts`, each a reduction of ``S_g`` at up to 256
    shifts per group and column (or of the last few breakpoints): for data spread over
