@@ -604,7 +604,13 @@ class _Run:
             (merged,) = dask.compute(_tree(parts, _labels.merge_passes))
             return merged
 
-        counts, passes = _labels.solve(cells, run_pass, float(self.est.tolerance))
+        tol = float(self.est.tolerance)
+        counts, passes = _labels.solve(cells, run_pass, tol)
+        # the selection rates, as fair_labels checks them (count / size in float64)
+        rates = [counts[cell][0] / float(self.stats["cells"][cell][0]) for cell in cells]
+        if not max(rates) - min(rates) <= tol:
+            raise InfeasibleProjectionError(f"the labels' selection-rate gap {max(rates) - min(rates)!r} exceeds the "
+                                            f"tolerance {tol!r}; refusing to return them")
         thresholds = {cell: tau for cell, (_, tau) in counts.items()}
         ties = dask.compute(*[dask.delayed(_ties_part)(self.est_d, x, s, plan_d, thresholds)
                               for x, s in zip(self.X.parts, self.S)])
