@@ -78,12 +78,19 @@ def _fit_models(seed: int = 0):
               sensitive_columns=[D])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clf = FairLayerClassifier(**kw).fit(X, (y > 1).astype(int))
+        clf = FairLayerClassifier(enforce_on="logits", **kw).fit(X, (y > 1).astype(int))
+        labels = FairLayerClassifier(**kw).fit(X, (y > 1).astype(int))  # enforce_on="labels", the default
         reg = FairLayerRegressor(**kw).fit(X, y)
         box = FairLayerRegressor(bounds=(0.0, 2.5), **kw).fit(X, y)
     return {"classifier decision_function": (clf.set_params(tolerance=0.01), "decision_function"),
+            "classifier predict (fair labels)": (labels.set_params(tolerance=0.01), "predict"),
             "regressor predict": (reg.set_params(tolerance=0.01), "predict"),
             "regressor predict, box (0, 2.5)": (box.set_params(tolerance=0.01), "predict")}
+
+
+def _kind(est, method: str) -> str:
+    """What ``fairsk.dask.<method>`` computes: labels for a classifier's predict."""
+    return "labels" if method == "predict" and hasattr(est, "classes_") else "scores"
 
 
 def _worker_rss_mib() -> float:
@@ -119,14 +126,15 @@ class _RssSampler:
         self.thread.join()
 
 
-def part_a(rows: int, chunk: int, memory_limit: str, inmemory_rows: int, box_rows: int, out) -> None:
+def part_a(rows: int, chunk: int, memory_limit: str, inmemory_rows: int, box_rows: int, out,
+           only: str | None = None) -> None:
     import dask
     import distributed
 
     import fairsk.dask as fd
     from fairsk.metrics import parity_gap
 
-    models = _fit_models()
+    models = {name: m for name, m in _fit_models().items() if only is None or only in name}
     data_gib = rows * (D + 1) * 8 / 2**30
     # the limit is a hard ceiling (a worker above 95% of it is restarted); no pausing or
     # spilling, which would only hide memory growth
@@ -140,23 +148,24 @@ def part_a(rows: int, chunk: int, memory_limit: str, inmemory_rows: int, box_row
               f"worker; {rows:,} rows x {D} float64 features + the group column generated lazily "
               f"({data_gib:.1f} GiB if materialised), chunks of {chunk:,} rows ({-(-rows // chunk)} partitions)",
               file=out)
-        runs = [(name, est, box_rows if "box" in name else rows) for name, (est, _) in models.items()]
-        # the same call at a tenth of the rows, to compare the peak memory per worker
-        runs.append(("regressor predict (memory vs n)", models["regressor predict"][0], max(rows // 10, chunk)))
-        for name, est, n in runs:  # decision_function / regressor predict: the scores
+        runs = [(name, est, method, box_rows if "box" in name else rows) for name, (est, method) in models.items()]
+        if "regressor predict" in models:  # the same call at a tenth of the rows, to compare the peak memory
+            runs.append(("regressor predict (memory vs n)", *models["regressor predict"], max(rows // 10, chunk)))
+        for name, est, method, n in runs:
             X, groups = _data(n, chunk)
             t0 = time.perf_counter()
             with _RssSampler(client) as rss, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 run = fd._Run(est, X, None)  # what getattr(fd, method) does, keeping the pass count
-                lazy = run.output("scores")  # runs the check pass
+                kind = _kind(est, method)
+                lazy = run.output(kind)  # runs the check pass (and, for labels, the count search)
                 t_plan = time.perf_counter() - t0
-                # consuming the result: its global gap, recomputed from the output in one
-                # pass (the check pass, the output pass and this reduction run together)
-                gap = fd.parity_gap(lazy, groups)
+                # consuming the result: its global gap (of the scores, or of the labels'
+                # selection rates), recomputed from the output in one pass
+                gap = fd.parity_gap(lazy.astype(np.float64) if kind == "labels" else lazy, groups)
             elapsed = time.perf_counter() - t0
             peaks = rss.peak
-            print(f"  {name}, {n:,} rows: {elapsed:.1f} s ({n / elapsed:,.0f} rows/s; shifts found in {t_plan:.1f} s "
+            print(f"  {name}, {n:,} rows: {elapsed:.1f} s ({n / elapsed:,.0f} rows/s; {kind} found in {t_plan:.1f} s "
                   f"by {run.passes} pass(es) incl. the check, then the output pass), "
                   f"global gap {gap:.3e} (tolerance {est.tolerance}, ok: {gap <= est.tolerance + 1e-9}), "
                   f"peak RSS per worker: {', '.join(f'{v:.0f} MiB' for v in peaks.values())}", file=out)
@@ -170,6 +179,10 @@ def part_a(rows: int, chunk: int, memory_limit: str, inmemory_rows: int, box_row
                 warnings.simplefilter("ignore")
                 expected = getattr(est, method)(Xm)
                 got = getattr(fd, method)(est, X).compute()
+            if _kind(est, method) == "labels":
+                print(f"    {name}: labels differing from the in-memory call: {int((got != expected).sum())} of "
+                      f"{len(got):,}, selection-rate gap {parity_gap(got.astype(np.float64), gm):.3e}", file=out)
+                continue
             print(f"    {name}: max |dask - in-memory| = {np.abs(got - expected).max():.2e}, gap "
                   f"{parity_gap(got, gm):.3e}", file=out)
     finally:
@@ -260,12 +273,14 @@ def main(argv=None) -> None:
     parser.add_argument("--inmemory-rows", type=int, default=2 * 10**6)
     parser.add_argument("--box-rows", type=int, default=None, help="rows of the box run (default: --rows)")
     parser.add_argument("--part", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--only", default=None, help="(a): only the runs whose name contains this")
     args = parser.parse_args(argv)
     out = sys.stdout
     print(f"# benchmarks/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}  (torch {torch.__version__},"
           f" {os.cpu_count()} CPUs)", file=out)
     if args.part in ("a", "both"):
-        part_a(args.rows, args.chunk, args.memory_limit, args.inmemory_rows, args.box_rows or args.rows, out)
+        part_a(args.rows, args.chunk, args.memory_limit, args.inmemory_rows, args.box_rows or args.rows, out,
+               args.only)
     if args.part in ("b", "both"):
         part_b(out)
 

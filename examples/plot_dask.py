@@ -10,7 +10,9 @@ dask-ml's ``ParallelPostFit`` do) would only make each partition fair on its own
 
 Here the partitions have very different sizes and group mixes. The figure shows the
 group means of the predictions inside each partition (they differ: a partition is
-not the population) and over the whole data (within the tolerance).
+not the population) and over the whole data (within the tolerance). A classifier's
+default ``predict`` (labels at parity) works the same way: the selection rates over
+all partitions are within the tolerance, and the labels are the in-memory call's.
 """
 
 # %%
@@ -24,7 +26,7 @@ from dask import delayed
 from distributed import Client, LocalCluster
 
 import fairsk.dask as fd
-from fairsk import FairLayerRegressor
+from fairsk import FairLayerClassifier, FairLayerRegressor
 from fairsk.metrics import parity_gap
 
 rng = np.random.default_rng(0)
@@ -59,6 +61,18 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     reg.fit(frame.iloc[:3000], y.iloc[:3000])
 
+clf = FairLayerClassifier(
+    hidden_layer_sizes=(16,),
+    tolerance=0.02,
+    sensitive_columns="group",
+    max_epochs=5,
+    random_state=0,
+    solver="exact",
+)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    clf.fit(frame.iloc[:3000], (y.iloc[:3000] > y.median()).astype(int))
+
 # %%
 # Predict over the dask DataFrame on a local cluster of two workers.
 cluster = LocalCluster(
@@ -78,6 +92,9 @@ try:
         ddf.map_partitions(len).compute().tolist(),
     )
     pred = lazy.compute()
+    # a classifier's default predict (enforce_on="labels"): labels whose selection
+    # rates over all partitions are within the tolerance, the in-memory ones exactly
+    labels = fd.predict(clf, ddf).compute()
 finally:
     client.close()
     cluster.close()
@@ -87,6 +104,10 @@ print(f"gap over all partitions: {gap:.4f} (tolerance {reg.tolerance})")
 in_memory = reg.predict(frame)
 largest = np.abs(pred.to_numpy() - in_memory).max()
 print(f"largest difference to the in-memory call: {largest:.1e}")
+rates = labels.groupby(frame["group"]).mean()
+print("selection rates over all partitions:", rates.round(4).to_dict())
+same = (labels.to_numpy() == clf.predict(frame)).all()
+print("labels identical to the in-memory call:", bool(same))
 
 # %%
 # Group means per partition and over the whole data.

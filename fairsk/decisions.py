@@ -50,9 +50,11 @@ always optimal; their measured cost against brute force is in the user guide.
 
 Ties: rows of equal probability are accepted in order of their row index (lower
 first); a row with ``p = 1/2`` exactly counts as not improved by acceptance; among
-equally good count vectors the one with the lowest minimum rate is returned (up to
-floating-point rounding in the objective, about ``1e-12`` relative). The same call
-always returns the same labels.
+equally good count vectors the one with the lowest minimum rate is returned, two
+count vectors being equally good when their expected numbers of correct labels differ
+by at most ``TIE_RTOL = 1e-12`` times the number of rows (far above the rounding of
+the float64 sums, so the choice does not depend on the order of summation:
+:mod:`fairsk.dask` makes the same one). The same call always returns the same labels.
 """
 
 from __future__ import annotations
@@ -201,29 +203,48 @@ def _best_counts(w: np.ndarray, starts: np.ndarray, avail: np.ndarray, sizes: np
     """
     row_gid = np.repeat(np.arange(avail.shape[0]), avail)
     best_free = np.bincount(row_gid, weights=(w > 0), minlength=avail.shape[0]).astype(np.int64)
-    c_lo = np.zeros_like(avail)
-    c_hi = avail.copy()
-    if avail.size and tol > (1 + 1e-6) / sizes.min() + 1e-12:
-        free_rate = best_free / sizes
-        slack = 1e-9
-        r_lo, r_hi = free_rate.min() - tol - slack, free_rate.max() + tol + slack
-        # c_lo: the number of counts whose rate is below r_lo, exactly as the rates are
-        # computed, so that every dropped rate lies below every candidate
-        c_lo = np.clip(np.ceil(r_lo * sizes).astype(np.int64), 0, best_free)
-        for _ in range(8):
-            down = (c_lo > 0) & ((c_lo - 1) / sizes >= r_lo)
-            up = (c_lo < best_free) & (c_lo / sizes < r_lo)
-            if not (down.any() or up.any()):
-                break
-            c_lo = c_lo - down + up
-        c_hi = np.clip(np.floor(r_hi * sizes).astype(np.int64) + 1, best_free, avail)
-        counts = _sweep(w, starts, avail, sizes, tol, best_free, c_lo, c_hi)
+    window = count_window(best_free, avail, sizes, tol)
+    if window is not None:
+        counts = _sweep(w, starts, avail, sizes, tol, best_free, *window)
         if counts is not None:
             return counts
     counts = _sweep(w, starts, avail, sizes, tol, best_free, np.zeros_like(avail), avail.copy())
     if counts is None:  # pragma: no cover - r = 0 is always feasible in the full sweep
         raise InfeasibleProjectionError("no feasible minimum rate found")
     return counts
+
+
+#: candidates whose expected number of correct labels is within this fraction of the
+#: number of rows of the best are ties (gains are in [-1, 1]: float64 sums of them are
+#: off by far less)
+TIE_RTOL = 1e-12
+
+
+def count_window(best_free: np.ndarray, avail: np.ndarray, sizes: np.ndarray, tol: float):
+    """The counts ``(c_lo, c_hi)`` per group the sweep may restrict itself to, or None.
+
+    When the tolerance exceeds every group's rate step ``1 / size``, some optimum has
+    its minimum rate in ``[min_g u_g/n_g - tol, max_g u_g/n_g]`` (``u_g = best_free``:
+    the unconstrained counts; see "Fair decisions" in the user guide). The window
+    depends on the counts only (also used by :mod:`fairsk.dask`, which must choose
+    the counts exactly as this module does).
+    """
+    if not (avail.size and tol > (1 + 1e-6) / sizes.min() + 1e-12):
+        return None
+    free_rate = best_free / sizes
+    slack = 1e-9
+    r_lo, r_hi = free_rate.min() - tol - slack, free_rate.max() + tol + slack
+    # c_lo: the number of counts whose rate is below r_lo, exactly as the rates are
+    # computed, so that every dropped rate lies below every candidate
+    c_lo = np.clip(np.ceil(r_lo * sizes).astype(np.int64), 0, best_free)
+    for _ in range(8):
+        down = (c_lo > 0) & ((c_lo - 1) / sizes >= r_lo)
+        up = (c_lo < best_free) & (c_lo / sizes < r_lo)
+        if not (down.any() or up.any()):
+            break
+        c_lo = c_lo - down + up
+    c_hi = np.clip(np.floor(r_hi * sizes).astype(np.int64) + 1, best_free, avail)
+    return c_lo, c_hi
 
 
 def _sweep(w, starts, avail, sizes, tol, best_free, c_lo, c_hi):
@@ -301,9 +322,13 @@ def _sweep(w, starts, avail, sizes, tol, best_free, c_lo, c_hi):
     total = np.cumsum(np.bincount(ev_pos[keep], weights=d_loss[keep], minlength=n_cand))
     n_bad = n_groups + np.rint(np.cumsum(np.bincount(ev_pos[keep], weights=d_bad[keep], minlength=n_cand)))
     total = np.where(n_bad == 0, total, -np.inf)
-    j = int(np.argmax(total))  # the first best candidate: the lowest minimum rate
-    if not np.isfinite(total[j]):
+    top = float(total.max())
+    if not np.isfinite(top):
         return None
+    # the first best candidate (the lowest minimum rate), ties within TIE_RTOL of the
+    # largest possible total: a tie is then one in exact arithmetic, whatever the
+    # order of the float sums (fairsk.dask, summing in another order, chooses alike)
+    j = int(np.flatnonzero(total >= top - TIE_RTOL * (1.0 + w.shape[0]))[0])
     lo_j = c_lo + np.bincount(gid[idx < j], minlength=n_groups)
     hi_j = c_lo + np.bincount(gid[tpos <= j], minlength=n_groups) - 1
     return np.clip(best_free, lo_j, hi_j)

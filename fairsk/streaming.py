@@ -36,8 +36,12 @@ each call's raw scores into emitted scores from that state.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import threading
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
@@ -53,7 +57,7 @@ from .decisions import StreamingLabeler
 from .projection.kernels import BoxSum, bisect_decreasing, dykstra
 from .projection.kernels import interval_start as interval_start_1d
 
-__all__ = ["StreamingFairPredictor", "StreamState"]
+__all__ = ["SharedStream", "StreamingFairPredictor", "StreamState"]
 
 #: raw scores beyond this magnitude are refused (group sums of float64 would overflow)
 _MAX_RAW = 1e150
@@ -913,3 +917,119 @@ def _water_level(m: np.ndarray, counts: np.ndarray, budget: float) -> float:
         if h >= below:
             return float(h)
     return float(h)
+
+
+# -- one stream served by several processes ---------------------------------------------
+class SharedStream:
+    """One stream served by several processes, with the pooled guarantee over everything
+    all of them emitted.
+
+    The pooled rules are sequential: each call is projected against the history of the
+    whole stream. Several processes therefore share **one** state and take turns:
+    the state lives in a file (:meth:`StreamState.to_arrays`, plus the label
+    rule's state), and every call runs under an exclusive lock on ``path + ".lock"``
+    (``fcntl.flock``: POSIX; across machines only on a file system whose locks work,
+    not most NFS setups): load the state if another process changed it, emit, save,
+    unlock. The calls of all processes then form one stream, in the order they took
+    the lock, and every bound of :class:`StreamingFairPredictor` holds for it after
+    every call, exactly as for one process.
+
+    Merging states that processes kept apart would not do: the pooled means of the
+    union weight each process's group means by its own group counts, and two streams
+    each at parity can be far from it together (one emits many rows of group ``g``
+    with low scores, the other many rows of ``h`` with high scores).
+
+    Parameters
+    ----------
+    predictor : StreamingFairPredictor
+        Fitted; every process holds its own copy (e.g. loaded with
+        :mod:`fairsk.persistence`). Its stream state is replaced by the shared one.
+    path : str or path-like
+        The state file (created by the first call; delete it, or call :meth:`reset`,
+        to start a new stream).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from fairsk import FairLayerRegressor, StreamingFairPredictor
+    >>> from fairsk.streaming import SharedStream
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(300, 3)); s = rng.integers(0, 2, 300); y = X[:, 0] + s
+    >>> model = StreamingFairPredictor(FairLayerRegressor(max_epochs=3, random_state=0, solver="exact"),
+    ...                               tolerance=0.05, slack=0.0).fit(X, y, sensitive_features=s)
+    >>> path = os.path.join(tempfile.mkdtemp(), "stream.npz")
+    >>> shared = SharedStream(model, path)  # in every serving process, the same path
+    >>> for i in range(20):
+    ...     _ = shared.partial_predict(X[i:i + 1], sensitive_features=s[i:i + 1])
+    >>> with shared.session() as stream:  # the state of everything emitted, by all
+    ...     stream.n_seen_, stream.pooled_gap_ <= 0.05 + 1e-9
+    (20, True)
+    """
+
+    def __init__(self, predictor: StreamingFairPredictor, path):
+        check_is_fitted(predictor, "estimator_")
+        self.predictor = predictor
+        self.path = os.fspath(path)
+        self._version = None  # the version of the shared state this copy holds
+
+    @contextmanager
+    def session(self):
+        """Hold the stream: yields the predictor with the shared state loaded, and
+        saves the state when the block ends (nothing is saved if it raises)."""
+        import fcntl
+
+        with open(self.path + ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._load()
+                yield self.predictor
+                self._save()
+            except BaseException:
+                self._version = None  # the copy may be half-updated: reload next time
+                raise
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def partial_predict(self, X, sensitive_features=None):
+        """:meth:`StreamingFairPredictor.partial_predict` on the shared stream."""
+        with self.session() as stream:
+            return stream.partial_predict(X, sensitive_features=sensitive_features)
+
+    def partial_decision_function(self, X, sensitive_features=None):
+        """:meth:`StreamingFairPredictor.partial_decision_function` on the shared stream."""
+        with self.session() as stream:
+            return stream.partial_decision_function(X, sensitive_features=sensitive_features)
+
+    def reset(self) -> SharedStream:
+        """Start a new shared stream (for every process)."""
+        with self.session() as stream:
+            stream.reset()
+        return self
+
+    def _load(self) -> None:
+        if not os.path.exists(self.path):
+            self.predictor.reset()
+            self._version = None
+            return
+        with np.load(self.path, allow_pickle=False) as data:
+            version = str(data["version"])
+            if version == self._version:
+                return  # nobody emitted since this process saved
+            arrays = {key: data[key] for key in data.files}
+        self.predictor.reset()
+        self.predictor.stream_state_ = StreamState.from_arrays(arrays)
+        if self.predictor.labeler_ is not None:
+            self.predictor.labeler_.set_state(json.loads(str(arrays["labeler"])))
+        self._version = version
+
+    def _save(self) -> None:
+        arrays = self.predictor.stream_state_.to_arrays()
+        if self.predictor.labeler_ is not None:
+            arrays["labeler"] = np.asarray(json.dumps(self.predictor.labeler_.get_state()))
+        self._version = uuid.uuid4().hex
+        arrays["version"] = np.asarray(self._version)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, self.path)  # readers never see a half-written file

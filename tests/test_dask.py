@@ -130,14 +130,50 @@ def test_several_attributes(client, data):
     assert fd.parity_gap(_darr(got), _darr(S)) == pytest.approx(parity_gap(got, S), abs=1e-12)
 
 
-def test_classifier_modes_without_a_dask_path_are_refused(client, data):
+@pytest.mark.parametrize(("enforce_on", "tol"), [("proba", 0.03), ("labels", 0.0), ("labels", 0.03)])
+def test_classifier_on_probabilities_equals_in_memory_call(client, data, enforce_on, tol):
     X, s, _, y = data
+    clf = FairLayerClassifier(tolerance=10.0, max_epochs=6, lr=0.05, random_state=0, solver="exact",
+                              enforce_on=enforce_on)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X[:600], (y[:600] > 1.5).astype(int), sensitive_features=s[:600])
+    clf.set_params(tolerance=tol)
+    assert _gap(1 / (1 + np.exp(-clf.raw_output(X, s)[0])), s) > tol + 0.1  # the projection acts
+    Xd, sd = _darr(X), _darr(s)
+    proba = fd.predict_proba(clf, Xd, sensitive_features=sd).compute()
+    expected = clf.predict_proba(X, sensitive_features=s)
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=1e-9)
+    assert _gap(proba[:, 1], s) <= tol + 1e-9
+    assert ((proba[:, 1] == 0) | (proba[:, 1] == 1)).any()  # the box [0, 1] is active
+    scores = fd.decision_function(clf, Xd, sensitive_features=sd).compute()
+    np.testing.assert_allclose(scores, clf.decision_function(X, sensitive_features=s), rtol=0, atol=1e-9)
+    run = fd._Run(clf, Xd, sd)
+    labels = run.output("labels").compute()
+    np.testing.assert_array_equal(labels, clf.predict(X, sensitive_features=s))
+    if enforce_on == "labels":  # selection rates recomputed here
+        rates = [labels[s == g].mean() for g in np.unique(s)]
+        assert max(rates) - min(rates) <= tol
+        assert run.passes <= 12
+        assert max(rates) - min(rates) < _gap(proba[:, 1] > 0.5, s)  # argmax labels would not be fair
+
+
+def test_classifier_modes_without_a_dask_path_are_refused(client, data):
+    X, s, s2, y = data
+    labels = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
+    clf = FairLayerClassifier(max_epochs=1, random_state=0, solver="exact", enforce_on="proba")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X[:300], labels[:300], sensitive_features=s[:300])
+    with pytest.raises(NotImplementedError, match="3 classes"):
+        fd.predict_proba(clf, _darr(X), sensitive_features=_darr(s))
+    S = np.stack([s, s2], 1)
     clf = FairLayerClassifier(max_epochs=1, random_state=0, solver="exact")  # enforce_on="labels"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clf.fit(X[:300], (y[:300] > 1).astype(int), sensitive_features=s[:300])
-    with pytest.raises(NotImplementedError, match="enforce_on='logits'"):
-        fd.predict(clf, _darr(X), sensitive_features=_darr(s))
+        clf.fit(X[:300], (y[:300] > 1).astype(int), sensitive_features=S[:300])
+    with pytest.raises(NotImplementedError, match="several sensitive attributes"):
+        fd.predict(clf, _darr(X), sensitive_features=_darr(S))
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])

@@ -13,18 +13,30 @@ group at a time):
 
 1. when called: one reduction of per-cell (one group of every attribute) counts,
    sums, clipped sums, minima and maxima of the raw outputs; the shifts follow on the
-   client (closed form for one attribute, Dykstra's iteration over the cells for
-   several);
+   client (closed form for one attribute; for several, the in-memory solver's QP
+   over the group shifts, from the group means and cross counts the cells give);
 2. with a box (``bounds``) only, when called: the search passes of
    :func:`fairsk.dask._shifts.box_shifts`, each a reduction of ``S_g`` at up to 256
    shifts per group and column (or of the last few breakpoints): for data spread over
    the box, about ``1 + ceil(log_257(n_g / 512))`` passes for a group of ``n_g`` rows;
-3. when called: a check pass that computes the output partition by partition and
+3. classifiers with ``enforce_on="proba"`` or ``"labels"`` (binary targets, one
+   attribute): the values projected are ``sigmoid(z)`` with the box ``[0, 1]``, so
+   passes 1 and 2 find the shifts of the probabilities;
+4. when called: a check pass that computes the output partition by partition and
    recomputes the global constraint violation from its group sums (it raises
    :class:`~fairsk.exceptions.InfeasibleProjectionError` when the output breaks the
    constraints by more than ``1e-9 (1 + max |out|)``); the returned collection is
    the same deterministic function of the same input partitions;
-4. at compute time: the output pass itself.
+5. ``predict`` with ``enforce_on="labels"``, when called: the passes of
+   :mod:`fairsk.dask._labels` (a histogram of every group's gains ``2p - 1``, a few
+   refinements, one pass counting the rows tied at each group's threshold), which
+   choose the per-group counts exactly as :func:`fairsk.decisions.fair_labels` does
+   in memory: the labels are identical to the in-memory call's;
+6. at compute time: the output pass itself.
+
+Every partition is copied to aligned memory before the body runs: one received from
+another process may sit at any byte offset, where BLAS rounds differently in the
+last bit, and every pass must see the same outputs.
 
 Dask is imported only inside these functions: ``import fairsk`` does not need it
 (install it with ``pip install fairsk[dask]``).
@@ -39,8 +51,9 @@ from typing import Any
 import numpy as np
 
 from .._groups import encode_sensitive
+from .._proba import logit
 from ..exceptions import InfeasibleProjectionError
-from . import _shifts
+from . import _labels, _shifts
 from ._shifts import Spec
 
 __all__ = ["decision_function", "predict", "predict_proba", "parity_gap", "residual_gap"]
@@ -50,7 +63,8 @@ _TREE_WIDTH = 16
 
 # -- public API -----------------------------------------------------------------------------
 def decision_function(est, X, sensitive_features=None):
-    """Projected scores of a fitted classifier (its logits) or regressor, lazily.
+    """Scores of a fitted classifier (its projected logits, or the logits of its fair
+    probabilities) or the projected predictions of a regressor, lazily.
 
     Parameters
     ----------
@@ -72,7 +86,9 @@ def decision_function(est, X, sensitive_features=None):
 
 def predict(est, X, sensitive_features=None):
     """Regressor: the projected predictions (as :func:`decision_function`).
-    Classifier: the labels of the projected logits (as ``est.predict``).
+    Classifier: the labels of ``est.predict`` (``enforce_on="labels"``: labels whose
+    selection rates over all partitions meet the tolerance, identical to the
+    in-memory call; otherwise the argmax of the probabilities).
 
     Examples
     --------
@@ -98,7 +114,8 @@ def predict(est, X, sensitive_features=None):
 
 
 def predict_proba(est, X, sensitive_features=None):
-    """Classifier: class probabilities of the projected logits (as ``est.predict_proba``)."""
+    """Classifier: class probabilities (as ``est.predict_proba``): the fair
+    probabilities (``enforce_on`` "proba" or "labels") or those of the projected logits."""
     if not hasattr(est, "classes_"):
         raise TypeError(f"{type(est).__name__} has no predict_proba")
     return _Run(est, X, sensitive_features).output("proba")
@@ -199,7 +216,11 @@ def _scores(est, x, s) -> tuple[np.ndarray, list | None, np.ndarray | None]:
         raise ValueError(f"a partition of sensitive_features has {len(s)} rows but the one of X has {n}")
     if n == 0:
         return np.zeros((0, est.n_outputs_)), [], np.zeros(0, dtype=np.int64)
-    z, sensitive = est.raw_output(x, s)
+    z, sensitive = est.raw_output(_aligned(x), s)
+    if _on_proba(est):  # the values projected are the probabilities, as in memory
+        import torch
+
+        z = torch.sigmoid(torch.as_tensor(z)).numpy()
     if sensitive is None:
         return z, None, None
     codes, labels = encode_sensitive(sensitive, n)
@@ -218,6 +239,25 @@ def _scores(est, x, s) -> tuple[np.ndarray, list | None, np.ndarray | None]:
     digits = digits[::-1]
     cells = [tuple(_key(labels[a][digits[a][i]]) for a in range(codes.shape[1])) for i in range(len(digits[0]))]
     return z, cells, inverse.reshape(-1)
+
+
+def _aligned(x):
+    """A copy of a partition in freshly allocated, 64-byte aligned memory.
+
+    A partition received from another process may start at any byte offset, and the
+    BLAS kernels behind the body round differently on data that is not 16-byte
+    aligned: the same partition would give outputs differing in the last bit from
+    one pass to the next (measured on a LocalCluster), and the passes must see the
+    same numbers."""
+    if isinstance(x, np.ndarray):
+        buf = np.empty(x.nbytes + 64, dtype=np.uint8)
+        start = (-buf.ctypes.data) % 64
+        out = buf[start: start + x.nbytes].view(x.dtype).reshape(x.shape)
+        out[...] = x
+        return out
+    if hasattr(x, "copy") and hasattr(x, "columns"):  # pandas: a deep copy allocates afresh
+        return x.copy(deep=True)
+    return x
 
 
 def _cell_sums(v: np.ndarray, inverse: np.ndarray, k: int) -> np.ndarray:
@@ -353,15 +393,25 @@ def _verify(stats: dict, spec: Spec | None) -> bool:
     return True
 
 
-def _release(est, x, s, plan, kind: str):
-    """The output of one partition, formatted."""
-    out = _apply_part(est, x, s, plan)[0]
+def _release(est, x, s, plan, kind: str, rule: dict | None = None):
+    """The output of one partition, formatted (``rule``: the fair labels' thresholds)."""
+    out, cells, inverse = _apply_part(est, x, s, plan)
     if kind == "scores":
-        result = est.format_output(out)
-    elif kind == "labels":
-        result = est.labels_from_scores(out)
+        result = logit(out[:, 0]) if _on_proba(est) else est.format_output(out)
+    elif kind == "proba":
+        result = est._proba_of(out)
+    elif rule is not None:  # fair labels: each group's rows above its threshold, ties in row order
+        w = 2.0 * out[:, 0] - 1.0  # the gains of fairsk.decisions.fair_labels
+        accepted = np.zeros(out.shape[0], dtype=np.int64)
+        for i, cell in enumerate(cells or []):
+            rows = inverse == i
+            _, tau = rule["thresholds"][cell]
+            accepted[rows] = _labels.accept(w[rows], tau, rule["take"].get(cell, 0))
+        result = est.classes_[accepted]
+    elif _on_proba(est):
+        result = est.classes_[np.argmax(est._proba_of(out), 1)]
     else:
-        result = _proba(est, out)
+        result = est.labels_from_scores(out)
     if hasattr(x, "index"):  # a pandas partition: keep its index
         import pandas as pd
 
@@ -372,21 +422,32 @@ def _release(est, x, s, plan, kind: str):
     return result
 
 
-def _proba(est, logits: np.ndarray) -> np.ndarray:
-    """As the estimator's ``predict_proba`` from projected logits."""
-    import torch
+def _gains(est, x, s, plan) -> tuple[np.ndarray, dict]:
+    """The gains ``2 p - 1`` of one partition's fair probabilities, and its cells' rows."""
+    out, cells, inverse = _apply_part(est, x, s, plan)
+    return 2.0 * out[:, 0] - 1.0, {cell: inverse == i for i, cell in enumerate(cells or [])}
 
-    t = torch.as_tensor(logits)
-    if logits.shape[1] == 1:
-        if len(est.classes_) == 1:
-            return np.ones((logits.shape[0], 1))
-        p = torch.sigmoid(t[:, 0]).numpy()
-        return np.stack([1 - p, p], 1)
-    return torch.softmax(t, 1).numpy()
+
+def _labels_part(est, x, s, plan, requests: dict, first: bool) -> dict:
+    w, rows = _gains(est, x, s, plan)
+    return _labels.partition_pass(lambda cell: w[rows[cell]] if cell in rows else None, requests, first)
+
+
+def _ties_part(est, x, s, plan, thresholds: dict) -> dict:
+    w, rows = _gains(est, x, s, plan)
+    return _labels.partition_ties(lambda cell: w[rows[cell]] if cell in rows else None, thresholds)
 
 
 # -- the driver ---------------------------------------------------------------------------------
+def _on_proba(est) -> bool:
+    """Whether the estimator's guarantee is on its probabilities (``enforce_on`` "proba"
+    or "labels"): the values projected are then ``sigmoid(z)`` in the box ``[0, 1]``."""
+    return hasattr(est, "classes_") and getattr(est, "enforce_on", "logits") != "logits"
+
+
 def _box(est) -> tuple[float, float]:
+    if _on_proba(est):
+        return 0.0, 1.0
     bounds = getattr(est, "bounds", None)
     if bounds is None:
         return -math.inf, math.inf
@@ -407,10 +468,11 @@ class _Run:
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(est, "net_")
-        enforce_on = getattr(est, "enforce_on", "logits")
-        if hasattr(est, "classes_") and enforce_on != "logits":
+        if _on_proba(est) and est.n_outputs_ > 1:
             raise NotImplementedError(
-                f"fairsk.dask supports classifiers with enforce_on='logits' (got {enforce_on!r})"
+                f"fairsk.dask: enforce_on={est.enforce_on!r} with {len(est.classes_)} classes is not supported (its "
+                "probabilities come from Dykstra's iteration between the simplex of every row and the parity set, "
+                "which takes a pass per sweep); use enforce_on='logits', or binary targets"
             )
         if getattr(est, "sensitive_columns", None) is not None and sensitive_features is not None:
             raise ValueError("pass sensitive_features or set sensitive_columns, not both")
@@ -453,8 +515,9 @@ class _Run:
             offsets, self.sweeps, _ = _shifts.cell_offsets(groups, counts, sums, self.spec, stats["scale"])
             return {c: offsets[i] for i, c in enumerate(cells)}
         if n_attr > 1:
-            raise NotImplementedError("fairsk.dask: several sensitive attributes with a box (bounds) are not "
-                                      "supported")
+            what = f"enforce_on={est.enforce_on!r} (probabilities in the box [0, 1])" if _on_proba(est) else "bounds"
+            raise NotImplementedError(f"fairsk.dask: several sensitive attributes with {what} are not supported (the "
+                                      "in-memory projection runs Dykstra's iteration over the rows)")
         box_stats = {}
         for c in cells:
             n, s, sc, lo, hi, cnt0 = stats["cells"][c]
@@ -497,7 +560,9 @@ class _Run:
         # tasks (they are no longer root tasks), which holds memory growing with n.
         dask.compute(check)
         self.passes += 1
-        parts = [dask.delayed(_release)(self.est_d, x, s, plan_d, kind) for x, s in zip(self.X.parts, self.S)]
+        rules = self._fair_label_rules() if kind == "labels" and self._fair_labels() else [None] * len(self.S)
+        parts = [dask.delayed(_release)(self.est_d, x, s, plan_d, kind, rule)
+                 for x, s, rule in zip(self.X.parts, self.S, rules)]
         c = self.stats["c"] or getattr(self.est, "n_outputs_", 1)
         one_column = self._one_column(kind, c)
         if kind == "labels":
@@ -519,6 +584,39 @@ class _Run:
         if out.chunks[0] != self.X.lengths:  # concatenate drops empty blocks: restore them
             out = out.rechunk({0: self.X.lengths})
         return out
+
+    def _fair_labels(self) -> bool:
+        """Whether ``predict`` returns labels at parity (as the in-memory ``predict``)."""
+        est = self.est
+        return self.plan is not None and len(est.classes_) >= 2 and est._fair_labels()
+
+    def _fair_label_rules(self) -> list[dict]:
+        """The passes of :mod:`fairsk.dask._labels`: each group's count and threshold,
+        then how many of the rows tied at the threshold each partition accepts."""
+        import dask
+
+        plan_d = dask.delayed(self.plan)
+        cells = sorted(self.stats["cells"], key=lambda c: tuple(map(_sort_key, c)))
+
+        def run_pass(requests, first):
+            parts = [dask.delayed(_labels_part)(self.est_d, x, s, plan_d, requests, first)
+                     for x, s in zip(self.X.parts, self.S)]
+            (merged,) = dask.compute(_tree(parts, _labels.merge_passes))
+            return merged
+
+        tol = float(self.est.tolerance)
+        counts, passes = _labels.solve(cells, run_pass, tol)
+        # the selection rates, as fair_labels checks them (count / size in float64)
+        rates = [counts[cell][0] / float(self.stats["cells"][cell][0]) for cell in cells]
+        if not max(rates) - min(rates) <= tol:
+            raise InfeasibleProjectionError(f"the labels' selection-rate gap {max(rates) - min(rates)!r} exceeds the "
+                                            f"tolerance {tol!r}; refusing to return them")
+        thresholds = {cell: tau for cell, (_, tau) in counts.items()}
+        ties = dask.compute(*[dask.delayed(_ties_part)(self.est_d, x, s, plan_d, thresholds)
+                              for x, s in zip(self.X.parts, self.S)])
+        self.passes += passes + 1
+        take = _labels.takes(counts, list(ties))
+        return [{"thresholds": counts, "take": t} for t in take]
 
     def _one_column(self, kind: str, c: int) -> bool:
         if kind == "labels":

@@ -8,8 +8,9 @@ partitions (Dask) or processes (torch.distributed) is found from reductions:
   means are the old ones clipped into ``[c, c + tol]`` (``c`` from the interval-start
   kernel), and ``t_g`` is the difference;
 * no box, several attributes: the output differs from ``z`` by one value per *cell*
-  (one group of every attribute), so Dykstra's iteration of the in-memory solver runs
-  exactly on the cells' sums and counts (``C`` numbers, not ``n``);
+  (one group of every attribute), and the in-memory solver's QP over the group shifts
+  (:func:`~fairsk.projection.kernels.shift_qp`) needs only the group means and the
+  cross counts, both sums over the cells (``C`` numbers, not ``n``);
 * a box, one attribute: each group's clipped sum ``S_g(t) = sum_i clip(z_i - t, lb,
   ub)`` is non-increasing and piecewise linear in ``t`` with breakpoints ``z_i - ub``
   and ``z_i - lb``. :class:`Knots` holds what is known of ``S_g``: its values at some
@@ -20,19 +21,24 @@ partitions (Dask) or processes (torch.distributed) is found from reductions:
   shift sits on a knot or in a segment without breakpoints, the interpolation is
   ``S_g`` itself there and the solution is exact.
 
+The criterion objects of :mod:`fairsk.projection.criteria` place the group means
+(and, with a box, search the interval through ``shifts_for``), exactly as in memory;
+what is specific here is only what is known of each ``S_g`` (:class:`Knots`, from
+the passes) instead of the whole group (:class:`~fairsk.projection.kernels.BoxSum`).
 Nothing here touches the data: the engines provide the reductions.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..exceptions import InfeasibleProjectionError
+from ..projection.criteria import get_criterion
+from ..projection.kernels import BoxSum, active_tolerance, one_blas_thread, shift_qp
 
 #: shifts evaluated per group and column in one refinement pass of the box search
 EVAL_POINTS = 256
@@ -41,17 +47,6 @@ COLLECT_LIMIT = 512
 #: passes of the box search before it gives up (never reached in practice: each pass
 #: divides the segment holding a shift by EVAL_POINTS + 1)
 MAX_BOX_PASSES = 64
-#: Dykstra sweeps over the cells (as the in-memory solver)
-MAX_SWEEPS = 20000
-_BISECTION_STEPS = 200
-
-
-def _interval_start(means: list, weights: list, tol: float) -> float:
-    """Lower end ``c`` of the interval ``[c, c + tol]`` closest to the weighted means:
-    the projection kernel's (the one place this module depends on it)."""
-    from ..projection.kernels import interval_start
-
-    return interval_start(means, weights, tol)
 
 
 @dataclass(frozen=True)
@@ -69,15 +64,13 @@ class Spec:
 
 
 def new_means(m: list, w: list, spec: Spec, targets: list | None = None) -> list:
-    """Projected group means of one column without a box (ecp: clipped into one
-    interval of width ``tol``; eer: into each group's band around its target)."""
-    tol = spec.tolerance
-    if spec.criterion == "eer":
-        return [min(max(mg, r - tol), r + tol) for mg, r in zip(m, targets)]
-    if len(m) < 2:
-        return list(m)
-    c = _interval_start(m, w, tol)
-    return [min(max(mg, c), c + tol) for mg in m]
+    """Projected group means of one column without a box (the criterion's: ecp clips
+    them into one interval of width ``tol``, eer into each group's band around its
+    target)."""
+    r = None if targets is None else np.asarray(targets, dtype=np.float64)
+    new, _ = get_criterion(spec.criterion).project_means(np.asarray(m, dtype=np.float64),
+                                                         np.asarray(w, dtype=np.float64), spec.tolerance, r, 0.0)
+    return np.asarray(new, dtype=np.float64).tolist()
 
 
 # -- no box ------------------------------------------------------------------------------
@@ -87,46 +80,47 @@ def cell_offsets(cell_groups: list[np.ndarray], counts: np.ndarray, sums: np.nda
 
     ``cell_groups[a]`` (C,) numbers the groups of attribute ``a`` of each cell,
     ``counts`` (C,) and ``sums`` (C, c) are the cells' counts and sums of ``z``, and
-    ``scale`` is ``max |z|``. One attribute: closed form. Several: Dykstra's algorithm
-    of the in-memory solver over the cells, with its stopping rule (a sweep moving
-    nothing by more than ``1e-13 (1 + scale)``). Returns ``(offsets, sweeps,
-    converged)``.
+    ``scale`` is ``max |z|``. One attribute: closed form. Several: the in-memory
+    solver's QP over the group shifts (:func:`~fairsk.projection.kernels.shift_qp`),
+    from the group means and the cross counts of the groups, with its feasibility
+    tolerance. Returns ``(offsets, steps, converged)``.
     """
     n_cells, c = sums.shape
     d = np.zeros((n_cells, c))
     if n_cells == 0:
         return d, 0, True
-    per_group = []
-    for g in cell_groups:
-        n_g = np.bincount(g, weights=counts)
-        per_group.append((g, n_g, n_g.tolist()))
-
-    def project(a: int, x: np.ndarray) -> np.ndarray:
-        g, n_g, w = per_group[a]
-        out = np.empty_like(x)
-        for j in range(c):
-            m = np.bincount(g, weights=sums[:, j] + counts * x[:, j]) / n_g
-            new = np.asarray(new_means(m.tolist(), w, spec))
-            out[:, j] = x[:, j] + (new - m)[g]
-        return out
-
     if len(cell_groups) == 1:
-        return project(0, d), 1, True
-    incr = [np.zeros_like(d) for _ in cell_groups]
-    threshold = 1e-13 * (1.0 + scale)
-    for sweep in range(1, MAX_SWEEPS + 1):
-        moved = 0.0
-        for a in range(len(cell_groups)):
-            shifted = d + incr[a]
-            new = project(a, shifted)
-            incr[a] = shifted - new
-            moved = max(moved, float(np.abs(new - d).max()))
-            d = new
-        if moved <= threshold:
-            return d, sweep, True
-    warnings.warn(f"Dykstra's algorithm over the cells stopped after {MAX_SWEEPS} sweeps; the result is "
-                  "checked against the constraints before it is returned", RuntimeWarning, stacklevel=3)
-    return d, MAX_SWEEPS, False
+        g = cell_groups[0]
+        n_g = np.bincount(g, weights=counts)
+        for j in range(c):
+            m = np.bincount(g, weights=sums[:, j], minlength=n_g.shape[0]) / n_g
+            d[:, j] = (np.asarray(new_means(m.tolist(), n_g.tolist(), spec)) - m)[g]
+        return d, 1, True
+    sizes = [int(g.max()) + 1 for g in cell_groups]
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    slot = np.stack([g + starts[a] for a, g in enumerate(cell_groups)], 1)  # (C, a) slots of each cell
+    K = int(starts[-1])
+    cross = np.zeros((K, K))
+    for a in range(slot.shape[1]):
+        for b in range(slot.shape[1]):
+            np.add.at(cross, (slot[:, a], slot[:, b]), counts)
+    n_inv = 1.0 / np.diag(cross)
+    metric = cross * n_inv[:, None] * n_inv[None, :]
+    blocks = [slice(int(starts[a]), int(starts[a + 1])) for a in range(len(sizes))]
+    crit, tol = get_criterion(spec.criterion), spec.tolerance
+    delta = active_tolerance(scale + tol)  # as the in-memory solver
+
+    def most_violated(b, m):
+        return crit.most_violated(m, tol, None)
+
+    with one_blas_thread():
+        for j in range(c):
+            m0 = np.bincount(slot.reshape(-1), weights=np.repeat(sums[:, j], slot.shape[1]), minlength=K) * n_inv
+            w, reason = shift_qp(m0, metric, blocks, most_violated, delta)
+            if w is None:
+                raise InfeasibleProjectionError(f"the projection over the cells failed: {reason}")
+            d[:, j] = -(w * n_inv)[slot].sum(1)
+    return d, 1, True
 
 
 # -- a box -----------------------------------------------------------------------------
@@ -241,29 +235,16 @@ class Knots:
         self.inside = np.concatenate([self.inside[:j], np.zeros(len(uniq) + 1), self.inside[j + 1 :]])
 
 
-def clipped_sums(values_sorted: np.ndarray, prefix: np.ndarray, points: np.ndarray, lb: float,
-                 ub: float) -> tuple[np.ndarray, np.ndarray]:
-    """``S(t)`` at ``points`` over one partition's sorted values of a group, and the
-    counts ``#{z < t+lb}, #{z <= t+lb}, #{z < t+ub}, #{z <= t+ub}`` (4, m) there
-    (``prefix`` holds the running sums of ``values_sorted``, starting at 0)."""
-    v = values_sorted
-    m = v.shape[0]
-    zeros = np.zeros(points.shape[0], dtype=np.int64)
-    lt_lb = np.searchsorted(v, points + lb, "left") if math.isfinite(lb) else zeros
-    le_lb = np.searchsorted(v, points + lb, "right") if math.isfinite(lb) else zeros
-    lt_ub = np.searchsorted(v, points + ub, "left") if math.isfinite(ub) else zeros + m
-    le_ub = np.searchsorted(v, points + ub, "right") if math.isfinite(ub) else zeros + m
-    hi = lt_ub  # z >= t + ub sit at ub
-    lo = np.minimum(le_lb, hi)  # z <= t + lb sit at lb
-    total = (prefix[hi] - prefix[lo]) - points * (hi - lo)
-    if math.isfinite(ub):
-        total = total + ub * (m - hi)
+def clipped_sums(box: BoxSum, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``S(t)`` at ``points`` over one partition's values of a group (``box``), and
+    the counts ``#{z < t+lb}, #{z <= t+lb}, #{z < t+ub}, #{z <= t+ub}`` (4, m) there."""
+    v, lb, ub = box.z, box.lb, box.ub
+    cnt = np.zeros((4, points.shape[0]))
     if math.isfinite(lb):
-        total = total + lb * lo
-    cnt = np.stack([lt_lb, le_lb, lt_ub, le_ub]).astype(np.float64)
-    if not math.isfinite(ub):
-        cnt[2:] = 0.0
-    return total, cnt
+        cnt[0], cnt[1] = np.searchsorted(v, points + lb, "left"), np.searchsorted(v, points + lb, "right")
+    if math.isfinite(ub):
+        cnt[2], cnt[3] = np.searchsorted(v, points + ub, "left"), np.searchsorted(v, points + ub, "right")
+    return box.sums(points), cnt
 
 
 def breakpoints_in(values_sorted: np.ndarray, a: float, b: float, lb: float, ub: float):
@@ -282,39 +263,22 @@ def breakpoints_in(values_sorted: np.ndarray, a: float, b: float, lb: float, ub:
 
 
 def box_group_shifts(knots: list[Knots], m0: list, n_g: list, spec: Spec, targets: list | None) -> list:
-    """Per-group shifts of one column given what is known of each ``S_g`` (the
-    in-memory solver's search: eer inverts each group at its band; ecp bisects ``c``,
-    ``sum_g n_g t_g(c)`` being non-increasing in ``c``)."""
-    tol, lb, ub = spec.tolerance, spec.lb, spec.ub
-
-    def shifts_to(target: list) -> list:
-        return [0.0 if tg == mg else kn.shift_for(tg * ng) for kn, tg, mg, ng in zip(knots, target, m0, n_g)]
-
-    if spec.criterion == "eer":
-        lo = [max(r - tol, lb) for r in targets]
-        hi = [min(r + tol, ub) for r in targets]
-        if any(a > b for a, b in zip(lo, hi)):
-            raise InfeasibleProjectionError(
-                f"criterion='eer' asks for group means outside the box ({lb}, {ub}): no output can meet "
-                f"tolerance={tol}"
-            )
-        return shifts_to([min(max(m, a), b) for m, a, b in zip(m0, lo, hi)])
-    if len(m0) < 2:
+    """Per-group shifts of one column given what is known of each ``S_g``: the
+    criterion's search of the in-memory solver (eer: each group into its band; ecp:
+    the bisection on the interval), with ``S_g`` inverted on the knots."""
+    if len(m0) < 2 and spec.criterion == "ecp":
         return [0.0] * len(m0)
+    m0a, w = np.asarray(m0, dtype=np.float64), np.asarray(n_g, dtype=np.float64)
 
-    def ecp_targets(c: float) -> list:
-        return [c + tol if m > c + tol else max(m, c) for m in m0]
+    def shifts_for(target: np.ndarray) -> np.ndarray:
+        return np.array([0.0 if tg == mg else kn.shift_for(tg * ng)
+                         for kn, tg, mg, ng in zip(knots, target.tolist(), m0, n_g)])
 
-    c_lo, c_hi = min(m0) - tol, max(m0)
-    for _ in range(_BISECTION_STEPS):
-        mid = 0.5 * (c_lo + c_hi)
-        if not c_lo < mid < c_hi:
-            break
-        if sum(ng * tg for ng, tg in zip(n_g, shifts_to(ecp_targets(mid)))) > 0:
-            c_lo = mid
-        else:
-            c_hi = mid
-    return shifts_to(ecp_targets(0.5 * (c_lo + c_hi)))
+    r = None if targets is None else np.asarray(targets, dtype=np.float64)
+    delta = active_tolerance(float(np.abs(m0a).max()) + spec.tolerance)  # as the in-memory solver
+    target, _ = get_criterion(spec.criterion).box_means(m0a, w, spec.tolerance, r, spec.lb, spec.ub, shifts_for,
+                                                        delta)
+    return shifts_for(np.asarray(target, dtype=np.float64)).tolist()
 
 
 #: one pass of the box search: ``run_pass(evaluations, collections)`` with
@@ -406,22 +370,18 @@ def partition_box_pass(z_col_by_key: Callable[[tuple], np.ndarray | None], evals
     def sorted_values(k):
         if k not in cache:
             v = z_col_by_key(k)
-            if v is None or v.shape[0] == 0:
-                cache[k] = None
-            else:
-                v = np.sort(v)
-                cache[k] = (v, np.concatenate(([0.0], np.cumsum(v))))
+            cache[k] = None if v is None or v.shape[0] == 0 else BoxSum(np.sort(v), lb, ub)
         return cache[k]
 
     for k, points in evals.items():
-        sv = sorted_values(k)
-        if sv is None:
+        box = sorted_values(k)
+        if box is None:
             out_e[k] = (np.zeros(len(points)), np.zeros((4, len(points))))
         else:
-            out_e[k] = clipped_sums(sv[0], sv[1], np.asarray(points), lb, ub)
+            out_e[k] = clipped_sums(box, np.asarray(points, dtype=np.float64))
     for k, (a, b) in collects.items():
-        sv = sorted_values(k)
-        out_c[k] = (np.zeros(0), np.zeros(0)) if sv is None else breakpoints_in(sv[0], a, b, lb, ub)
+        box = sorted_values(k)
+        out_c[k] = (np.zeros(0), np.zeros(0)) if box is None else breakpoints_in(box.z, a, b, lb, ub)
     return out_e, out_c
 
 
