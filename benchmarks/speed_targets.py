@@ -23,10 +23,10 @@ from fairsk import FairnessLayer
 
 
 def floor_step(z, groups, k):
-    g = groups[:, 0]
+    g, v = groups[:, 0].contiguous(), z[:, 0].contiguous()  # contiguous: the floor is not flattered
 
     def run():
-        torch.bincount(g, weights=z[:, 0], minlength=k) / torch.bincount(g, minlength=k)
+        torch.bincount(g, weights=v, minlength=k) / torch.bincount(g, minlength=k)
 
     return run
 

@@ -254,9 +254,13 @@ class GroupIndex:
         return slice(start, start + self.sizes[a])
 
     def codes(self, a: int) -> np.ndarray:
-        """Codes ``0..k_a-1`` of attribute ``a`` (n,)."""
-        start = self.attribute(a).start
-        return self.gid[:, a] if start == 0 else self.gid[:, a] - start
+        """Codes ``0..k_a-1`` of attribute ``a`` (n,), contiguous (cached)."""
+        key = ("codes", a)
+        if key not in self._on_device:
+            start = self.attribute(a).start
+            col = self.gid[:, a]
+            self._on_device[key] = np.ascontiguousarray(col if start == 0 else col - start)
+        return self._on_device[key]
 
     def gid_on(self, device) -> Tensor:
         """``gid`` as a long tensor on ``device`` (cached)."""
@@ -297,17 +301,43 @@ class GroupIndex:
         return out
 
     def cross_counts(self, w: np.ndarray | None = None) -> np.ndarray:
-        """``S^T diag(w) S`` (K, K) for a weight vector ``w`` (n,) (ones when None).
+        """``S^T diag(w) S`` (K, K) for a weight vector ``w`` (n,) (ones when None;
+        that one is cached).
 
         Entry ``[g, h]`` is the weight of the samples in both slot g and slot h (the
         slots of one attribute are disjoint, so the diagonal blocks are diagonal).
+        When the cells (intersections of all attributes' groups) are few, one
+        ``bincount`` over the cells gives every block by summing out the other
+        attributes; otherwise one ``bincount`` per pair of attributes.
         """
-        K = self.n_slots
-        out = np.zeros(K * K)
-        for a in range(self.n_attributes):
-            for b in range(self.n_attributes):
-                out += np.bincount(self.gid[:, a] * K + self.gid[:, b], weights=w, minlength=K * K)
-        return out.reshape(K, K)
+        if w is None and "cross" in self._on_device:
+            return self._on_device["cross"]
+        K, sizes = self.n_slots, self.sizes
+        out = np.zeros((K, K))
+        cells = int(np.prod(sizes, dtype=np.float64))
+        if self.n_attributes > 1 and cells <= max(4 * self.gid.shape[0], 1 << 16):
+            cell = self.codes(0).copy()
+            for a in range(1, self.n_attributes):
+                cell *= sizes[a]
+                cell += self.codes(a)
+            table = np.bincount(cell, weights=w, minlength=cells).reshape(sizes)
+            for a in range(self.n_attributes):
+                for b in range(a, self.n_attributes):
+                    others = tuple(x for x in range(self.n_attributes) if x not in (a, b))
+                    block = table.sum(axis=others) if others else table
+                    sa, sb = self.attribute(a), self.attribute(b)
+                    if a == b:
+                        out[sa, sa] = np.diag(block)
+                    else:
+                        out[sa, sb], out[sb, sa] = block, block.T
+        else:
+            flat = out.reshape(-1)
+            for a in range(self.n_attributes):
+                for b in range(self.n_attributes):
+                    flat += np.bincount(self.gid[:, a] * K + self.gid[:, b], weights=w, minlength=K * K)
+        if w is None:
+            self._on_device["cross"] = out
+        return out
 
 
 def recode(codes: np.ndarray, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:

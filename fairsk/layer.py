@@ -139,7 +139,10 @@ class FairnessLayer(nn.Module):
         tol, lb, ub = validate_layer_params(self.criterion, self.tolerance, self.solver, self.bounds)
         z2 = _as_output_matrix(z)
         groups, top = _as_group_tensor(groups, z2.shape[0], z.device)
-        if not bool(torch.isfinite(z2).all()):
+        # one reduction: a NaN or an infinity makes the sum non-finite (the element-wise
+        # check, which allocates a mask of the batch, runs only then: a huge finite
+        # batch can overflow its sum)
+        if not bool(torch.isfinite(z2.sum())) and not bool(torch.isfinite(z2).all()):
             raise ValueError("z contains NaN or infinite values")
         gidx = encode_groups(groups, top if groups.dim() == 1 or groups.shape[1] == 1 else None)
         targets = None
