@@ -63,6 +63,11 @@ __all__ = ["SharedStream", "StreamingFairPredictor", "StreamState"]
 _MAX_RAW = 1e150
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """The positive class's probability from a binary classifier's logits (n, 1)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -700.0, 700.0)))
+
+
 def _dykstra(y: np.ndarray, project_attribute, n_attributes: int) -> np.ndarray:
     """Dykstra's algorithm over the attributes' projections: the projection kernels'
     iteration (one home for it; the stream only supplies the per-attribute step)."""
@@ -493,7 +498,7 @@ class StreamingFairPredictor(BaseEstimator):
         "eta0": [Interval(Real, 0, None, closed="neither")],
         "mode": [StrOptions({"pooled", "paper"})],
         "unknown_group": [StrOptions({"new", "error"})],
-        "enforce_on": [StrOptions({"labels", "logits"}), None],
+        "enforce_on": [StrOptions({"labels", "proba", "logits"}), None],
     }
 
     def __init__(self, estimator, *, tolerance=None, slack=1.0, prior_samples=20, eta0=0.5, mode="pooled",
@@ -508,24 +513,26 @@ class StreamingFairPredictor(BaseEstimator):
         self.unknown_group = unknown_group
 
     # -- which output the stream constrains -------------------------------------------
-    def _on_labels(self) -> bool:
-        """Whether the stream constrains its emitted labels (a binary classifier with
-        ``enforce_on="labels"``, its own or this predictor's) rather than its scores."""
+    def _output_mode(self) -> str:
+        """What the stream constrains: ``"labels"`` (the emitted labels' selection
+        rates), ``"proba"`` (the emitted probabilities of the positive class, in the box
+        [0, 1]) or ``"scores"`` (the scores: a regressor's predictions, a classifier's
+        logits). From this predictor's ``enforce_on``, else the classifier's."""
         final = self._final()
         if not hasattr(final, "classes_"):
-            return False
+            return "scores"
         mode = self.enforce_on if self.enforce_on is not None else getattr(final, "enforce_on", "logits")
-        if mode == "proba":
-            raise ValueError("a stream of probabilities (enforce_on='proba') is not supported: stream the labels "
-                             "(enforce_on='labels') or the logits (enforce_on='logits')")
-        if mode != "labels":
-            return False
+        if mode == "logits":
+            return "scores"
         if len(final.classes_) != 2:
-            raise ValueError("a stream of labels at parity (enforce_on='labels') needs a binary classifier; pass "
+            raise ValueError(f"a stream of {mode} at parity (enforce_on={mode!r}) needs a binary classifier; pass "
                              "enforce_on='logits' to stream the logits of several classes")
         if self.mode != "pooled":
             raise ValueError("mode='paper' streams logits: pass enforce_on='logits'")
-        return True
+        return mode
+
+    def _on_labels(self) -> bool:
+        return self._output_mode() == "labels"
 
     # -- fitting and batch prediction -------------------------------------------------
     def fit(self, X, y, sample_weight=None, sensitive_features=None) -> StreamingFairPredictor:
@@ -580,11 +587,15 @@ class StreamingFairPredictor(BaseEstimator):
         self.prior_counts_, self.prior_sums_ = [], []
         labels = getattr(final, "group_labels_", None)
         if sensitive is None or labels is None:
+            if self._output_mode() == "proba":
+                z = _sigmoid(z)
             self.scale_ = z.std(0) if len(z) else np.zeros(z.shape[1])
             return
         encoder = GroupEncoder()
         encoder.labels_ = [list(known) for known in labels]
         codes = encoder.transform(sensitive, z.shape[0])
+        if self._output_mode() == "proba":  # the stream's values are probabilities
+            z = _sigmoid(z)
         for a, known in enumerate(labels):
             self.prior_counts_.append(np.bincount(codes[:, a], minlength=len(known)).astype(np.float64))
             self.prior_sums_.append(_group_sums(z, codes[:, a], len(known)))
@@ -637,8 +648,9 @@ class StreamingFairPredictor(BaseEstimator):
             n_train = float(self.prior_counts_[0].sum())
             w = self.prior_samples / n_train if n_train > 0 else 0.0
             prior = [(c * w, s * w) for c, s in zip(self.prior_counts_, self.prior_sums_)]
+        bounds = (0.0, 1.0) if self._output_mode() == "proba" else getattr(self._final(), "bounds", None)
         return _PooledRule(self._tol, float(self.slack), np.asarray(getattr(self, "scale_", 1.0), dtype=float),
-                           getattr(self._final(), "bounds", None), prior)
+                           bounds, prior)
 
     def reset(self) -> StreamingFairPredictor:
         """Forget the stream; the fitted model stays."""
@@ -646,7 +658,8 @@ class StreamingFairPredictor(BaseEstimator):
         self._lock = threading.Lock()
         rule = _PaperRule if self.mode == "paper" else _PooledRule
         self.stream_state_ = StreamState(rule=rule.new_state())
-        self.labeler_ = StreamingLabeler(self._tol) if self._on_labels() else None
+        self.output_ = self._output_mode()
+        self.labeler_ = StreamingLabeler(self._tol) if self.output_ == "labels" else None
         return self
 
     # the public view of the state
@@ -748,6 +761,9 @@ class StreamingFairPredictor(BaseEstimator):
         """
         if getattr(self, "labeler_", None) is not None:
             return self._final().classes_[self._partial(X, sensitive_features, labels=True)[:, 0].astype(int)]
+        if self._emits_proba():
+            proba = self._partial(X, sensitive_features)[:, 0]
+            return self._final().classes_[(proba >= 0.5).astype(int)]
         scores = self._partial(X, sensitive_features)
         final = self._final()
         if hasattr(final, "labels_from_scores"):
@@ -761,7 +777,27 @@ class StreamingFairPredictor(BaseEstimator):
             raise ValueError("this stream emits labels at parity (enforce_on='labels'): use partial_predict, or "
                              "enforce_on='logits' to stream the logits")
         scores = self._partial(X, sensitive_features)
+        if self._emits_proba():  # the logit of the emitted probability (same ranking)
+            p = np.clip(scores[:, 0], 1e-15, 1 - 1e-15)
+            return np.log(p) - np.log1p(-p)
         return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    @available_if(_estimator_has("predict_proba"))
+    def partial_predict_proba(self, X, sensitive_features=None) -> np.ndarray:
+        """The probabilities (n, 2) of one batch of a stream of probabilities
+        (``enforce_on="proba"``): the pooled means of the positive class's probability
+        per group stay within the pooled bound (updates the state)."""
+        if not self._emits_proba():
+            raise ValueError(f"this stream emits {getattr(self, 'output_', 'scores')}, not probabilities: pass "
+                             "enforce_on='proba' to stream probabilities at parity")
+        p = self._partial(X, sensitive_features)[:, 0]
+        return np.column_stack([1.0 - p, p])
+
+    def _emits_proba(self) -> bool:
+        check_is_fitted(self, "estimator_")
+        if not hasattr(self, "output_"):  # fitted before streams of probabilities existed
+            self.output_ = self._output_mode()
+        return self.output_ == "proba"
 
     def _partial(self, X, sensitive_features, labels: bool = False) -> np.ndarray:
         check_is_fitted(self, "estimator_")
@@ -781,7 +817,10 @@ class StreamingFairPredictor(BaseEstimator):
             if codes is None:
                 codes_local, labels_local = encode_sensitive(sensitive, n)
                 codes = self._slots(codes_local, labels_local, z.shape[1])
-            if labels:
+            if getattr(self, "output_", None) == "proba":
+                z = _sigmoid(z)  # the stream's values: probabilities, in the box [0, 1]
+                out = rule.step(z, codes, state)
+            elif labels:
                 # the pooled selection rates of the emitted labels, by the label rule of
                 # fairsk.decisions; the state then records labels, so pooled_gap_ is the
                 # gap of the selection rates
