@@ -137,7 +137,7 @@ def test_run_writes_tables_plot_and_legend(tmp_path, capsys):
 
 
 def test_plot_only_redraws_from_the_committed_results(tmp_path):
-    summary = pd.read_csv(ROOT / "docs" / "results" / "results.csv")
+    summary = pd.read_csv(ROOT / "docs" / "results" / "decisions" / "results.csv")
     summary.to_csv(tmp_path / "results.csv", index=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's fairsk
     subprocess.run([sys.executable, str(SCRIPT), "--plot-only", str(tmp_path)], check=True, timeout=120, env=env)
