@@ -379,6 +379,39 @@ def versus_fairlearn(df: pd.DataFrame) -> pd.DataFrame:
                            kind="stable").reset_index(drop=True)
 
 
+def versus_frontier(df: pd.DataFrame) -> pd.DataFrame:
+    """fairlearn's points against F-Layer (labels)'s frontier, seed by seed.
+
+    For each rival model (dataset, seed, tolerance) with label gap ``g`` on the test
+    rows: the most accurate F-Layer (labels) model of the same dataset and seed, over
+    all tolerances run, whose label gap on the same rows is at most ``g``. Meaningful
+    with several tolerances (e.g. ``--tolerances 0.005 0.01 0.02 0.04 0.05``). Columns:
+    the rival's mean accuracy and gap, the matched F-Layer's mean accuracy and gap,
+    the tolerances of the matched models, ``matched`` (seeds with such a model) and
+    ``as_accurate`` (seeds where it was at least as accurate)."""
+    ours = df[df["method"] == "F-Layer (labels)"]
+    out = []
+    for rival in RIVALS:
+        for (name, tol), theirs in df[df["method"] == rival].groupby(["dataset", "tolerance"], sort=False):
+            pairs = []
+            for _, r in theirs.iterrows():
+                cand = ours[(ours["dataset"] == name) & (ours["seed"] == r["seed"])
+                            & (ours["rate_gap"] <= r["rate_gap"] + MET_SLACK)]
+                if len(cand):
+                    best = cand.loc[cand["accuracy"].idxmax()]
+                    pairs.append((r["accuracy"], r["rate_gap"], best["accuracy"], best["rate_gap"], best["tolerance"]))
+            if not pairs:
+                out.append(dict(dataset=name, rival=rival, tolerance=tol, matched=f"0/{len(theirs)}"))
+                continue
+            a = np.array(pairs)
+            out.append(dict(dataset=name, rival=rival, tolerance=tol, rival_acc=a[:, 0].mean(),
+                            rival_rate_gap=a[:, 1].mean(), flayer_acc=a[:, 2].mean(), flayer_rate_gap=a[:, 3].mean(),
+                            flayer_tolerances=" ".join(f"{t:g}" for t in a[:, 4]),
+                            matched=f"{len(a)}/{len(theirs)}",
+                            as_accurate=f"{int((a[:, 2] >= a[:, 0]).sum())}/{len(a)}"))
+    return pd.DataFrame(out)
+
+
 _STYLE = {  # one colour and marker per method, the same in every panel
     "F-Layer": ("tab:blue", "o"), "Projection": ("tab:orange", "s"), "Penalty": ("tab:green", "^"),
     "Strict penalty": ("tab:olive", "v"), "Unconstrained": ("tab:gray", "X"),
@@ -498,12 +531,20 @@ def write_outputs(df: pd.DataFrame, out: Path, verbose: bool = True) -> None:
     versus = versus_fairlearn(df) if "rate_met" in df.columns else pd.DataFrame()
     if not versus.empty:
         versus.to_csv(out / "versus_fairlearn.csv", index=False)
+    several = df.groupby("dataset")["tolerance"].nunique().max() > 2 if "rate_met" in df.columns else False
+    frontier = versus_frontier(df) if several else pd.DataFrame()
+    if not frontier.empty:
+        frontier.to_csv(out / "versus_frontier.csv", index=False)
     with open(out / "results.md", "w") as fh:
         for name, part in summary.groupby("dataset", sort=False):
             fh.write(f"### {name}\n\n{_markdown(part.drop(columns='dataset').dropna(axis=1, how='all'))}\n\n")
             if not versus.empty and (versus["dataset"] == name).any():
                 table = _markdown(versus[versus["dataset"] == name].drop(columns="dataset"))
                 fh.write(f"F-Layer (labels) against fairlearn, seed by seed:\n\n{table}\n\n")
+            if not frontier.empty and (frontier["dataset"] == name).any():
+                table = _markdown(frontier[frontier["dataset"] == name].drop(columns="dataset"))
+                fh.write("fairlearn against the most accurate F-Layer (labels) model (any tolerance) whose label "
+                         f"gap is at most fairlearn's, seed by seed:\n\n{table}\n\n")
     png = plot(summary, out / "tradeoff.png")
     if verbose:
         fmt = ("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format)
@@ -512,6 +553,8 @@ def write_outputs(df: pd.DataFrame, out: Path, verbose: bool = True) -> None:
                 print(f"\n== {name}\n{part.drop(columns='dataset').dropna(axis=1, how='all').to_string(index=False)}")
             if not versus.empty:
                 print(f"\n== F-Layer (labels) against fairlearn\n{versus.to_string(index=False)}")
+            if not frontier.empty:
+                print(f"\n== fairlearn against F-Layer (labels)'s frontier\n{frontier.to_string(index=False)}")
         print("\n" + LEGEND)
         if "audit_mse" in summary:
             print(LEGEND_EER)

@@ -149,3 +149,21 @@ def test_employee_without_its_file_is_skipped_with_a_message(tmp_path, capsys):
         reproduce.load_case("employee", 0, None, None)
     reproduce.run(["employee", "diabetes"], seeds=[0], tolerances=[1.0], epochs=1, out_dir=tmp_path, verbose=False)
     assert "skipping employee" in capsys.readouterr().out
+
+
+def test_versus_frontier_matches_each_rival_with_a_fairer_f_layer_model():
+    def row(method, seed, tol, acc, gap):
+        return dict(dataset="d", tolerance=tol, seed=seed, method=method, accuracy=acc, rate_gap=gap,
+                    rate_met=gap <= tol)
+
+    df = pd.DataFrame([
+        row("F-Layer (labels)", 0, 0.005, 0.80, 0.005), row("F-Layer (labels)", 0, 0.01, 0.82, 0.010),
+        row("fairlearn ThresholdOpt", 0, 0.01, 0.81, 0.007),  # matched by the 0.005 model: less accurate
+        row("F-Layer (labels)", 1, 0.005, 0.80, 0.005), row("F-Layer (labels)", 1, 0.01, 0.82, 0.010),
+        row("fairlearn ThresholdOpt", 1, 0.01, 0.81, 0.012),  # matched by the 0.01 model: more accurate
+        row("fairlearn ThresholdOpt", 2, 0.01, 0.81, 0.012),  # no F-Layer model in seed 2
+    ])
+    got = reproduce.versus_frontier(df).iloc[0]
+    assert got["matched"] == "2/3" and got["as_accurate"] == "1/2"
+    assert got["flayer_tolerances"] == "0.005 0.01"
+    assert got["flayer_acc"] == pytest.approx(0.81) and got["rival_acc"] == pytest.approx(0.81)
