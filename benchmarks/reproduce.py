@@ -1,19 +1,28 @@
 """F-Layer against the paper's baselines and fairlearn, on the same splits.
 
-    python benchmarks/reproduce.py [--quick] [--datasets adult german employee diabetes]
-                                   [--employee-csv PATH] [--out DIR]
-    python benchmarks/reproduce.py --plot-only docs/results   # redraw tradeoff.png
+    python benchmarks/reproduce.py [--quick] [--datasets adult adult-sex-race german employee-rating ...]
+                                   [--employee-csv PATH] [--adult-rows N] [--out DIR]
+    python benchmarks/reproduce.py --plot-only docs/results/decisions   # redraw tradeoff.png
 
-For each dataset, seed and tolerance it trains F-Layer, Projection, Penalty (lam by
-held-out gap), Strict penalty (lam = 1e3), an unconstrained net (all the same MLP,
-epochs and seed) and, for classification, fairlearn's ExponentiatedGradient and
-ThresholdOptimizer (demographic parity, logistic regression base) when fairlearn is
-installed. It prints one table per dataset, writes ``results.csv``, ``results_raw.csv``
+For each dataset, seed and tolerance it trains, with the same MLP and training recipe
+(``TRAINING``, ``--epochs``, the seed): F-Layer, Projection and Penalty (lam by held-out
+gap) in their modes (``MODES``: "logits", the paper's guarantee; "labels" and "proba",
+the decision guarantees), the strict penalty (lam = 1e3) and an unconstrained net; and,
+for classification, fairlearn's ExponentiatedGradient and ThresholdOptimizer (demographic
+parity, a logistic regression base, at the same tolerance) and ThresholdOptimizer on
+the unconstrained net. Every method is measured the same way on the same test rows:
+accuracy, AUC, the selection-rate gap of its labels and the gap of its probabilities
+(the largest over the sensitive attributes). It prints a line per fitted model and one
+table per dataset, writes ``results.csv``, ``results_raw.csv``, ``versus_fairlearn.csv``
 and ``results.md`` and draws ``tradeoff.png``.
 
-Data come from :mod:`fairsk.datasets`: Adult and German credit are bundled, diabetes is
-scikit-learn's; the paper's employee table is not shipped, so the employee case runs
-only with ``--employee-csv`` (or the ``FAIRSK_EMPLOYEE_CSV`` environment variable).
+The fairsk methods use ``solver="exact"`` (the closed form; qpth's interior point is
+orders of magnitude slower at these batch sizes). Data come from
+:mod:`fairsk.datasets`: Adult and German credit are bundled, diabetes is
+scikit-learn's; the paper's employee table is not shipped, so the employee cases
+(``employee``: the paper's regression; ``employee-rating``: performance rating >= 3,
+marital status as the group) run only with ``--employee-csv`` (or the
+``FAIRSK_EMPLOYEE_CSV`` environment variable).
 
 ``--quick`` is the short run of ``make demo``: Adult only (8,000 training rows), 2
 seeds, tolerance 0.02, 5 epochs, written to ``demo_results/``.
@@ -38,25 +47,39 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from fairsk import FairLayerClassifier, FairLayerRegressor, FairnessLayer
 from fairsk.baselines import PenaltyClassifier, PenaltyRegressor, ProjectionClassifier, ProjectionRegressor
-from fairsk.datasets import load_adult, load_diabetes_sex, load_employee_performance, load_german_credit
-from fairsk.metrics import encode_sensitive, parity_gap, residual_gap
+from fairsk.datasets import (
+    load_adult,
+    load_diabetes_sex,
+    load_employee_performance,
+    load_employee_rating,
+    load_german_credit,
+)
+from fairsk.metrics import encode_sensitive, parity_gap, residual_gap, selection_rate_gap
 
-DATASETS = ("adult", "german", "employee", "diabetes")
+#: binary decisions (every method, every mode) and the paper's regression cases
+CLASSIFICATION = ("adult", "adult-sex-race", "german", "employee-rating")
+DATASETS = (*CLASSIFICATION, "employee", "diabetes")
+#: sensitive attributes of each case (the label and probability gaps are the largest over them)
+SENSITIVE = {"adult": ("sex",), "adult-sex-race": ("sex", "race"), "german": ("sex",),
+             "employee-rating": ("MaritalStatus",)}
+#: the one training recipe of every net (the same body, optimiser and schedule for all)
+TRAINING = dict(hidden_layer_sizes=(64,), lr=3e-3, batch_size=128)
 
 #: what the printed columns mean (printed under the tables)
 LEGEND = """\
-gap       parity gap (largest minus smallest group mean) of the test logits (classifiers) or
-          predictions (regressors), one call over the whole test set; employee: the residual gap.
-          This is the gap the tolerance bounds for F-Layer and Projection.
-          Classifiers: only for the paper's methods (on logits: F-Layer, Projection, Penalty).
+gap       parity gap (largest minus smallest group mean) of the test logits (classifiers, mode
+          "logits" only) or predictions (regressors), one call over the whole test set;
+          employee: the residual gap. Bounded by F-Layer and Projection in mode "logits".
 rate_gap  gap in selection rates of the predicted labels (share predicted 1 per group, largest
-          minus smallest): demographic parity, fairlearn's criterion. Bounded by the methods in
-          mode "labels" (F-Layer (labels), Projection (labels)).
+          minus smallest; with several attributes the largest over them): demographic parity,
+          fairlearn's criterion. Bounded per call in mode "labels" (F-Layer, Projection).
 proba_gap gap of the group means of the predicted probability of class 1 (fairlearn EG: its
-          randomised classifier's probability); bounded in modes "labels" and "proba".
-met       seeds in which the method's own criterion was within the tolerance: gap for the paper's
-          nets, rate_gap for mode "labels" and fairlearn, proba_gap for mode "proba" ("-": the
-          unconstrained net has no tolerance)."""
+          randomised classifier's probability; ThresholdOptimizer's are not public); bounded
+          in modes "labels" and "proba".
+met       seeds in which the method's own criterion was within the tolerance: gap in mode
+          "logits", rate_gap in mode "labels" and for fairlearn, proba_gap in mode "proba"
+          ("-": the unconstrained net has no tolerance).
+rate_met  seeds in which rate_gap was within the tolerance, for every method."""
 LEGEND_EER = """\
 train_gap residual gap of the predictions on the training split; audit_mse, audit_gap: MSE and
           residual gap of those predictions projected with their targets (the paper's audit)."""
@@ -71,20 +94,35 @@ def _encode(X_tr: pd.DataFrame, X_te: pd.DataFrame):
     return pre.fit_transform(X_tr).astype(np.float64), pre.transform(X_te).astype(np.float64)
 
 
+def _sensitive_array(s: pd.DataFrame) -> np.ndarray:
+    """One column: a 1-D array; several: a 2-D array, one column per attribute."""
+    arr = s.to_numpy().astype(str)
+    return arr[:, 0] if arr.shape[1] == 1 else arr
+
+
 def load_case(name: str, seed: int, adult_rows: int | None, employee_csv: str | Path | None = None):
-    """(kind, criterion, A_tr, y_tr, s_tr, A_te, y_te, s_te) for one dataset and seed."""
-    if name == "adult":
-        X_tr, y_tr, s_tr = load_adult(subset="train", sensitive=("sex",))
-        X_te, y_te, s_te = load_adult(subset="test", sensitive=("sex",))
+    """(kind, criterion, A_tr, y_tr, s_tr, A_te, y_te, s_te) for one dataset and seed.
+
+    The sensitive features are a 1-D array for one attribute, a 2-D array (one column
+    per attribute) for several."""
+    if name in ("adult", "adult-sex-race"):
+        cols = SENSITIVE[name]
+        X_tr, y_tr, s_tr = load_adult(subset="train", sensitive=cols)
+        X_te, y_te, s_te = load_adult(subset="test", sensitive=cols)
         if adult_rows:
             keep = np.random.default_rng(seed).choice(len(y_tr), size=min(adult_rows, len(y_tr)), replace=False)
             X_tr, y_tr, s_tr = X_tr.iloc[keep], y_tr.iloc[keep], s_tr.iloc[keep]
         A_tr, A_te = _encode(X_tr, X_te)
-        s_tr, s_te = s_tr["sex"].to_numpy(), s_te["sex"].to_numpy()
+        s_tr, s_te = _sensitive_array(s_tr), _sensitive_array(s_te)
         return "clf", "ecp", A_tr, y_tr.to_numpy(), s_tr, A_te, y_te.to_numpy(), s_te
     if name == "german":
         X, y, s = load_german_credit(sensitive=("sex",))
         kind, criterion, s = "clf", "ecp", s["sex"]
+    elif name == "employee-rating":
+        if employee_csv is None:
+            raise ValueError("the employee-rating case needs the path of employee_performance.csv (--employee-csv)")
+        X, y, s = load_employee_rating(employee_csv, sensitive=SENSITIVE[name])
+        kind, criterion, s = "clf", "ecp", _sensitive_array(s)
     elif name == "diabetes":
         X, y, s = load_diabetes_sex()
         kind, criterion = "reg", "ecp"
@@ -106,33 +144,34 @@ def load_case(name: str, seed: int, adult_rows: int | None, employee_csv: str | 
     return kind, criterion, A_tr, y_tr, s_tr, A_te, y_te, s_te
 
 
-#: classifiers in the modes where the guarantee is on labels or probabilities (the
-#: names without a mode are the paper's, on logits)
-MODES = {"F-Layer (labels)": ("F-Layer", "labels"), "F-Layer (proba)": ("F-Layer", "proba"),
-         "Projection (labels)": ("Projection", "labels"), "Projection (proba)": ("Projection", "proba"),
-         "Penalty (proba)": ("Penalty", "proba")}
+#: the classifiers' modes: "logits" is the paper's guarantee, "labels" and "proba" the
+#: decision guarantees; Penalty has no per-call projection, so its "labels" mode would be
+#: its "proba" net with argmax labels (the same model): it runs in "logits" and "proba"
+MODES = {"F-Layer": ("logits", "labels", "proba"), "Projection": ("logits", "labels", "proba"),
+         "Penalty": ("logits", "proba"), "Strict penalty": ("logits",)}
 
 
 def _nets(kind, criterion, tol, seed, epochs, modes=True):
-    common = dict(hidden_layer_sizes=(64,), max_epochs=epochs, batch_size=128, lr=1e-3, random_state=seed,
-                  solver="exact", tolerance=tol, criterion=criterion)
-    if kind == "clf":
-        F, P, Pen = FairLayerClassifier, ProjectionClassifier, PenaltyClassifier
-        common["enforce_on"] = "logits"  # the paper's methods; the other modes below
-    else:
-        F, P, Pen = FairLayerRegressor, ProjectionRegressor, PenaltyRegressor
-    nets = {"F-Layer": F(**common), "Unconstrained": F(**{**common, "tolerance": 1e9})}
-    if criterion == "ecp":  # projection at predict and parity penalties need no targets
-        nets["Projection"] = P(**common)
-        nets["Penalty"] = Pen(lam="auto", lam_grid=(0.1, 1.0, 10.0, 100.0), **common)
-        nets["Strict penalty"] = Pen(lam=1e3, **common)
-    if kind == "clf" and modes:
-        for name, (base, mode) in MODES.items():
-            params = {**common, "enforce_on": mode}
-            if base == "Penalty":
-                nets[name] = Pen(lam="auto", lam_grid=(0.1, 1.0, 10.0, 100.0), **params)
-            else:
-                nets[name] = (F if base == "F-Layer" else P)(**params)
+    """The nets of one cell, all with the same body and training recipe (``TRAINING``)."""
+    common = dict(**TRAINING, max_epochs=epochs, random_state=seed, solver="exact", tolerance=tol,
+                  criterion=criterion)
+    if kind != "clf":
+        nets = {"F-Layer": FairLayerRegressor(**common),
+                "Unconstrained": FairLayerRegressor(**{**common, "tolerance": 1e9})}
+        if criterion == "ecp":  # projection at predict and parity penalties need no targets
+            nets["Projection"] = ProjectionRegressor(**common)
+            nets["Penalty"] = PenaltyRegressor(lam="auto", lam_grid=(0.1, 1.0, 10.0, 100.0), **common)
+            nets["Strict penalty"] = PenaltyRegressor(lam=1e3, **common)
+        return nets
+    make = {"F-Layer": lambda **kw: FairLayerClassifier(**kw), "Projection": lambda **kw: ProjectionClassifier(**kw),
+            "Penalty": lambda **kw: PenaltyClassifier(lam="auto", lam_grid=(0.1, 1.0, 10.0, 100.0), **kw),
+            "Strict penalty": lambda **kw: PenaltyClassifier(lam=1e3, **kw)}
+    nets = {}
+    for base, base_modes in MODES.items():
+        for mode in base_modes if modes else ("logits",):
+            nets[f"{base} ({mode})"] = make[base](**common, enforce_on=mode)
+        if base == "F-Layer":
+            nets["Unconstrained"] = FairLayerClassifier(**{**common, "tolerance": 1e9, "enforce_on": "logits"})
     return nets
 
 
@@ -140,7 +179,11 @@ def _mode(est) -> str | None:
     return getattr(est, "enforce_on", None)
 
 
-def _fairlearn(tol):
+def _fairlearn(tol, net=None):
+    """fairlearn's demographic-parity methods on a logistic regression, and
+    ThresholdOptimizer on ``net`` (the fitted unconstrained net) when given. Given
+    several sensitive columns, fairlearn constrains their intersections (all
+    combinations), which bounds each attribute's gap too."""
     try:
         from fairlearn.postprocessing import ThresholdOptimizer
         from fairlearn.reductions import DemographicParity, ExponentiatedGradient
@@ -149,11 +192,15 @@ def _fairlearn(tol):
     from sklearn.linear_model import LogisticRegression
 
     base = LogisticRegression(max_iter=1000)
-    return {
+    methods = {
         "fairlearn EG": ExponentiatedGradient(base, DemographicParity(difference_bound=tol)),
         "fairlearn ThresholdOpt": ThresholdOptimizer(estimator=base, constraints="demographic_parity",
-                                                     predict_method="predict_proba"),
+                                                     predict_method="predict_proba", tol=tol),
     }
+    if net is not None:
+        methods["fairlearn ThresholdOpt (net)"] = ThresholdOptimizer(
+            estimator=net, constraints="demographic_parity", predict_method="predict_proba", prefit=True, tol=tol)
+    return methods
 
 
 def _eg_positive_probability(eg, X) -> np.ndarray:
@@ -167,7 +214,8 @@ def _eg_positive_probability(eg, X) -> np.ndarray:
 
 
 def _rate_gap(labels, s) -> float:
-    return parity_gap(np.asarray(labels).astype(float), s)
+    """Selection-rate gap of the labels, the largest over the sensitive attributes."""
+    return selection_rate_gap(np.asarray(labels), s, pos_label=1)
 
 
 class _quiet(warnings.catch_warnings):
@@ -196,7 +244,7 @@ def _fit_predict_clf(method, est, A_tr, y_tr, s_tr, A_te, s_te, seed):
             est.fit(A_tr, y_tr)
         else:
             est.fit(A_tr, y_tr, sensitive_features=s_tr)
-        if method == "fairlearn ThresholdOpt":  # its probabilities are not public
+        if method.startswith("fairlearn ThresholdOpt"):  # its probabilities are not public
             return est.predict(A_te, sensitive_features=s_te, random_state=seed), np.nan, np.nan, np.nan
         if method == "fairlearn EG":
             proba = _eg_positive_probability(est, A_te)
@@ -208,22 +256,35 @@ def _fit_predict_clf(method, est, A_tr, y_tr, s_tr, A_te, s_te, seed):
         return est.predict(A_te, **kw), score, logit_gap, parity_gap(proba, s_te)
 
 
-def evaluate_case(name, seed, tolerances, epochs, adult_rows, employee_csv=None, modes=True) -> list[dict]:
+#: slack of the "met" columns: rates are ratios of counts, gaps differences of floats
+MET_SLACK = 1e-9
+
+
+def evaluate_case(name, seed, tolerances, epochs, adult_rows, employee_csv=None, modes=True,
+                  verbose=False) -> list[dict]:
     kind, criterion, A_tr, y_tr, s_tr, A_te, y_te, s_te = load_case(name, seed, adult_rows, employee_csv)
     rows = []
+    unconstrained = None  # fitted once per seed (no tolerance), reused by ThresholdOptimizer (net)
     for tol in tolerances:
         models = _nets(kind, criterion, tol, seed, epochs, modes)
+        if unconstrained is not None:
+            del models["Unconstrained"]  # does not depend on the tolerance
         if kind == "clf":
-            models.update(_fairlearn(tol))
+            fairlearn = _fairlearn(tol)
+            if fairlearn:  # ThresholdOptimizer on the unconstrained net, once that is fitted
+                fairlearn["fairlearn ThresholdOpt (net)"] = None
+            models.update(fairlearn)
         for method, est in models.items():
-            if method == "Unconstrained" and tol != tolerances[0]:
-                continue  # does not depend on the tolerance
+            if est is None:
+                est = _fairlearn(tol, unconstrained)[method]
             row = dict(dataset=name, criterion=criterion, seed=seed, tolerance=tol, method=method)
             t0 = time.perf_counter()
             if kind == "clf":
                 labels, score, logit_gap, proba_gap = _fit_predict_clf(method, est, A_tr, y_tr, s_tr, A_te, s_te,
                                                                        seed)
                 row["fit_s"] = time.perf_counter() - t0
+                if method == "Unconstrained":
+                    unconstrained = est
                 finite = np.isfinite(np.asarray(score, float)).all()
                 row.update(accuracy=accuracy_score(y_te, labels),
                            auc=roc_auc_score(y_te, score) if finite else np.nan,
@@ -252,8 +313,16 @@ def evaluate_case(name, seed, tolerances, epochs, adult_rows, employee_csv=None,
                 else:
                     row["gap"] = parity_gap(pred, s_te)
                 own = row["gap"]
-            row["met"] = bool(own <= tol + 1e-6) if method != "Unconstrained" else None
+            constrained = method != "Unconstrained"
+            row["met"] = bool(own <= tol + MET_SLACK) if constrained else None
+            if kind == "clf":
+                row["rate_met"] = bool(row["rate_gap"] <= tol + MET_SLACK) if constrained else None
             rows.append(row)
+            if verbose:
+                shown = {k: row[k] for k in ("accuracy", "rate_gap", "proba_gap", "mse", "gap") if k in row}
+                print(f"[{time.strftime('%H:%M:%S')}] {name} seed {seed} tol {tol:g} {method:<28} "
+                      + " ".join(f"{k} {v:.4f}" for k, v in shown.items() if np.isfinite(v))
+                      + f" ({row['fit_s']:.1f} s)", flush=True)
     return rows
 
 
@@ -263,9 +332,84 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
                if c in df.columns and df[c].notna().any()]
     g = df.groupby(["dataset", "tolerance", "method"], sort=False)
     out = g[metrics].mean()
-    out["met"] = g["met"].apply(lambda m: "-" if m.isna().all() else f"{int(m.sum())}/{m.notna().sum()}")
+    def count(m):
+        return "-" if m.isna().all() else f"{int(m.sum())}/{m.notna().sum()}"
+
+    out["met"] = g["met"].apply(count)
+    if "rate_met" in df.columns and df["rate_met"].notna().any():
+        out["rate_met"] = g["rate_met"].apply(count)
     out["seeds"] = g.size()
     return out.reset_index()
+
+
+#: the rows of the comparison with fairlearn: F-Layer (labels) against each of these
+RIVALS = ("fairlearn ThresholdOpt", "fairlearn ThresholdOpt (net)", "fairlearn EG")
+
+
+def versus_fairlearn(df: pd.DataFrame) -> pd.DataFrame:
+    """F-Layer (labels) against fairlearn's methods, seed by seed on the same test rows.
+
+    For each dataset, tolerance and rival: mean accuracy and label gap of both, in how
+    many seeds each met the tolerance on the labels, the mean accuracy difference
+    (F-Layer minus rival), and ``dominates``: in how many seeds F-Layer's accuracy was at
+    or above the rival's while its label gap was at most the rival's."""
+    ours = df[df["method"] == "F-Layer (labels)"].set_index(["dataset", "tolerance", "seed"])
+    out = []
+    for rival in RIVALS:
+        theirs = df[df["method"] == rival].set_index(["dataset", "tolerance", "seed"])
+        both = ours[["accuracy", "rate_gap", "rate_met"]].join(
+            theirs[["accuracy", "rate_gap", "rate_met"]], rsuffix="_rival", how="inner")
+        if both.empty:
+            continue
+        both["wins"] = (both["accuracy"] >= both["accuracy_rival"]) & (both["rate_gap"] <= both["rate_gap_rival"])
+        for (name, tol), part in both.groupby(level=["dataset", "tolerance"], sort=False):
+            n = len(part)
+            out.append(dict(dataset=name, tolerance=tol, rival=rival,
+                            flayer_acc=part["accuracy"].mean(), flayer_rate_gap=part["rate_gap"].mean(),
+                            flayer_met=f"{int(part['rate_met'].sum())}/{n}",
+                            rival_acc=part["accuracy_rival"].mean(), rival_rate_gap=part["rate_gap_rival"].mean(),
+                            rival_met=f"{int(part['rate_met_rival'].sum())}/{n}",
+                            acc_diff=(part["accuracy"] - part["accuracy_rival"]).mean(),
+                            dominates=f"{int(part['wins'].sum())}/{n}"))
+    if not out:
+        return pd.DataFrame()
+    order = {name: i for i, name in enumerate(dict.fromkeys(df["dataset"]))}
+    res = pd.DataFrame(out)
+    return res.sort_values(["dataset", "tolerance"], key=lambda c: c.map(order) if c.name == "dataset" else c,
+                           kind="stable").reset_index(drop=True)
+
+
+def versus_frontier(df: pd.DataFrame) -> pd.DataFrame:
+    """fairlearn's points against F-Layer (labels)'s frontier, seed by seed.
+
+    For each rival model (dataset, seed, tolerance) with label gap ``g`` on the test
+    rows: the most accurate F-Layer (labels) model of the same dataset and seed, over
+    all tolerances run, whose label gap on the same rows is at most ``g``. Meaningful
+    with several tolerances (e.g. ``--tolerances 0.005 0.01 0.02 0.04 0.05``). Columns:
+    the rival's mean accuracy and gap, the matched F-Layer's mean accuracy and gap,
+    the tolerances of the matched models, ``matched`` (seeds with such a model) and
+    ``as_accurate`` (seeds where it was at least as accurate)."""
+    ours = df[df["method"] == "F-Layer (labels)"]
+    out = []
+    for rival in RIVALS:
+        for (name, tol), theirs in df[df["method"] == rival].groupby(["dataset", "tolerance"], sort=False):
+            pairs = []
+            for _, r in theirs.iterrows():
+                cand = ours[(ours["dataset"] == name) & (ours["seed"] == r["seed"])
+                            & (ours["rate_gap"] <= r["rate_gap"] + MET_SLACK)]
+                if len(cand):
+                    best = cand.loc[cand["accuracy"].idxmax()]
+                    pairs.append((r["accuracy"], r["rate_gap"], best["accuracy"], best["rate_gap"], best["tolerance"]))
+            if not pairs:
+                out.append(dict(dataset=name, rival=rival, tolerance=tol, matched=f"0/{len(theirs)}"))
+                continue
+            a = np.array(pairs)
+            out.append(dict(dataset=name, rival=rival, tolerance=tol, rival_acc=a[:, 0].mean(),
+                            rival_rate_gap=a[:, 1].mean(), flayer_acc=a[:, 2].mean(), flayer_rate_gap=a[:, 3].mean(),
+                            flayer_tolerances=" ".join(f"{t:g}" for t in a[:, 4]),
+                            matched=f"{len(a)}/{len(theirs)}",
+                            as_accurate=f"{int((a[:, 2] >= a[:, 0]).sum())}/{len(a)}"))
+    return pd.DataFrame(out)
 
 
 _STYLE = {  # one colour and marker per method, the same in every panel
@@ -274,7 +418,10 @@ _STYLE = {  # one colour and marker per method, the same in every panel
     "fairlearn EG": ("tab:red", "D"), "fairlearn ThresholdOpt": ("tab:purple", "P"),
     "F-Layer (labels)": ("tab:cyan", "o"), "F-Layer (proba)": ("navy", "h"),
     "Projection (labels)": ("gold", "s"), "Projection (proba)": ("tab:brown", "p"),
-    "Penalty (proba)": ("lime", "<"),
+    "Penalty (proba)": ("lime", "<"), "fairlearn ThresholdOpt (net)": ("magenta", "*"),
+    # the paper's methods, named by their mode
+    "F-Layer (logits)": ("tab:blue", "o"), "Projection (logits)": ("tab:orange", "s"),
+    "Penalty (logits)": ("tab:green", "^"), "Strict penalty (logits)": ("tab:olive", "v"),
 }
 
 
@@ -349,54 +496,94 @@ def _markdown(df: pd.DataFrame) -> str:
 
 def run(datasets, seeds, tolerances, epochs=20, adult_rows=None, out_dir="docs/results", employee_csv=None,
         verbose=True) -> pd.DataFrame:
-    """Run the comparison; write results.csv, results_raw.csv, results.md and tradeoff.png to ``out_dir``."""
+    """Run the comparison; write results.csv, results_raw.csv, results.md and tradeoff.png to ``out_dir``.
+
+    ``results_raw.csv`` is rewritten after every dataset and seed, so an interrupted
+    run keeps what it finished (``--from-raw`` writes the rest from it)."""
     rows = []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     for name in datasets:
-        if name == "employee" and (employee_csv is None or not Path(employee_csv).exists()):
-            print(f"skipping employee: no employee_performance.csv (given: {employee_csv}); it is not shipped, "
+        if name.startswith("employee") and (employee_csv is None or not Path(employee_csv).exists()):
+            print(f"skipping {name}: no employee_performance.csv (given: {employee_csv}); it is not shipped, "
                   "pass its path with --employee-csv")
             continue
         for seed in seeds:
             if verbose:
                 print(f"[{time.strftime('%H:%M:%S')}] {name}, seed {seed} ...", flush=True)
-            rows += evaluate_case(name, seed, tolerances, epochs, adult_rows, employee_csv)
+            t0 = time.perf_counter()
+            rows += evaluate_case(name, seed, tolerances, epochs, adult_rows, employee_csv, verbose=verbose)
+            pd.DataFrame(rows).to_csv(out / "results_raw.csv", index=False)
+            if verbose:
+                print(f"[{time.strftime('%H:%M:%S')}] {name}, seed {seed}: {time.perf_counter() - t0:.0f} s "
+                      f"(total {time.perf_counter() - start:.0f} s)", flush=True)
     df = pd.DataFrame(rows)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "results_raw.csv", index=False)
+    write_outputs(df, out, verbose)
+    return df
+
+
+def write_outputs(df: pd.DataFrame, out: Path, verbose: bool = True) -> None:
+    """From the per-run rows: results.csv, versus_fairlearn.csv, results.md, tradeoff.png."""
     summary = summarise(df)
     summary.to_csv(out / "results.csv", index=False)
+    versus = versus_fairlearn(df) if "rate_met" in df.columns else pd.DataFrame()
+    if not versus.empty:
+        versus.to_csv(out / "versus_fairlearn.csv", index=False)
+    several = df.groupby("dataset")["tolerance"].nunique().max() > 2 if "rate_met" in df.columns else False
+    frontier = versus_frontier(df) if several else pd.DataFrame()
+    if not frontier.empty:
+        frontier.to_csv(out / "versus_frontier.csv", index=False)
     with open(out / "results.md", "w") as fh:
         for name, part in summary.groupby("dataset", sort=False):
             fh.write(f"### {name}\n\n{_markdown(part.drop(columns='dataset').dropna(axis=1, how='all'))}\n\n")
+            if not versus.empty and (versus["dataset"] == name).any():
+                table = _markdown(versus[versus["dataset"] == name].drop(columns="dataset"))
+                fh.write(f"F-Layer (labels) against fairlearn, seed by seed:\n\n{table}\n\n")
+            if not frontier.empty and (frontier["dataset"] == name).any():
+                table = _markdown(frontier[frontier["dataset"] == name].drop(columns="dataset"))
+                fh.write("fairlearn against the most accurate F-Layer (labels) model (any tolerance) whose label "
+                         f"gap is at most fairlearn's, seed by seed:\n\n{table}\n\n")
     png = plot(summary, out / "tradeoff.png")
     if verbose:
         fmt = ("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format)
         with pd.option_context(*fmt):
             for name, part in summary.groupby("dataset", sort=False):
                 print(f"\n== {name}\n{part.drop(columns='dataset').dropna(axis=1, how='all').to_string(index=False)}")
+            if not versus.empty:
+                print(f"\n== F-Layer (labels) against fairlearn\n{versus.to_string(index=False)}")
+            if not frontier.empty:
+                print(f"\n== fairlearn against F-Layer (labels)'s frontier\n{frontier.to_string(index=False)}")
         print("\n" + LEGEND)
         if "audit_mse" in summary:
             print(LEGEND_EER)
         print(f"\nwrote {out / 'results.csv'}, {out / 'results.md'}" + (f", {png}" if png else ""))
-    return df
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="make demo's short run: Adult (8,000 training rows), 2 seeds, tolerance 0.02, 5 epochs")
-    parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--datasets", nargs="*", default=list(CLASSIFICATION), choices=DATASETS)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--tolerances", type=float, nargs="*", default=[0.01, 0.05])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--adult-rows", type=int, default=10000)
-    parser.add_argument("--out", default=None, help="output folder (default docs/results; demo_results with --quick)")
+    parser.add_argument("--adult-rows", type=int, default=15000,
+                        help="training rows of Adult sampled per seed (0: all 30,162)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default docs/results/decisions; demo_results with --quick)")
     parser.add_argument("--employee-csv", default=os.environ.get("FAIRSK_EMPLOYEE_CSV"),
                         help="path of the paper's employee_performance.csv (not shipped; default $FAIRSK_EMPLOYEE_CSV)")
     parser.add_argument("--plot-only", metavar="DIR", default=None,
                         help="redraw DIR/tradeoff.png from DIR/results.csv and exit")
+    parser.add_argument("--from-raw", metavar="DIR", default=None,
+                        help="write the tables and the plot of DIR from DIR/results_raw.csv and exit")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # many small nets: threads cost more than they give
+    if args.from_raw:
+        write_outputs(pd.read_csv(Path(args.from_raw) / "results_raw.csv"), Path(args.from_raw))
+        return
     if args.plot_only:
         folder = Path(args.plot_only)
         print("wrote", plot(pd.read_csv(folder / "results.csv"), folder / "tradeoff.png"))
@@ -405,7 +592,7 @@ def main(argv=None) -> None:
         print("=" * 80 + "\nthe comparison, short version (the full run: python benchmarks/reproduce.py)\n")
         run(["adult"], [0, 1], [0.02], epochs=5, adult_rows=8000, out_dir=args.out or "demo_results")
         return
-    run(args.datasets, args.seeds, args.tolerances, args.epochs, args.adult_rows, args.out or "docs/results",
+    run(args.datasets, args.seeds, args.tolerances, args.epochs, args.adult_rows, args.out or "docs/results/decisions",
         args.employee_csv)
 
 

@@ -7,7 +7,7 @@ scikit-learn's diabetes table with ``sex`` as the group. Every loader returns
 ``(X, y, sensitive_features)`` as pandas objects.
 """
 
-from ._paper import load_diabetes_sex, load_employee_performance
+from ._paper import load_diabetes_sex, load_employee_performance, load_employee_rating
 from ._uci import load_adult, load_german_credit
 
-__all__ = ["load_adult", "load_german_credit", "load_employee_performance", "load_diabetes_sex"]
+__all__ = ["load_adult", "load_german_credit", "load_employee_performance", "load_employee_rating", "load_diabetes_sex"]

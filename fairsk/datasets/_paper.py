@@ -77,4 +77,52 @@ def load_diabetes_sex():
     return X, raw.target.astype(float), s
 
 
-__all__ = ["load_employee_performance", "load_diabetes_sex"]
+__all__ = ["load_employee_performance", "load_employee_rating", "load_diabetes_sex"]
+
+
+def load_employee_rating(path: str | Path, *, sensitive: tuple[str, ...] = ("MaritalStatus",)):
+    """The employee table as a binary decision: is the performance rating at least 3?
+
+    The same 1,200 rows as :func:`load_employee_performance` (not shipped: pass the
+    path of ``employee_performance.csv`` or the ``.xls``). Target: 1 when
+    ``PerformanceRating >= 3`` ("meets expectations or better", 84% of rows), 0 for
+    a rating of 2. ``EmpNumber`` and ``PerformanceRating`` are dropped; the other
+    columns are features, the categorical ones as ``category`` dtype, unscaled.
+
+    Parameters
+    ----------
+    path : str or Path
+        Where the table is.
+    sensitive : tuple of str, default=("MaritalStatus",)
+        Columns returned as ``sensitive_features`` (and removed from ``X``), as
+        strings; any categorical column of the table (``Gender``, ``MaritalStatus``,
+        ...) or ``"Age_50plus"`` (``"50+"`` / ``"<50"``).
+
+    Returns
+    -------
+    X : DataFrame, y : Series of int, sensitive_features : DataFrame
+
+    Examples
+    --------
+    >>> from fairsk.datasets import load_employee_rating
+    >>> X, y, s = load_employee_rating("../shared/data/employee_performance.csv")  # doctest: +SKIP
+    >>> X.shape, int(y.sum()), sorted(s["MaritalStatus"].unique())  # doctest: +SKIP
+    ((1200, 25), 1006, ['Divorced', 'Married', 'Single'])
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no employee-performance file at {path} (it is not shipped with fairsk)")
+    df = pd.read_excel(path) if path.suffix in (".xls", ".xlsx") else pd.read_csv(path)
+    df = df.drop(columns=["EmpNumber"])
+    df["Age_50plus"] = (df["Age"] >= 50).map({True: "50+", False: "<50"})
+    y = df.pop("PerformanceRating").ge(3).astype(int).rename("rating_at_least_3")
+    allowed = [*EMPLOYEE_CATEGORICAL, "Age_50plus"]
+    unknown = [c for c in sensitive if c not in allowed]
+    if unknown:
+        raise ValueError(f"sensitive must be among {allowed}, got {unknown}")
+    s = df[list(sensitive)].astype(str)
+    X = df.drop(columns=[*sensitive, *(["Age_50plus"] if "Age_50plus" not in sensitive else [])])
+    for col in X.columns:
+        if not pd.api.types.is_numeric_dtype(X[col]):
+            X[col] = X[col].astype("category")
+    return X, y, s
