@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -32,13 +34,15 @@ CASES = [
 @pytest.mark.parametrize("case", CASES)
 def test_gradcheck(solver, case):
     n, k, a, c, criterion, tol, box = case
-    if solver == "qpth" and n < 5:
-        pytest.skip("degenerate: identical rows make qpth's KKT derivative singular")
     inst = make_instance(7, n, k, a, c, criterion, tol, box)
     layer = FairnessLayer(criterion, tol, solver, inst.bounds)
     z = inst.z.clone().requires_grad_(True)
-    atol = 1e-5 if solver == "qpth" and box else 1e-6
-    assert torch.autograd.gradcheck(lambda v: layer(v, inst.groups, inst.y), (z,), atol=atol, eps=1e-7)
+    # qpth's own gradient is used when it is within 1e-6 of the projection's, else the
+    # exact one (with a warning): either way the gradient is held to 1e-6, including
+    # the degenerate case (two attributes splitting 3 rows alike: a singular KKT system)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert torch.autograd.gradcheck(lambda v: layer(v, inst.groups, inst.y), (z,), atol=1e-6, eps=1e-7)
 
 
 def dense_rows(groups: torch.Tensor, n: int) -> dict:

@@ -165,19 +165,19 @@ def test_feasible_input_comes_back_unchanged(inst):
 
 def check_gradients(inst, w, results):
     """The exact gradient against central finite differences along ``w`` (J is
-    symmetric, so J^T w = J w), to 1e-6. qpth's gradient is its own KKT
-    differentiation, which clamps multipliers and slacks at 1e-8: it leaks gradient
-    through inactive rows, ~1e-8 / slack per row, and randomised runs measured up to
-    2.0e-5 (one attribute, EER, tolerance 0.86, n = 510) where the exact gradient
-    matched finite differences to 5e-10 (a slack-based bound 1e-6 + 1e-8 * rows / slack
-    allowed 1.8e-6 there: the leak is not bounded that way). qpth's gradient is held to
-    1e-4 (documented in docs/robustness.md)."""
+    symmetric, so J^T w = J w), to 1e-6, and qpth's against the exact one to 1e-6
+    (relative to its magnitude above 1). qpth's own gradient is its KKT
+    differentiation, which clamps multipliers and slacks at 1e-8 and leaks gradient
+    through inactive rows (fuzz runs measured up to 2e-4) or breaks down on singular
+    systems; the dispatcher checks it against the projection's in the backward and
+    uses the exact one when it is off (``fairsk.projection.dispatch``)."""
     layer = FairnessLayer(inst.criterion, inst.tolerance, "exact", inst.bounds)
     eps = 1e-6
     fd = (layer(inst.z + eps * w, inst.groups, inst.y) - layer(inst.z - eps * w, inst.groups, inst.y)) / (2 * eps)
     (_, g_exact), (_, g_qpth) = results
     torch.testing.assert_close(g_exact, fd, atol=1e-6, rtol=0)
-    torch.testing.assert_close(g_qpth, g_exact, atol=1e-4, rtol=0)
+    scale = max(1.0, float(g_exact.abs().max()))
+    torch.testing.assert_close(g_qpth, g_exact, atol=1e-6 * scale, rtol=0)
 
 
 @given(st.builds(

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from fairsk import FairnessLayer
+from fairsk._groups import encode_groups
 from fairsk.exceptions import InfeasibleProjectionError
 from fairsk.metrics import parity_gap, residual_gap
-from fairsk.projection import SOLVERS, SolverError, kernels
+from fairsk.projection import SOLVERS, SolverError, Spec, kernels
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fairsk"
 
@@ -391,3 +392,90 @@ def test_a_vanishing_tolerance_gives_qpth_equalities(n, k):
     assert parity_gap(results[1][0], inst.groups.numpy()) <= 1e-9
     np.testing.assert_allclose(results[1][0], results[0][0], atol=1e-9, rtol=0)
     np.testing.assert_allclose(results[1][1], results[0][1], atol=1e-6, rtol=0)
+
+
+def _gradients(inst, solver, w):
+    z = inst.z.clone().requires_grad_(True)
+    out = FairnessLayer(inst.criterion, inst.tolerance, solver, inst.bounds)(z, inst.groups, inst.y)
+    (out * w).sum().backward()
+    return out.detach().numpy(), z.grad.numpy()
+
+
+@pytest.mark.parametrize("seed, n", [(3, 468), (2, 200)])
+def test_a_tiny_positive_tolerance_gives_qpth_equalities_too(seed, n):
+    """Tolerance 1e-10, two attributes (a fuzz run): the interval rows 1e-10 wide made
+    qpth's backward singular or 0.07 off. Tolerances below 1e-8 are built as
+    equalities: qpth answers, within 1e-9 of the projection, with its own gradient."""
+    from .conftest import make_instance
+
+    inst = make_instance(seed=seed, n=n, k=7, a=2, c=1, criterion="ecp", tolerance=1e-10, box=False)
+    w = torch.randn(inst.z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out_e, g_e = _gradients(inst, "exact", w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # neither output nor gradient replaced
+        out_q, g_q = _gradients(inst, "qpth", w)
+    assert parity_gap(out_q, inst.groups.numpy()) <= 1e-10 + 1e-12
+    np.testing.assert_allclose(out_q, out_e, atol=1e-9, rtol=0)
+    np.testing.assert_allclose(g_q, g_e, atol=1e-6, rtol=0)
+
+
+def test_a_qpth_gradient_off_the_projection_is_replaced():
+    """EER, one attribute, box, n = 114 (a fuzz run): qpth's backward leaked 2e-4
+    through inactive rows near their bound. Its gradient is checked against the exact
+    projection's like its output, and replaced (with a warning) when more than 1e-6
+    away."""
+    from .conftest import make_instance
+
+    inst = make_instance(seed=38696, n=114, k=2, a=1, c=1, criterion="eer", tolerance=0.3437612480317634, box=True)
+    w = torch.randn(inst.z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    _, g_e = _gradients(inst, "exact", w)
+    with pytest.warns(RuntimeWarning, match="gradient was not used"):
+        _, g_q = _gradients(inst, "qpth", w)
+    np.testing.assert_allclose(g_q, g_e, atol=1e-6, rtol=0)
+
+
+def test_a_backward_that_breaks_down_falls_back_to_the_exact_gradient(monkeypatch):
+    """A non-exact solver whose backward raises (qpth's singular KKT factorisation on a
+    degenerate batch raised out of ``loss.backward()``): the exact gradient is used."""
+    from fairsk.projection import dispatch
+
+    class Broken(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z):
+            return z.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            raise RuntimeError("torch.linalg.lu_factor: U[3,3] is zero")
+
+    def solve_broken(z, groups, spec):
+        return Broken.apply(kernels_exact_output(z, groups, spec))
+
+    def kernels_exact_output(z, groups, spec):  # the exact answer, detached, so the forward is certified
+        return dispatch.SOLVERS["exact"](z.detach(), groups, spec).to(z.dtype) + 0 * z
+
+    monkeypatch.setitem(dispatch.SOLVERS, "broken", solve_broken)
+    z = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    g = torch.tensor([0, 0, 1, 1])
+    with pytest.warns(RuntimeWarning, match="broke down"):
+        FairnessLayer("ecp", 0.5, "broken")(z, g).sum().backward()
+    z2 = z.detach().clone().requires_grad_(True)
+    FairnessLayer("ecp", 0.5, "exact")(z2, g).sum().backward()
+    np.testing.assert_allclose(z.grad.numpy(), z2.grad.numpy(), atol=1e-12)
+
+
+def test_qpth_giving_no_answer_is_a_solver_failure_not_a_crash(monkeypatch):
+    """qpth returns None when its factorisation fails (a fuzz run: |z| ~ 1e21, three
+    identical attributes); the shift formulation indexed that None and a TypeError
+    escaped the layer. Now it is a solver failure with a reason, and the exact solver
+    answers."""
+    from fairsk.projection import qpth_solver
+
+    monkeypatch.setattr(qpth_solver, "_qp", lambda *args, **kwargs: None)
+    g = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [0, 0]])
+    z = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    with pytest.raises(SolverError, match="no finite answer"):
+        qpth_solver.solve_qpth(z[:, None], encode_groups(g), Spec("ecp", 0.1))
+    with pytest.warns(RuntimeWarning, match="no finite answer"):
+        out = FairnessLayer("ecp", 0.1, "qpth")(z, torch.tensor(g))
+    assert parity_gap(out.numpy(), g) <= 0.1 + 1e-9

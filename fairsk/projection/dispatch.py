@@ -58,6 +58,9 @@ def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch
                 except SolverError as err:
                     reasons[name] = str(err)
                     out, answered = ref, ref_name
+                else:
+                    if z.requires_grad and torch.is_grad_enabled():
+                        out = _CheckedBackward.apply(z, (out, ref), name)
         if answered != solver:
             failed = "; ".join(f"{k!r}: {v}" for k, v in reasons.items())
             warnings.warn(f"the {solver!r} solver failed on this batch ({failed}); the {answered} solver's answer "
@@ -66,6 +69,47 @@ def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch
     failed = "; ".join(f"the {k!r} solver: {v}" for k, v in reasons.items())
     raise InfeasibleProjectionError(f"no solver produced an output that meets the {spec.criterion.name!r} "
                                     f"constraints ({failed}); the projection is refused rather than returned unfair")
+
+
+class _CheckedBackward(torch.autograd.Function):
+    """A non-exact solver's output whose backward is checked like its forward.
+
+    Forward: the solver's output, unchanged. Backward: the solver's vector-Jacobian
+    product, compared with the exact solver's (the projector onto the active rows'
+    null space, held to finite differences by the tests); when it is more than
+    ``1e-6`` (relative to its magnitude above 1) away, or the solver's backward breaks
+    down (qpth's KKT matrix is singular on degenerate batches), the exact product is
+    returned instead, with a warning. Both products are taken from the two solvers'
+    own graphs, which live as long as this node.
+    """
+
+    @staticmethod
+    def forward(ctx, z, graphs, name):
+        # the two outputs travel outside the argument list: as inputs, the engine would
+        # still run the unused one's backward (with zeros), which may be what breaks
+        ctx.graphs, ctx.z, ctx.name = graphs, z, name
+        return graphs[0].detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out, ref), z, name = ctx.graphs, ctx.z, ctx.name
+        with torch.enable_grad():
+            (exact,) = torch.autograd.grad(ref, z, grad, retain_graph=True)
+            try:
+                (vjp,) = torch.autograd.grad(out, z, grad, retain_graph=True)
+                reason = None
+            except RuntimeError as err:  # e.g. a singular KKT factorisation
+                vjp, reason = None, f"its backward broke down ({str(err).splitlines()[0][:80]})"
+        if vjp is not None:
+            scale = max(1.0, float(exact.abs().max())) if exact.numel() else 1.0
+            gap = float((vjp - exact).abs().max()) if exact.numel() else 0.0
+            if not gap <= 1e-6 * scale or not bool(torch.isfinite(vjp).all()):
+                reason = f"its gradient was {gap:.3g} away from the projection's"
+        if reason is None:
+            return vjp, None, None
+        warnings.warn(f"the {name!r} solver's gradient was not used on this batch ({reason}); the exact "
+                      "projection's gradient is returned instead", RuntimeWarning, stacklevel=2)
+        return exact, None, None
 
 
 def _host(t: Tensor):

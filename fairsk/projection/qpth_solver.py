@@ -25,12 +25,14 @@ from torch import Tensor
 
 from .._groups import GroupIndex
 from .exact import project as project_exact
-from .kernels import active_tolerance
 from .spec import SolverError, Spec
 
 _QP_OPTIONS = dict(eps=1e-14, maxIter=60, notImprovedLim=5, verbose=-1)
 # Note: qpth's backward clamps multipliers and slacks at 1e-8 (a TODO in qpth), which
 # leaks ~1e-8 / slack of gradient through inactive rows near their bound.
+
+#: tolerances below this (times 1 + the targets' scale) are built as equality rows
+EQUALITY_BELOW = 1e-8
 
 #: Hessian weight of the auxiliary variables of :meth:`~.criteria.Criterion.interval_rows`
 AUX_WEIGHT = 1e-8
@@ -78,13 +80,14 @@ def _fairness_rows(groups: GroupIndex, spec: Spec, c: int, centres: list | None 
 
 
 def _rows_tolerance(groups: GroupIndex, spec: Spec) -> float:
-    """The tolerance the rows are built with: 0 (equalities) for a tolerance below the
-    active-set threshold of the targets' scale. Pairs of opposite inequalities that
-    close (1e-24 apart) leave an interior-point method no interior, and qpth's
-    derivative of such a QP is singular; the tolerance-0 projection is then within
-    that tolerance of the requested one (and certified against it)."""
+    """The tolerance the rows are built with: 0 (equalities) below ``EQUALITY_BELOW``
+    (relative to the targets' scale above 1). Pairs of opposite inequalities that close
+    (1e-10 or 1e-24 apart, found by fuzzing) leave an interior-point method no
+    interior, and qpth's derivative of such a QP is singular or far off; the
+    tolerance-0 projection is then within about that tolerance of the requested one
+    (and certified against it, forward and backward)."""
     scale = 0.0 if spec.targets is None else float(np.abs(spec.targets).max(initial=0.0))
-    return 0.0 if spec.tolerance <= active_tolerance(scale) else spec.tolerance
+    return 0.0 if spec.tolerance <= EQUALITY_BELOW * (1.0 + scale) else spec.tolerance
 
 
 def _centres(z: Tensor, groups: GroupIndex, spec: Spec) -> tuple[list | None, np.ndarray | None]:
@@ -202,8 +205,10 @@ def _solve_shifts(z: Tensor, groups: GroupIndex, spec: Spec, coef: Tensor, aux: 
     means = groups.means(z)
     h = (rhs - coef @ means).T / norms.T
     p = z.new_zeros((z.shape[1], Q.shape[0]))
-    w = _qp(Q, p, G / norms, h, equality)[:, :lam.numel()]  # (c, r)
-    d = U @ w.T  # (K, c)
+    w = _qp(Q, p, G / norms, h, equality)
+    if w is None:
+        return None
+    d = U @ w[:, :lam.numel()].T  # (K, c)
     return z + groups.expand(d)
 
 
