@@ -49,7 +49,7 @@ y = y.loc[frame.index]
 # %%
 # Fit on a sample in memory, as usual. The tolerance of 0.02 is the largest gap
 # allowed between the group means of one call.
-reg = FairLayerRegressor(
+params = dict(
     hidden_layer_sizes=(16,),
     tolerance=0.02,
     sensitive_columns="group",
@@ -57,21 +57,11 @@ reg = FairLayerRegressor(
     random_state=0,
     solver="exact",
 )
+X_fit, y_fit = frame.iloc[:3000], y.iloc[:3000]
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    reg.fit(frame.iloc[:3000], y.iloc[:3000])
-
-clf = FairLayerClassifier(
-    hidden_layer_sizes=(16,),
-    tolerance=0.02,
-    sensitive_columns="group",
-    max_epochs=5,
-    random_state=0,
-    solver="exact",
-)
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    clf.fit(frame.iloc[:3000], (y.iloc[:3000] > y.median()).astype(int))
+    reg = FairLayerRegressor(**params).fit(X_fit, y_fit)
+    clf = FairLayerClassifier(**params).fit(X_fit, (y_fit > y.median()).astype(int))
 
 # %%
 # Predict over the dask DataFrame on a local cluster of two workers.

@@ -238,7 +238,8 @@ class GroupIndex:
     gid: np.ndarray
     counts: np.ndarray
     sizes: tuple[int, ...]
-    _on_device: dict = field(default_factory=dict, compare=False, repr=False)
+    # per-batch memo: codes per attribute, the cross counts, gid on each device
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_slots(self) -> int:
@@ -256,18 +257,18 @@ class GroupIndex:
     def codes(self, a: int) -> np.ndarray:
         """Codes ``0..k_a-1`` of attribute ``a`` (n,), contiguous (cached)."""
         key = ("codes", a)
-        if key not in self._on_device:
+        if key not in self._cache:
             start = self.attribute(a).start
             col = self.gid[:, a]
-            self._on_device[key] = np.ascontiguousarray(col if start == 0 else col - start)
-        return self._on_device[key]
+            self._cache[key] = np.ascontiguousarray(col if start == 0 else col - start)
+        return self._cache[key]
 
     def gid_on(self, device) -> Tensor:
         """``gid`` as a long tensor on ``device`` (cached)."""
         key = str(device)
-        if key not in self._on_device:
-            self._on_device[key] = torch.from_numpy(self.gid).to(device)
-        return self._on_device[key]
+        if key not in self._cache:
+            self._cache[key] = torch.from_numpy(self.gid).to(device)
+        return self._cache[key]
 
     def sums(self, v):
         """Group sums of ``v`` (n, c) -> (K, c): NumPy in, NumPy out; a tensor in, a
@@ -310,8 +311,8 @@ class GroupIndex:
         ``bincount`` over the cells gives every block by summing out the other
         attributes; otherwise one ``bincount`` per pair of attributes.
         """
-        if w is None and "cross" in self._on_device:
-            return self._on_device["cross"]
+        if w is None and "cross" in self._cache:
+            return self._cache["cross"]
         K, sizes = self.n_slots, self.sizes
         out = np.zeros((K, K))
         cells = int(np.prod(sizes, dtype=np.float64))
@@ -336,7 +337,7 @@ class GroupIndex:
                 for b in range(self.n_attributes):
                     flat += np.bincount(self.gid[:, a] * K + self.gid[:, b], weights=w, minlength=K * K)
         if w is None:
-            self._on_device["cross"] = out
+            self._cache["cross"] = out
         return out
 
 

@@ -53,6 +53,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from ._groups import GroupEncoder, encode_sensitive
+from ._proba import logit
 from .decisions import StreamingLabeler
 from .projection.kernels import BoxSum, bisect_decreasing, dykstra
 from .projection.kernels import interval_start as interval_start_1d
@@ -777,9 +778,8 @@ class StreamingFairPredictor(BaseEstimator):
             raise ValueError("this stream emits labels at parity (enforce_on='labels'): use partial_predict, or "
                              "enforce_on='logits' to stream the logits")
         scores = self._partial(X, sensitive_features)
-        if self._emits_proba():  # the logit of the emitted probability (same ranking)
-            p = np.clip(scores[:, 0], 1e-15, 1 - 1e-15)
-            return np.log(p) - np.log1p(-p)
+        if self._emits_proba():  # the logit of the emitted probability, as the classifier's
+            return logit(scores[:, 0])
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     @available_if(_estimator_has("predict_proba"))
@@ -824,7 +824,7 @@ class StreamingFairPredictor(BaseEstimator):
                 # the pooled selection rates of the emitted labels, by the label rule of
                 # fairsk.decisions; the state then records labels, so pooled_gap_ is the
                 # gap of the selection rates
-                proba = 1.0 / (1.0 + np.exp(-z[:, 0]))
+                proba = _sigmoid(z[:, 0])
                 out = self.labeler_.partial_labels(proba, codes).astype(np.float64)[:, None]
             else:
                 out = rule.step(z, codes, state)

@@ -22,7 +22,7 @@ from ..exceptions import InfeasibleProjectionError
 from .certificate import certify, certify_optimal
 from .exact import solve_exact
 from .qpth_solver import solve_qpth
-from .spec import SolverError, Spec
+from .spec import SolverError, Spec, to_host
 
 #: public name -> solver; the fallback order is the order of this registry
 SOLVERS = {"exact": solve_exact, "qpth": solve_qpth}
@@ -38,7 +38,7 @@ def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch
         if name not in answers and name not in reasons:  # each solver at most once
             try:
                 out = SOLVERS[name](z, groups, spec)
-                certify(_host(out), groups, spec, dtype)
+                certify(to_host(out), groups, spec, dtype)
                 answers[name] = out
             except SolverError as err:
                 reasons[name] = str(err)
@@ -54,7 +54,7 @@ def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch
             ref = None if ref_name is None else attempt(ref_name)
             if ref is not None:
                 try:
-                    certify_optimal(_host(out), _host(ref))
+                    certify_optimal(to_host(out), to_host(ref))
                 except SolverError as err:
                     reasons[name] = str(err)
                     out, answered = ref, ref_name
@@ -112,11 +112,6 @@ class _CheckedBackward(torch.autograd.Function):
         warnings.warn(f"the {name!r} solver's gradient was not used on a batch ({reason}); the exact "
                       "projection's gradient is used instead", RuntimeWarning, stacklevel=2)
         return exact, None, None
-
-
-def _host(t: Tensor):
-    t = t.detach()
-    return (t if t.device.type == "cpu" else t.cpu()).numpy()
 
 
 def _caller_level() -> int:

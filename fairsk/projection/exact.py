@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .._groups import GroupIndex, group_sums
 from .kernels import BoxSum, active_tolerance, dykstra, one_blas_thread, projector_vjp, shift_qp
-from .spec import SolverError, Spec
+from .spec import SolverError, Spec, to_host
 
 DYKSTRA_MAX_SWEEPS = 20000
 PDAS_MAX_STEPS = 50
@@ -52,7 +52,7 @@ class ExactAnswer:
 
 def solve_exact(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
     """Project ``z`` (n, c) float64, differentiably (the solver protocol)."""
-    zn = z.detach().cpu().numpy()
+    zn = to_host(z)
     answer = project(zn, groups, spec)
     if z.requires_grad and torch.is_grad_enabled():
         return _ExactProjection.apply(z, answer, groups, spec)
@@ -78,8 +78,7 @@ class _ExactProjection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         a = ctx.answer
-        g = grad.detach()
-        g = (g if g.device.type == "cpu" else g.cpu()).numpy()
+        g = to_host(grad)
         res = projector_vjp(g, a.tight, a.free, ctx.groups, ctx.spec.criterion.couples_multipliers)
         return _to_device(res, grad.device), None, None, None
 

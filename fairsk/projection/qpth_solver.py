@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .._groups import GroupIndex
 from .exact import project as project_exact
-from .spec import SolverError, Spec
+from .spec import SolverError, Spec, to_host
 
 _QP_OPTIONS = dict(eps=1e-14, maxIter=60, notImprovedLim=5, verbose=-1)
 # Note: qpth's backward clamps multipliers and slacks at 1e-8 (a TODO in qpth), which
@@ -98,7 +98,7 @@ def _centres(z: Tensor, groups: GroupIndex, spec: Spec) -> tuple[list | None, np
     if _rows_tolerance(groups, spec) <= 0 or spec.criterion.interval_rows(2, spec.tolerance, np.zeros(1)) is None:
         return None, None
     try:
-        out = project_exact(_host(z), groups, spec).out
+        out = project_exact(to_host(z), groups, spec).out
     except SolverError:
         return None, None
     means = groups.means(out)
@@ -143,7 +143,7 @@ def solve_qpth(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
     if centres is not None:  # O(k) rows first; the plain rows if qpth misses the projection with them
         y = _solve(z, groups, spec, centres)
         scale = max(1.0, float(np.abs(exact_out).max())) if exact_out.size else 1.0
-        if float(np.abs(_host(y) - exact_out).max()) > 1e-7 * scale:
+        if float(np.abs(to_host(y) - exact_out).max()) > 1e-7 * scale:
             y = None
     return _solve(z, groups, spec, None) if y is None else y
 
@@ -169,11 +169,6 @@ def _solve(z: Tensor, groups: GroupIndex, spec: Spec, centres: list | None) -> T
     if y is None or not bool(torch.isfinite(y).all()):
         raise SolverError("qpth returned no finite answer")
     return y
-
-
-def _host(t: Tensor) -> np.ndarray:
-    t = t.detach()
-    return (t if t.device.type == "cpu" else t.cpu()).numpy()
 
 
 def _with_aux(G: Tensor, aux: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:

@@ -9,6 +9,12 @@ import numpy as np
 from .criteria import Criterion, get_criterion
 
 
+def to_host(t) -> np.ndarray:
+    """A tensor's values as a NumPy array on the host (detached; no copy on the CPU)."""
+    t = t.detach()
+    return (t if t.device.type == "cpu" else t.cpu()).numpy()
+
+
 class SolverError(RuntimeError):
     """A solver could not produce a certified answer (the dispatcher then tries the
     next solver; when none is left it raises
