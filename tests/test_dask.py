@@ -130,6 +130,46 @@ def test_several_attributes(client, data):
     assert fd.parity_gap(_darr(got), _darr(S)) == pytest.approx(parity_gap(got, S), abs=1e-12)
 
 
+@pytest.mark.parametrize(("bounds", "tol"), [((-0.5, 2.5), 0.0), ((1.0, None), 0.02), ((None, 2.0), 0.01)])
+def test_several_attributes_with_a_box(client, data, bounds, tol):
+    X, s, s2, y = data
+    S = np.stack([s, s2], 1)
+    # fitted without a box (one at fit time would hold most raw outputs), predicting with it
+    reg = _fit(FairLayerRegressor(tolerance=tol, max_epochs=2, random_state=0, solver="exact"), data, attrs=2)
+    reg.set_params(bounds=bounds)
+    lb, ub = (-np.inf if bounds[0] is None else bounds[0]), (np.inf if bounds[1] is None else bounds[1])
+    assert _gap(np.clip(reg.raw_output(X, S)[0], lb, ub), S) > tol + 0.1  # the projection acts
+    expected = reg.predict(X, sensitive_features=S)
+    run = fd._Run(reg, _darr(X), _darr(S))
+    got = run.output("scores").compute()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    assert _gap(got, S) <= tol + 1e-9
+    assert got.min() >= lb and got.max() <= ub
+    assert ((got == lb) | (got == ub)).sum() > 10  # the box holds outputs
+    assert run.passes <= 12
+
+
+def test_several_attributes_on_probabilities(client, data):
+    X, s, s2, y = data
+    S = np.stack([s, s2], 1)
+    clf = FairLayerClassifier(tolerance=10.0, max_epochs=6, lr=0.05, random_state=0, solver="exact",
+                              enforce_on="labels")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X[:600], (y[:600] > 1.5).astype(int), sensitive_features=S[:600])
+    clf.set_params(tolerance=0.02)
+    assert _gap(1 / (1 + np.exp(-clf.raw_output(X, S)[0])), S) > 0.1
+    proba = fd.predict_proba(clf, _darr(X), sensitive_features=_darr(S)).compute()
+    np.testing.assert_allclose(proba, clf.predict_proba(X, sensitive_features=S), rtol=0, atol=1e-9)
+    assert _gap(proba[:, 1], S) <= 0.02 + 1e-9
+    assert ((proba[:, 1] == 0) | (proba[:, 1] == 1)).any()  # the box [0, 1] is active
+    scores = fd.decision_function(clf, _darr(X), sensitive_features=_darr(S)).compute()
+    np.testing.assert_allclose(scores, clf.decision_function(X, sensitive_features=S), rtol=0, atol=1e-9)
+    # fair labels with several attributes come from a search over the rows in memory
+    with pytest.raises(NotImplementedError, match="several sensitive attributes"):
+        fd.predict(clf, _darr(X), sensitive_features=_darr(S))
+
+
 @pytest.mark.parametrize(("enforce_on", "tol"), [("proba", 0.03), ("labels", 0.0), ("labels", 0.03)])
 def test_classifier_on_probabilities_equals_in_memory_call(client, data, enforce_on, tol):
     X, s, _, y = data

@@ -19,9 +19,13 @@ group at a time):
    :func:`fairsk.dask._shifts.box_shifts`, each a reduction of ``S_g`` at up to 256
    shifts per group and column (or of the last few breakpoints): for data spread over
    the box, about ``1 + ceil(log_257(n_g / 512))`` passes for a group of ``n_g`` rows;
-3. classifiers with ``enforce_on="proba"`` or ``"labels"`` (binary targets, one
-   attribute): the values projected are ``sigmoid(z)`` with the box ``[0, 1]``, so
-   passes 1 and 2 find the shifts of the probabilities;
+   with several attributes, the in-memory solver's active-set iteration over which
+   outputs the box holds (:func:`fairsk.dask._shifts.boxed_cell_offsets`), one pass
+   per step plus one (2-6 passes measured; it refuses the call, with an error, if it
+   has not settled after 50);
+3. classifiers with ``enforce_on="proba"`` or ``"labels"`` (binary targets): the
+   values projected are ``sigmoid(z)`` with the box ``[0, 1]``, so passes 1 and 2
+   find the shifts of the probabilities;
 4. when called: a check pass that computes the output partition by partition and
    recomputes the global constraint violation from its group sums (it raises
    :class:`~fairsk.exceptions.InfeasibleProjectionError` when the output breaks the
@@ -31,7 +35,9 @@ group at a time):
    :mod:`fairsk.dask._labels` (a histogram of every group's gains ``2p - 1``, a few
    refinements, one pass counting the rows tied at each group's threshold), which
    choose the per-group counts exactly as :func:`fairsk.decisions.fair_labels` does
-   in memory: the labels are identical to the in-memory call's;
+   in memory: the labels are identical to the in-memory call's (one sensitive
+   attribute; with several, fair labels are refused with ``NotImplementedError``:
+   in memory they come from a local search over the rows);
 6. at compute time: the output pass itself.
 
 Every partition is copied to aligned memory before the body runs: one received from
@@ -319,6 +325,18 @@ def _box_part(est, x, s, evals: dict, collects: dict) -> tuple[dict, dict]:
     return _shifts.partition_box_pass(values, evals, collects, lb, ub)
 
 
+def _cell_part(est, x, s, T: dict, T_prev: dict | None, released: dict | None, delta: float) -> dict:
+    lb, ub = _box(est)
+    z, cells, inverse = _scores(est, x, s)
+    index = {cell: i for i, cell in enumerate(cells or [])}
+
+    def values(cell):
+        i = index.get(cell)
+        return None if i is None else z[inverse == i]
+
+    return _shifts.partition_cell_pass(values, T, T_prev, released, delta, lb, ub)
+
+
 def _apply_part(est, x, s, plan: dict | None) -> tuple[np.ndarray, list | None, np.ndarray | None]:
     """The projected outputs (n, c) of one partition, its cells and each row's cell."""
     lb, ub = _box(est)
@@ -515,9 +533,12 @@ class _Run:
             offsets, self.sweeps, _ = _shifts.cell_offsets(groups, counts, sums, self.spec, stats["scale"])
             return {c: offsets[i] for i, c in enumerate(cells)}
         if n_attr > 1:
-            what = f"enforce_on={est.enforce_on!r} (probabilities in the box [0, 1])" if _on_proba(est) else "bounds"
-            raise NotImplementedError(f"fairsk.dask: several sensitive attributes with {what} are not supported (the "
-                                      "in-memory projection runs Dykstra's iteration over the rows)")
+            lb, ub = self.spec.lb, self.spec.ub
+            scale = max(float(np.abs(np.clip(v, lb, ub)).max()) for c in cells for v in stats["cells"][c][3:5])
+            offsets, extra = _shifts.boxed_cell_offsets(cells, groups, counts, sums, self.spec, scale,
+                                                        self._cell_pass)
+            self.passes += extra
+            return {c: offsets[i] for i, c in enumerate(cells)}
         box_stats = {}
         for c in cells:
             n, s, sc, lo, hi, cnt0 = stats["cells"][c]
@@ -532,6 +553,14 @@ class _Run:
 
         parts = [dask.delayed(_box_part)(self.est_d, x, s, evals, collects) for x, s in zip(self.X.parts, self.S)]
         (merged,) = dask.compute(_tree(parts, _shifts.merge_box_passes))
+        return merged
+
+    def _cell_pass(self, T: dict, T_prev: dict | None, released: dict | None, delta: float) -> dict:
+        import dask
+
+        parts = [dask.delayed(_cell_part)(self.est_d, x, s, T, T_prev, released, delta)
+                 for x, s in zip(self.X.parts, self.S)]
+        (merged,) = dask.compute(_tree(parts, _shifts.merge_cell_passes))
         return merged
 
     def _warn_unseen(self, cells) -> None:
@@ -560,7 +589,14 @@ class _Run:
         # tasks (they are no longer root tasks), which holds memory growing with n.
         dask.compute(check)
         self.passes += 1
-        rules = self._fair_label_rules() if kind == "labels" and self._fair_labels() else [None] * len(self.S)
+        fair_labels = kind == "labels" and self._fair_labels()
+        if fair_labels and len(next(iter(self.stats["cells"]))) > 1:
+            # in memory, several attributes' labels come from a local search over every
+            # row (fairsk.decisions); refused rather than returned different
+            raise NotImplementedError("fairsk.dask: fair labels (enforce_on='labels') with several sensitive "
+                                      "attributes are not supported; predict_proba and decision_function are, "
+                                      "or predict in memory")
+        rules = self._fair_label_rules() if fair_labels else [None] * len(self.S)
         parts = [dask.delayed(_release)(self.est_d, x, s, plan_d, kind, rule)
                  for x, s, rule in zip(self.X.parts, self.S, rules)]
         c = self.stats["c"] or getattr(self.est, "n_outputs_", 1)

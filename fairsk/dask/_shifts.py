@@ -400,3 +400,142 @@ def merge_box_passes(parts: list[tuple[dict, dict]]) -> tuple[dict, dict]:
             else:
                 collects[k] = (np.asarray(x), np.asarray(y))
     return evals, collects
+
+
+# -- a box and several attributes --------------------------------------------------------
+#: what a pass of the active-set iteration returns, per cell: ``(n_lower, n_upper,
+#: free_sum, moved)``, each (c,): the outputs the box holds at each bound when every
+#: output of the cell moves by ``-T``, the sum of the free ones' ``z``, and how many
+#: changed their status since the previous guess by more than ``delta``
+CellPassFn = Callable[[dict, dict | None, dict | None, float], dict]
+
+
+def boxed_cell_offsets(cells: list, cell_groups: list[np.ndarray], counts: np.ndarray, sums: np.ndarray,
+                       spec: Spec, scale: float, run_pass: CellPassFn) -> tuple[np.ndarray, int]:
+    """Offsets (C, c) for several attributes and a box: the in-memory solver's
+    primal-dual active-set iteration (:func:`fairsk.projection.exact._settle`), run
+    on the cells, one pass over the data per step.
+
+    Every output of a cell moves by the same total shift ``T_c`` (the sum of its
+    groups' shifts) before the box clips it, so each guess of which outputs the box
+    holds is ``z_i - T_c`` beyond a bound, and all the shift-space QP of a step needs
+    (the groups' means with the held outputs at their bounds, the free outputs' cross
+    counts) are sums over the cells. ``run_pass(T, T_prev, released, delta)`` returns
+    them per cell at the shifts ``T`` (dicts cell -> (c,)), and counts the outputs
+    whose status differs from the previous guess (``T_prev``; ``released`` cells
+    counted free) by more than ``delta``: none such means the guess reproduced
+    itself and ``clip(z - T)`` is the projection, as in memory. ``scale`` is ``max
+    |clip(z)|``. Returns ``(offsets, passes)``; raises
+    :class:`~fairsk.exceptions.InfeasibleProjectionError` when the iteration does
+    not settle (the in-memory solver then has fallbacks that need the rows
+    themselves).
+    """
+    from ..projection.exact import PDAS_MAX_STEPS, _solve_columns
+    from ..projection.spec import SolverError
+    from ..projection.spec import Spec as ProjectionSpec
+
+    n_cells, c = sums.shape
+    lb, ub = spec.lb, spec.ub
+    pspec = ProjectionSpec(spec.criterion, spec.tolerance, lb if math.isfinite(lb) else None,
+                           ub if math.isfinite(ub) else None)
+    delta = active_tolerance(scale + spec.tolerance)
+    sizes = [int(g.max()) + 1 for g in cell_groups]
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    slot = np.stack([g + starts[a] for a, g in enumerate(cell_groups)], 1)  # (C, a)
+    K = int(starts[-1])
+    blocks = [slice(int(starts[a]), int(starts[a + 1])) for a in range(len(sizes))]
+    n_slot = np.bincount(slot.reshape(-1), weights=np.repeat(counts, slot.shape[1]), minlength=K)
+    n_inv = 1.0 / n_slot
+
+    def slot_sums(v: np.ndarray) -> np.ndarray:
+        return np.bincount(slot.reshape(-1), weights=np.repeat(v, slot.shape[1]), minlength=K)
+
+    def step(n_lower, n_upper, free_sum, j) -> tuple[np.ndarray, np.ndarray] | None:
+        """One column's new cell shifts (C,) and released cells (C,), or None."""
+        released = np.zeros(n_cells, dtype=bool)
+        for _ in range(2):
+            lo = np.where(released, 0.0, n_lower)
+            hi = np.where(released, 0.0, n_upper)
+            fs = np.where(released, sums[:, j], free_sum)
+            held = fs + (lo * lb if math.isfinite(lb) else 0.0) + (hi * ub if math.isfinite(ub) else 0.0)
+            means = (slot_sums(held) * n_inv)[:, None]
+            free = counts - lo - hi
+            cross = np.zeros((K, K))
+            for a in range(slot.shape[1]):
+                for b in range(slot.shape[1]):
+                    np.add.at(cross, (slot[:, a], slot[:, b]), free)
+            shifts = np.empty((K, 1))
+            try:
+                with one_blas_thread():
+                    _solve_columns(means, cross * n_inv[:, None] * n_inv[None, :], blocks, pspec, delta, shifts,
+                                   n_inv)
+            except SolverError:
+                # a guess holding every output of a group cannot move its mean: release
+                # such groups' cells once, as in memory
+                stuck = np.diag(cross) == 0
+                newly = stuck[slot].any(1) & ~released
+                if not newly.any():
+                    return None
+                released |= newly
+                continue
+            return shifts[:, 0][slot].sum(1), released
+        return None
+
+    def as_dict(a: np.ndarray) -> dict:
+        return {cell: a[i] for i, cell in enumerate(cells)}
+
+    def as_array(d: dict, key: int) -> np.ndarray:
+        return np.stack([np.asarray(d[cell][key], dtype=np.float64) for cell in cells])
+
+    T = np.zeros((n_cells, c))
+    stats, passes = run_pass(as_dict(T), None, None, delta), 1
+    todo = np.ones(c, dtype=bool)
+    for _ in range(PDAS_MAX_STEPS):
+        n_lower, n_upper, free_sum = as_array(stats, 0), as_array(stats, 1), as_array(stats, 2)
+        T_new, released = T.copy(), np.zeros((n_cells, c), dtype=bool)
+        for j in np.flatnonzero(todo):
+            answer = step(n_lower[:, j], n_upper[:, j], free_sum[:, j], j)
+            if answer is None:
+                raise InfeasibleProjectionError("the active-set iteration over the box found a guess it cannot "
+                                                "solve; compute this call in memory")
+            T_new[:, j], released[:, j] = answer
+        stats, passes = run_pass(as_dict(T_new), as_dict(T), as_dict(released), delta), passes + 1
+        todo &= as_array(stats, 3).sum(0) > 0
+        T = T_new
+        if not todo.any():
+            return -T, passes
+    raise InfeasibleProjectionError(f"the active-set iteration over the box did not settle in {PDAS_MAX_STEPS} "
+                                    "passes; compute this call in memory")
+
+
+def partition_cell_pass(z_by_cell: Callable[[tuple], np.ndarray | None], T: dict, T_prev: dict | None,
+                        released: dict | None, delta: float, lb: float, ub: float) -> dict:
+    """One partition's part of a pass of :func:`boxed_cell_offsets`."""
+    out = {}
+    for cell, t in T.items():
+        z = z_by_cell(cell)
+        if z is None or not len(z):
+            continue
+        shifted = z - t
+        lower, upper = shifted <= lb, shifted >= ub
+        free = ~(lower | upper)
+        moved = np.zeros(z.shape[1])
+        if T_prev is not None:
+            before = z - T_prev[cell]
+            was_lower, was_upper = before <= lb, before >= ub
+            rel = released[cell]
+            was_lower &= ~rel
+            was_upper &= ~rel
+            far = np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta
+            moved = (((lower != was_lower) | (upper != was_upper)) & far).sum(0).astype(np.float64)
+        out[cell] = [lower.sum(0).astype(np.float64), upper.sum(0).astype(np.float64),
+                     np.where(free, z, 0.0).sum(0), moved]
+    return out
+
+
+def merge_cell_passes(parts: list[dict]) -> dict:
+    out: dict = {}
+    for p in parts:
+        for cell, values in p.items():
+            out[cell] = values if cell not in out else [a + b for a, b in zip(out[cell], values)]
+    return out
