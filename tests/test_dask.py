@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -339,3 +341,50 @@ def test_box_search_equals_layer(monkeypatch, collect_limit, lb, ub):
         assert passes <= 6
         if collect_limit == 8:  # groups of ~750 rows: refined by evaluation passes first
             assert any(e for e, _ in calls)
+
+
+# -- several attributes and a box, against the in-memory layer, without a cluster -------------
+def _run_cells(z, codes, parts, spec):
+    """boxed_cell_offsets over the partitions ``parts`` (slices) of ``z`` (n, c), reductions done here."""
+    cells = sorted({tuple(r) for r in codes.tolist()})
+    index = {cell: i for i, cell in enumerate(cells)}
+    row_cell = np.array([index[tuple(r)] for r in codes.tolist()])
+    counts = np.bincount(row_cell, minlength=len(cells)).astype(np.float64)
+    sums = np.stack([np.bincount(row_cell, weights=z[:, j], minlength=len(cells)) for j in range(z.shape[1])], 1)
+    cell_groups = [np.array([cell[a] for cell in cells]) for a in range(codes.shape[1])]
+
+    def run_pass(T, T_prev, released, delta):
+        results = []
+        for sl in parts:
+            zp, cp = z[sl], row_cell[sl]
+            results.append(_shifts.partition_cell_pass(lambda cell, zp=zp, cp=cp: zp[cp == index[cell]], T, T_prev,
+                                                       released, delta, spec.lb, spec.ub))
+        return _shifts.merge_cell_passes(results)
+
+    scale = float(np.abs(np.clip(z, spec.lb, spec.ub)).max())
+    offsets, passes = _shifts.boxed_cell_offsets(cells, cell_groups, counts, sums, spec, scale, run_pass)
+    return np.clip(z + offsets[row_cell], spec.lb, spec.ub), passes
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_attr=st.integers(2, 3), c=st.integers(1, 2),
+       box=st.sampled_from([(0.0, 1.0), (-math.inf, 0.5), (0.0, math.inf)]), tol=st.sampled_from([0.0, 0.01, 0.1]))
+def test_cell_active_set_equals_layer(seed, n_attr, c, box, tol):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 400))
+    codes = np.stack([rng.integers(0, int(rng.integers(2, 4)), n) for _ in range(n_attr)], 1)
+    z = rng.normal(size=(n, c)) + 0.5 * codes[:, :1] - 0.3 * codes[:, -1:] + 0.5
+    lb, ub = box
+    spec = _shifts.Spec("ecp", tol, lb, ub)
+    layer = FairnessLayer("ecp", tol, "exact", bounds=(None if math.isinf(lb) else lb, None if math.isinf(ub) else ub))
+    cut = sorted(rng.integers(0, n, 3).tolist())
+    parts = [slice(0, cut[0]), slice(cut[0], cut[1]), slice(cut[1], cut[2]), slice(cut[2], n)]
+    try:
+        got, passes = _run_cells(z, codes, parts, spec)
+    except InfeasibleProjectionError as e:  # allowed only where memory needs its fallbacks over the rows
+        assert "compute this call in memory" in str(e)
+        return
+    expected = layer(torch.as_tensor(z if c > 1 else z[:, 0]), torch.as_tensor(codes)).numpy().reshape(n, c)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    assert _gap(got, codes) <= tol + 1e-9
+    assert got.min() >= lb and got.max() <= ub
