@@ -1,6 +1,10 @@
 """Fairness metrics: parity and residual gaps, a per-group report, and scorers that pass
 the sensitive features to the estimator (plain scores of the *fair* outputs, gaps, and
-a fair scorer for model selection under a budget)."""
+a fair scorer for model selection under a budget).
+
+``parity_gap``, ``residual_gap``, ``selection_rate_gap`` and ``fairness_report`` also
+take dask collections (partitioned alike): they are computed by :mod:`fairsk.dask` in
+one pass over the partitions, nothing gathered, with the in-memory result."""
 
 from __future__ import annotations
 
@@ -114,6 +118,10 @@ def selection_rate_gap(y_pred: Any, sensitive_features: Any, pos_label: Any = No
     >>> selection_rate_gap(["x", "y", "z", "z"], ["a", "a", "b", "b"])
     1.0
     """
+    if _is_dask(y_pred):  # one pass over the partitions, nothing gathered
+        from .dask import selection_rate_gap as dask_selection_rate_gap
+
+        return dask_selection_rate_gap(y_pred, sensitive_features, pos_label)
     if hasattr(y_pred, "detach"):
         y_pred = y_pred.detach().cpu().numpy()
     labels = np.asarray(y_pred)
@@ -194,6 +202,11 @@ def fairness_report(y_true: Any, y_pred: Any, sensitive_features: Any, *,
     0         a      2        0.5        0.5          0.0  1.0  0.0
               b      2        0.5        0.5          0.0  0.0  1.0
     """
+    if _is_dask(y_pred):  # one pass over the partitions, nothing gathered
+        from .dask import fairness_report as dask_fairness_report
+
+        return dask_fairness_report(y_true, y_pred, sensitive_features, residual=residual, error_rates=error_rates,
+                                    pos_label=pos_label, estimator=estimator)
     pred = _as_2d_float(y_pred, "y_pred")[:, 0]
     true = _as_2d_float(y_true, "y_true")[:, 0]
     if true.shape[0] != pred.shape[0]:

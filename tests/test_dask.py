@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
+import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import dask.dataframe as dd  # noqa: E402
 
@@ -261,6 +262,52 @@ def test_metrics_match_in_memory(client, data):
     # fairsk.metrics takes dask collections too (and hands them to fairsk.dask)
     assert parity_gap(frame["p"], frame["g"]) == pytest.approx(parity_gap(pred, s), abs=1e-12)
     assert residual_gap(_darr(y), _darr(pred), _darr(s)) == pytest.approx(residual_gap(y, pred, s), abs=1e-12)
+
+
+@pytest.mark.parametrize("labels_kind", ["01", "strings", "three"])
+def test_label_metrics_and_report_match_in_memory(client, data, labels_kind):
+    from fairsk.metrics import fairness_report, selection_rate_gap
+
+    X, s, s2, y = data
+    S = np.stack([s, s2], 1)
+    hit = (np.sin(3 * X[:, 0]) + 0.3 * s > 0.2).astype(int)
+    truth = (y > 1.5).astype(int)
+    if labels_kind == "strings":
+        hit, truth = np.array(["no", "yes"])[hit], np.array(["no", "yes"])[truth]
+    elif labels_kind == "three":
+        hit = hit + (X[:, 1] > 1.5)
+    for groups in (s, S):
+        got = selection_rate_gap(_darr(hit), _darr(groups))
+        assert got == pytest.approx(selection_rate_gap(hit, groups), abs=1e-12)
+        assert got > 0.05
+        if labels_kind == "three":
+            assert selection_rate_gap(_darr(hit), _darr(groups), pos_label=2) == pytest.approx(
+                selection_rate_gap(hit, groups, pos_label=2), abs=1e-12)
+    if labels_kind == "strings":
+        return  # the report reads numbers
+    for groups in (s, S):
+        expected = fairness_report(truth, hit, groups)
+        got = fairness_report(_darr(truth), _darr(hit), _darr(groups))
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
+    assert ("tpr" in expected) == (labels_kind == "01")  # labels of y_true: error rates shown
+    # scores: no error rates unless asked (then a second pass counts the hits)
+    scores = np.round(np.sin(X[:, 0]), 2)
+    for kw in ({}, {"error_rates": True, "pos_label": 1}, {"residual": True}):
+        expected = fairness_report(truth, scores, s, **kw)
+        pd.testing.assert_frame_equal(fairness_report(_darr(truth), _darr(scores), _darr(s), **kw), expected,
+                                      check_exact=False, rtol=0, atol=1e-12)
+    # a regression target, groups in a dask DataFrame: names and the residual column as in memory
+    frame = pd.DataFrame({"sex": s, "age": s2})
+    expected = fairness_report(y, np.sin(X[:, 0]), frame)
+    got = fairness_report(_darr(y), _darr(np.sin(X[:, 0])), _dframe(frame))
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
+
+
+def _dframe(frame):
+    """``frame`` as a dask DataFrame partitioned like ``_darr`` (chunks CHUNKS)."""
+    bounds = np.cumsum((0,) + CHUNKS)
+    pieces = [frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return dd.from_delayed([dask.delayed(p) for p in pieces], meta=frame.iloc[:0])
 
 
 def test_unseen_groups_and_no_groups_as_in_memory(client, data):

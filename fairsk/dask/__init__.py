@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import numpy as np
 
@@ -61,11 +60,13 @@ from .._groups import encode_sensitive
 from .._proba import logit
 from ..exceptions import InfeasibleProjectionError
 from . import _labels, _shifts
+from ._metrics import fairness_report, parity_gap, residual_gap, selection_rate_gap
+from ._parts import _aligned_parts, _key, _parts_of, _tree
 from ._shifts import Spec
 
-__all__ = ["decision_function", "predict", "predict_proba", "parity_gap", "residual_gap"]
+__all__ = ["decision_function", "predict", "predict_proba", "parity_gap", "residual_gap", "selection_rate_gap",
+           "fairness_report"]
 
-_TREE_WIDTH = 16
 
 
 # -- public API -----------------------------------------------------------------------------
@@ -128,94 +129,7 @@ def predict_proba(est, X, sensitive_features=None):
     return _Run(est, X, sensitive_features).output("proba")
 
 
-def parity_gap(y_pred, sensitive_features) -> float:
-    """:func:`fairsk.metrics.parity_gap` of dask collections, in one pass."""
-    import dask
-
-    pred = _parts_of(y_pred, "y_pred")
-    sens = _aligned_parts(sensitive_features, pred, "sensitive_features")
-    parts = [dask.delayed(_metric_part)(p, s, None) for p, s in zip(pred.parts, sens)]
-    (sums,) = dask.compute(_tree(parts, _merge_metric))
-    return _gap_from_sums(sums, residual=False)
-
-
-def residual_gap(y_true, y_pred, sensitive_features) -> float:
-    """:func:`fairsk.metrics.residual_gap` of dask collections, in one pass."""
-    import dask
-
-    pred = _parts_of(y_pred, "y_pred")
-    true = _aligned_parts(y_true, pred, "y_true")
-    sens = _aligned_parts(sensitive_features, pred, "sensitive_features")
-    parts = [dask.delayed(_metric_part)(p, s, t) for p, s, t in zip(pred.parts, sens, true)]
-    (sums,) = dask.compute(_tree(parts, _merge_metric))
-    return round(_gap_from_sums(sums, residual=True), 12)
-
-
-# -- collections to partitions ----------------------------------------------------------------
-class _Parts:
-    """The partitions of a dask collection as a list of delayed objects."""
-
-    def __init__(self, collection, kind: str, parts: list, lengths: tuple | None, divisions=None, index_meta=None):
-        self.collection = collection
-        self.kind = kind  # "frame" or "array"
-        self.parts = parts
-        self.lengths = lengths  # row counts per partition (arrays), None for frames
-        self.divisions = divisions
-        self.index_meta = index_meta
-
-
-def _parts_of(obj, name: str, two_d: bool = False) -> _Parts:
-    import dask.array as da
-    import dask.dataframe as dd
-
-    if isinstance(obj, (dd.DataFrame, dd.Series)):
-        return _Parts(obj, "frame", list(obj.to_delayed()), None, obj.divisions, obj._meta.index)
-    if isinstance(obj, da.Array):
-        if obj.ndim == 2:
-            obj = obj.rechunk({1: -1})  # one block of columns per row chunk
-            blocks = list(obj.to_delayed()[:, 0])
-        elif obj.ndim == 1 and not two_d:
-            blocks = list(obj.to_delayed())
-        else:
-            raise ValueError(f"{name} must be a {'2-D' if two_d else '1-D or 2-D'} dask Array, got {obj.ndim}-D")
-        return _Parts(obj, "array", blocks, tuple(obj.chunks[0]))
-    raise TypeError(f"{name} must be a dask DataFrame, Series or Array, got {type(obj).__name__}")
-
-
-def _aligned_parts(obj, ref: _Parts, name: str) -> list:
-    """Partitions of ``obj`` matching those of ``ref`` (or Nones)."""
-    if obj is None:
-        return [None] * len(ref.parts)
-    parts = _parts_of(obj, name)
-    if len(parts.parts) != len(ref.parts):
-        raise ValueError(f"{name} has {len(parts.parts)} partitions but X has {len(ref.parts)}: they must be "
-                         "aligned (same partitions, same rows in each)")
-    if parts.lengths is not None and ref.lengths is not None and not any(map(math.isnan, parts.lengths + ref.lengths)):
-        if parts.lengths != ref.lengths:
-            raise ValueError(f"{name} has row chunks {parts.lengths} but X has {ref.lengths}: they must be aligned")
-    if parts.divisions is not None and ref.divisions is not None and None not in parts.divisions + ref.divisions:
-        if tuple(parts.divisions) != tuple(ref.divisions):
-            raise ValueError(f"{name} and X have different divisions: they must be aligned")
-    return parts.parts
-
-
-def _tree(parts: list, merge, width: int = _TREE_WIDTH):
-    """Reduce delayed partition results with ``merge(list)`` in a tree (no task
-    receives more than ``width`` of them)."""
-    import dask
-
-    if not parts:
-        return dask.delayed(merge)([])
-    while len(parts) > 1:
-        parts = [dask.delayed(merge)(parts[i : i + width]) for i in range(0, len(parts), width)]
-    return parts[0]
-
-
 # -- what runs on a partition -------------------------------------------------------------------
-def _key(v) -> Any:
-    return v.item() if hasattr(v, "item") else v
-
-
 def _scores(est, x, s) -> tuple[np.ndarray, list | None, np.ndarray | None]:
     """Raw outputs (n, c) of one partition, its cells (label tuples) and each row's cell."""
     n = len(x)
@@ -665,45 +579,3 @@ class _Run:
 
 def _sort_key(v):
     return (str(type(v)), v if isinstance(v, (int, float, str)) else str(v))
-
-
-# -- metrics ------------------------------------------------------------------------------------
-def _metric_part(pred, sens, true) -> dict:
-    pred = np.asarray(pred, dtype=np.float64)
-    pred = pred[:, None] if pred.ndim == 1 else pred
-    if true is not None:
-        t = np.asarray(true, dtype=np.float64)
-        pred = pred - (t[:, None] if t.ndim == 1 else t)
-    if sens is None:
-        raise ValueError("sensitive_features is required")
-    if len(sens) != pred.shape[0]:
-        raise ValueError(f"a partition of sensitive_features has {len(sens)} rows but the predictions {pred.shape[0]}")
-    if not np.all(np.isfinite(pred)):
-        raise ValueError("y_pred contains NaN or infinite values")
-    out = {}
-    if pred.shape[0] == 0:
-        return out
-    codes, labels = encode_sensitive(sens, pred.shape[0])
-    for a in range(codes.shape[1]):
-        k = len(labels[a])
-        counts = np.bincount(codes[:, a], minlength=k)
-        sums = np.stack([np.bincount(codes[:, a], weights=pred[:, j], minlength=k) for j in range(pred.shape[1])], 1)
-        for g in range(k):
-            out[(a, _key(labels[a][g]))] = (float(counts[g]), sums[g])
-    return out
-
-
-def _merge_metric(parts: list) -> dict:
-    out = {}
-    for p in parts:
-        for key, (n, s) in p.items():
-            out[key] = (out[key][0] + n, out[key][1] + s) if key in out else (n, s)
-    return out
-
-
-def _gap_from_sums(sums: dict, residual: bool) -> float:
-    gap = 0.0
-    for a in sorted({a for a, _ in sums}):
-        means = np.stack([s / n for (b, _), (n, s) in sums.items() if b == a])
-        gap = max(gap, float(np.abs(means).max()) if residual else float((means.max(0) - means.min(0)).max()))
-    return gap
