@@ -6,6 +6,7 @@ processes' states apart and merging them afterwards does not keep the bound."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import pickle
 import time
 
@@ -34,6 +35,13 @@ def _serve(job):
     with open(model_path, "rb") as f:
         shared = SharedStream(pickle.load(f), state_path)
     rng = np.random.default_rng(seed)
+    # both serving processes start together (a slow start would let one finish alone on a
+    # busy machine): each leaves a mark and waits, for at most a minute, for the other's
+    open(f"{state_path}.ready{seed}", "w").close()
+    other = f"{state_path}.ready{3 - seed}"
+    deadline = time.monotonic() + 60
+    while not os.path.exists(other) and time.monotonic() < deadline:
+        time.sleep(0.01)
     calls, i = [], 0
     while i < len(X):
         b = int(rng.integers(1, 6))

@@ -68,6 +68,8 @@ def interval_start(m: Sequence[float], w: Sequence[float], tol: float, e: Sequen
     >>> interval_start([0.0, 1.0], [1.0, 1.0], 0.5)
     0.25
     """
+    if len(m) > _PYTHON_MAX_GROUPS:
+        return _interval_start_sorted(m, w, tol, e)
     m = [float(x) for x in m]
     w = [float(x) for x in w]
     e = [0.0] * len(m) if e is None else [float(x) for x in e]
@@ -97,6 +99,40 @@ def interval_start(m: Sequence[float], w: Sequence[float], tol: float, e: Sequen
         else:
             hi, f_hi = mid, f_mid
     b0, b1 = bps[lo], bps[hi]
+    if f_lo > 0 and f_lo > f_hi and b1 > b0:
+        return b0 + f_lo / ((f_lo - f_hi) / (b1 - b0))
+    return b0
+
+
+#: above this many groups :func:`interval_start` evaluates ``F`` at every breakpoint at
+#: once with NumPy (sorting and prefix sums, ``O(k log k)``) instead of bisecting with
+#: ``O(k)`` Python loops (at 10,000 groups, 1 ms instead of 100)
+_PYTHON_MAX_GROUPS = 64
+
+
+def _interval_start_sorted(m, w, tol: float, e=None) -> float:
+    """:func:`interval_start` for many groups: ``F`` at all breakpoints by prefix sums."""
+    m = np.asarray(m, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    e = np.zeros_like(m) if e is None else np.asarray(e, dtype=np.float64)
+    up, down = m - tol - e, m + e  # F gains w (up - c) for up > c, loses w (c - down) for down < c
+    ou, od = np.argsort(up, kind="stable"), np.argsort(down, kind="stable")
+    up_s, wu = up[ou], w[ou]
+    down_s, wd = down[od], w[od]
+    bps = np.sort(np.concatenate([up, down]), kind="stable")
+    # above c: the ups strictly greater than c; below c: the downs strictly less than c
+    iu = np.searchsorted(up_s, bps, side="right")
+    id_ = np.searchsorted(down_s, bps, side="left")
+    cw_u = np.concatenate(([0.0], np.cumsum(wu[::-1])))[::-1]  # sum of w over up_s[i:]
+    cwu_u = np.concatenate(([0.0], np.cumsum((wu * up_s)[::-1])))[::-1]
+    cw_d = np.concatenate(([0.0], np.cumsum(wd)))  # sum of w over down_s[:i]
+    cwd_d = np.concatenate(([0.0], np.cumsum(wd * down_s)))
+    F = (cwu_u[iu] - bps * cw_u[iu]) - (bps * cw_d[id_] - cwd_d[id_])
+    nonneg = np.flatnonzero(F >= 0)
+    lo = int(nonneg[-1]) if nonneg.size else 0  # F at the first breakpoint is >= 0 by construction
+    if lo == bps.size - 1:
+        return float(bps[lo])
+    f_lo, f_hi, b0, b1 = float(F[lo]), float(F[lo + 1]), float(bps[lo]), float(bps[lo + 1])
     if f_lo > 0 and f_lo > f_hi and b1 > b0:
         return b0 + f_lo / ((f_lo - f_hi) / (b1 - b0))
     return b0
