@@ -71,6 +71,12 @@ class ErrorRateCalibrator(BaseEstimator):
         data (each one a new calibration).
     confidence : float, default=0.95
         Level of the interval.
+    test_size : int, "calibration" or None, default="calibration"
+        The data the gap of ``gap_estimate_`` and ``gap_interval_`` is for: the
+        measured gap on that many new rows (an int), on as many new rows as were
+        calibrated on (``"calibration"``), or the gap on the population itself
+        (``None``, no test set's own noise). :meth:`estimate_gap` gives the
+        estimate and interval for any other size after fitting.
     random_state : int or None, default=0
         Seeds the bootstrap and the randomized labels (a given input
         always gets the same labels).
@@ -95,24 +101,58 @@ class ErrorRateCalibrator(BaseEstimator):
         randomized); at most ``tolerance`` (up to 1e-9, or the linear program's
         1e-7 feasibility if randomized).
     gap_estimate_ : float
-        Estimated gap of the labels on new data (from the same population): the
-        median over bootstrap resamples of the calibration rows of the gap, on the
-        calibration rows, of the thresholds learnt on the resample (see Notes).
+        Estimated gap of the labels on new data from the same population, measured
+        on ``test_size`` rows: the median of the bootstrap draws (see Notes).
     gap_interval_ : tuple of float
-        The percentile interval (``confidence``) of those gaps.
+        The interval (level ``confidence``) in which such a measured gap falls.
     accuracy_estimate_ : float
-        The mean accuracy of those thresholds, likewise.
+        Estimated accuracy on the population (the calibration accuracy corrected by
+        the bootstrap's estimate of its optimism).
+    rate_draws_ : ndarray of shape (n_bootstrap, n_strata, n_groups)
+        Bootstrap draws of the thresholds' rates on the population: per true-label
+        stratum (positives, then for equalized odds negatives) and group; NaN for a
+        group without rows of that label.
+    stratum_counts_ : ndarray of shape (n_strata, n_groups)
+        The calibration rows of each stratum and group.
+    n_calibration_ : int
+        The number of calibration rows.
 
     Notes
     -----
     The guarantee is on the calibration data only. On new data the gap is a random
     quantity: ``gap_estimate_`` and ``gap_interval_`` estimate it (they are not
-    bounds). The interval is for the gap on the population the calibration rows
-    were drawn from; a gap measured on a finite test set adds that set's own
-    sampling noise, and a shift of the population is not covered at all. It is
-    approximate: in simulations with known populations, 85-93% of nominal 95%
-    intervals covered the thresholds' true gap (the bootstrap of a maximum leans
-    optimistic). More calibration rows give narrower intervals.
+    bounds), and a shift of the population is not covered at all.
+
+    A measured gap has two sources of error, and the interval draws both. (1) The
+    thresholds' rates on the population differ from their rates on the calibration
+    rows they were chosen on. Every bootstrap resample of the calibration rows
+    gets its own thresholds, and their rates on the calibration rows minus their
+    rates on the resample (the bootstrap world's "population minus fitting data",
+    which includes how the search exploits the noise of the rows it sees) is added
+    to the fitted thresholds' calibration rates: a draw of their population rates.
+    (2) A test set of ``m`` rows measures each group's rate on its own rows only:
+    each draw's rates become binomial proportions over the test set's rows of that
+    group and label (the calibration mix scaled to ``m``). The gap of each draw is
+    a maximum of absolute differences computed like the measured one, so its
+    upward bias on small samples and a lower end near 0 when the true gap is
+    small are both reproduced rather than corrected. The interval is between the
+    order statistics of the draws that hold one more draw with probability
+    ``confidence`` (plain percentiles of 100 draws hold only about 93%).
+
+    Evaluating thresholds learnt on a resample on its out-of-bag rows was the
+    other candidate; it doubles their error (a resample of a sample) and fixes
+    the test set's size at about 37% of the calibration rows, so it is not used.
+
+    Coverage of nominal 95% intervals, measured: scores from known normal
+    populations (two groups, 1,500 calibration rows, tolerance 0.02, 200
+    populations each): the population gap 188/200 (equal opportunity) and 198/200
+    (equalized odds), the gap measured on 1,500 new rows 191/200 and 189/200;
+    500 calibration rows against 5,000 test rows 143/150 and 140/150 (equalized
+    odds); randomized, 3,000 against 400 rows, 145/150 and 146/150. On Adult (10
+    splits, about 9,000 calibration and 18,000 test rows,
+    ``benchmarks/odds_coverage.py``) the interval for the test set's size covered
+    the measured gap 10/10 times for each criterion. More calibration rows give
+    narrower intervals.
 
     With ``randomize=False`` an exact solution always exists (labelling every row
     negative is feasible), but at a small tolerance it may cost much accuracy

@@ -193,27 +193,61 @@ def test_adult_test_gap_within_tolerance_plus_interval():
     assert np.mean(labels == y_te) > 0.8
 
 
+_MU = {(0, 0): 0.0, (0, 1): 1.5, (1, 0): 0.5, (1, 1): 2.2}  # score means per (group, label)
+
+
+def _population(rng, n):
+    g = rng.integers(0, 2, n)
+    y = (rng.random(n) < 0.3 + 0.1 * g).astype(int)
+    return rng.normal([_MU[(a, b)] for a, b in zip(g, y)], 1.0), y, g
+
+
 @pytest.mark.parametrize("criterion", CRITERIA)
-def test_interval_covers_the_population_gap_of_the_thresholds(criterion):
-    """Scores from known normal distributions: the thresholds' gap on the population is exact."""
+def test_interval_covers_the_population_gap_and_the_measured_test_gap(criterion):
+    """Scores from known normal distributions: the thresholds' gap on the population is
+    exact, and a fresh test set's measured gap is what a user would compare with."""
     from scipy.stats import norm
 
-    mu = {(0, 0): 0.0, (0, 1): 1.5, (1, 0): 0.5, (1, 1): 2.2}
-    covered = 0
-    for seed in range(40):
+    n_cal, n_test, seeds = 1200, 2000, range(40)
+    covered_population = covered_test = covered_default = 0
+    for seed in seeds:
         rng = np.random.default_rng(seed)
-        g = rng.integers(0, 2, 1500)
-        y = (rng.random(1500) < 0.3 + 0.1 * g).astype(int)
-        s = rng.normal([mu[(a, b)] for a, b in zip(g, y)], 1.0)
-        cal = ErrorRateCalibrator(criterion, 0.02, n_bootstrap=60, random_state=seed).fit(s, y, g)
-        tpr = [norm.sf(cal.thresholds_[h] - mu[(h, 1)]) for h in (0, 1)]
-        fpr = [norm.sf(cal.thresholds_[h] - mu[(h, 0)]) for h in (0, 1)]
+        s, y, g = _population(rng, n_cal)
+        cal = ErrorRateCalibrator(criterion, 0.02, random_state=seed, test_size=None).fit(s, y, g)
+        tpr = [norm.sf(cal.thresholds_[h] - _MU[(h, 1)]) for h in (0, 1)]
+        fpr = [norm.sf(cal.thresholds_[h] - _MU[(h, 0)]) for h in (0, 1)]
         gap = abs(tpr[0] - tpr[1]) if criterion == "equal_opportunity" else max(abs(tpr[0] - tpr[1]),
                                                                                 abs(fpr[0] - fpr[1]))
         low, high = cal.gap_interval_
-        covered += low <= gap <= high
-    # nominal 95%; the bootstrap of a maximum is somewhat optimistic (34-37 of 40 seen)
-    assert covered >= 32
+        assert (cal.gap_estimate_, cal.gap_interval_) == cal.estimate_gap(None)
+        covered_population += low <= gap <= high
+        s_te, y_te, g_te = _population(rng, n_test)
+        test_gap = _gap(criterion, y_te, cal.predict(s_te, g_te), g_te)
+        _, (low, high) = cal.estimate_gap(n_test)
+        covered_test += low <= test_gap <= high
+        # the default interval: a test set as large as the calibration set
+        s_te, y_te, g_te = _population(rng, n_cal)
+        _, (low, high) = cal.estimate_gap("calibration")
+        covered_default += low <= _gap(criterion, y_te, cal.predict(s_te, g_te), g_te) <= high
+    # nominal 95% (38 of 40 expected); measured (equal opportunity, equalized odds): population
+    # 40/40 and 40/40, test 39/40 and 40/40, calibration-sized test 37/40 and 38/40
+    assert covered_population >= 35
+    assert covered_test >= 35
+    assert covered_default >= 35
+
+
+def test_interval_widens_with_a_smaller_test_set_and_reaches_near_zero():
+    s, y, g = _population(np.random.default_rng(0), 3000)
+    cal = ErrorRateCalibrator("equal_opportunity", 0.005, random_state=0).fit(s, y, g)
+    widths = [np.subtract(*cal.estimate_gap(m)[1][::-1]) for m in (200, 2000, 20000)]
+    assert widths[0] > widths[1] > widths[2]
+    # the calibration gap is at most 0.005; the population gap is small, and the
+    # interval's lower end comes near 0 rather than sitting on the upward bias of a maximum
+    assert cal.estimate_gap(None)[1][0] < 0.005
+    with pytest.raises(ValueError, match="test_size"):
+        cal.estimate_gap(0)
+    with pytest.raises(ValueError, match="test_size"):
+        ErrorRateCalibrator(test_size="all").fit(s, y, g)
 
 
 @pytest.mark.parametrize("randomize", [False, True])
