@@ -774,8 +774,10 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
     calibration_gap_ : float or None
         The gap of ``predict`` on the calibration rows, at most ``tolerance``.
     gap_estimate_, gap_interval_ : float, tuple of float, or None
-        The estimated gap of ``predict`` on new data from the calibration rows'
-        population, and its bootstrap interval (95%): estimates, not bounds.
+        The estimated gap of ``predict`` measured on as many new rows (from the
+        calibration rows' population) as were calibrated on, and its bootstrap
+        interval (95%): estimates, not bounds. Other test sizes:
+        ``calibrator_.estimate_gap(n_rows)``.
 
     Examples
     --------

@@ -282,6 +282,7 @@ def test_fitted_state_round_trips_through_json(randomize):
     np.testing.assert_array_equal(again.predict(scores, names), cal.predict(scores, names))
     np.testing.assert_array_equal(again.emit_probability(scores, names), cal.emit_probability(scores, names))
     assert again.gap_interval_ == cal.gap_interval_
+    assert again.estimate_gap(1000) == cal.estimate_gap(1000) and again.estimate_gap(None) == cal.estimate_gap(None)
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
