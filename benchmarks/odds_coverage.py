@@ -77,7 +77,8 @@ def main() -> None:
             c[2] += within
             c[3] += 1
             lines.append(f"{criterion:18s} {seed:4d} {len(y_cal):6d} {len(y_te):6d}  {raw_gap:7.4f}  "
-                         f"{cal.calibration_gap_:7.4f}  {test_gap:8.4f}  [{lo:.4f}, {hi:.4f}]  {'yes' if inside else 'NO':>4s}"
+                         f"{cal.calibration_gap_:7.4f}  {test_gap:8.4f}  [{lo:.4f}, {hi:.4f}]  "
+                         f"{'yes' if inside else 'NO':>4s}"
                          f"  [{dlo:.4f}, {dhi:.4f}]  {'yes' if inside_default else 'NO':>4s}  "
                          f"{'yes' if within else 'NO':>4s}")
             print(lines[-1], flush=True)
