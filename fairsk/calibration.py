@@ -10,6 +10,7 @@ confidence interval, the gap the thresholds will have on new data.
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -653,3 +654,53 @@ def _rates(criterion: str, positive: np.ndarray, labels: np.ndarray, cells: np.n
 def _counts(criterion: str, positive: np.ndarray, cells: np.ndarray, k: int) -> np.ndarray:
     """(strata, groups): the number of rows of each true-label stratum and group."""
     return np.stack([np.bincount(cells[mask], minlength=k) for mask in _strata(criterion, positive)])
+
+
+# -- cross-fitting (used by FairLayerClassifier(calibration_cv=k)) -----------------------
+
+
+def _cross_fitted_calibration(est: Any, X: Any, y: np.ndarray, codes: np.ndarray, sample_weight: Any,
+                              sensitive_features: Any, sensitive: Any) -> Any:
+    """Fit ``est`` on every row and its thresholds on out-of-fold scores of every row.
+
+    ``est.calibration_cv`` fold models (clones of ``est``, trained through the layer
+    without calibration) score the rows they did not see; the folds are stratified
+    by group and label. The net of ``est`` is then trained on all rows, and the
+    thresholds are learnt on the out-of-fold scores, as scikit-learn's
+    ``CalibratedClassifierCV(ensemble=False)`` calibrates on ``cross_val_predict``.
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.utils import _safe_indexing
+
+    n = len(y)
+    group_codes, _ = encode_sensitive(sensitive, n)
+    strata = np.unique(np.column_stack([group_codes, codes]), axis=0, return_inverse=True)[1].reshape(-1)
+    weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if weight is not None and weight.ndim == 0:  # one weight for every row
+        weight = np.full(n, float(weight))
+
+    def rows(value, idx):
+        return None if value is None else _safe_indexing(value, idx)
+
+    folds = StratifiedKFold(est.calibration_cv, shuffle=True, random_state=est._seed() % (2**31 - 1))
+    scores = np.empty(n)
+    with warnings.catch_warnings():
+        # a group and label with fewer rows than folds is spread as far as it goes
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = list(folds.split(np.zeros(n), strata))
+    for train, test in splits:
+        fold = clone(est).set_params(calibration_cv=None, calibration_fraction=None)
+        fold.fit(rows(X, train), y[train], sample_weight=rows(weight, train),
+                 sensitive_features=rows(sensitive_features, train))
+        scores[test] = fold._outputs_and_groups(rows(X, test), rows(sensitive_features, test))[0][:, 0]
+    est._fit_codes(X, codes, weight, sensitive_features)
+    est._read_worst_batch_gap()
+    groups = est._outputs_and_groups(X, sensitive_features)[1]
+    positive = np.isin(y, est.classes_[1:]).astype(int)
+    if positive.min() == positive.max():
+        raise ValueError("y holds a single class: thresholds on error rates need rows of both classes")
+    calibrator = ErrorRateCalibrator(est.criterion, float(est.tolerance), randomize=est.randomize, pos_label=1,
+                                     random_state=est._seed())
+    est._set_calibration_attributes(calibrator.fit(scores, positive, groups))
+    return est
