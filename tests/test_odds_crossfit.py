@@ -32,7 +32,8 @@ def test_thresholds_are_learnt_on_out_of_fold_scores_and_the_net_on_every_row(cr
     # the net is the one trained on every row without calibration
     full = FairLayerClassifier(criterion=criterion, tolerance=0.03, calibration_fraction=None, **FAST)
     full.fit(X, y, sensitive_features=s)
-    np.testing.assert_array_equal(clf.predict_proba(X, sensitive_features=s), full.predict_proba(X, sensitive_features=s))
+    np.testing.assert_array_equal(clf.predict_proba(X, sensitive_features=s),
+                                  full.predict_proba(X, sensitive_features=s))
     assert clf.train_worst_batch_gap_ == full.train_worst_batch_gap_
     # the out-of-fold scores, recomputed from outside with fold models of the same parameters
     oof = np.empty(len(y))
