@@ -144,13 +144,13 @@ class ErrorRateCalibrator(BaseEstimator):
     other candidate; it doubles their error (a resample of a sample) and fixes
     the test set's size at about 37% of the calibration rows, so it is not used.
 
-    Coverage of nominal 95% intervals, measured: scores from known normal
-    populations (two groups, 1,500 calibration rows, tolerance 0.02, 200
-    populations each): the population gap 188/200 (equal opportunity) and 198/200
-    (equalized odds), the gap measured on 1,500 new rows 191/200 and 189/200;
-    500 calibration rows against 5,000 test rows 143/150 and 140/150 (equalized
-    odds); randomized, 3,000 against 400 rows, 145/150 and 146/150. On Adult (10
-    splits, about 9,000 calibration and 18,000 test rows,
+    Coverage of nominal 95% intervals, measured (``benchmarks/odds_coverage_sim.py``):
+    scores from known normal populations (two groups, 1,500 calibration rows,
+    tolerance 0.02, 200 populations each): the population gap 188/200 (equal
+    opportunity) and 198/200 (equalized odds), the gap measured on 1,500 new rows
+    191/200 and 189/200; 500 calibration rows against 5,000 test rows 143/150 and
+    140/150 (equalized odds); randomized, 3,000 against 400 rows, 145/150 and
+    146/150. On Adult (10 splits, about 9,000 calibration and 18,000 test rows,
     ``benchmarks/odds_coverage.py``) the interval for the test set's size covered
     the measured gap 10/10 times for each criterion. More calibration rows give
     narrower intervals.
