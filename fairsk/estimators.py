@@ -48,7 +48,7 @@ from ._proba import (
     logit,
 )
 from ._warn import warn
-from .calibration import ErrorRateCalibrator
+from .calibration import ErrorRateCalibrator, _cross_fitted_calibration
 from .decisions import fair_labels
 from .layer import FairnessLayer, validate_layer_params
 from .odds import ErrorRateLayer, ErrorRateModule, WorstBatchGap
@@ -751,6 +751,12 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         (``predict`` is then the argmax). ``fit(..., calibration_mask=mask)`` chooses
         the rows instead (a boolean array, one value per row, routed like
         ``sensitive_features``); :meth:`calibrate` calibrates on other data.
+    calibration_cv : int >= 2 or None, default=None
+        Error-rate criteria only: cross-fitted calibration instead of held-out rows.
+        That many fold models (stratified by group and label) score the rows they
+        did not see; the thresholds are learnt on these out-of-fold scores of every
+        row and the net is trained on every row (``calibration_fraction`` is then
+        unused). Costs ``calibration_cv`` extra fits; for small data.
     randomize : bool, default=False
         Error-rate criteria only: ``True`` lets each group mix thresholds at random
         (the most accurate randomized rule; the criterion then holds for the
@@ -774,8 +780,10 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
     calibration_gap_ : float or None
         The gap of ``predict`` on the calibration rows, at most ``tolerance``.
     gap_estimate_, gap_interval_ : float, tuple of float, or None
-        The estimated gap of ``predict`` on new data from the calibration rows'
-        population, and its bootstrap interval (95%): estimates, not bounds.
+        The estimated gap of ``predict`` measured on as many new rows (from the
+        calibration rows' population) as were calibrated on, and its bootstrap
+        interval (95%): estimates, not bounds. Other test sizes:
+        ``calibrator_.estimate_gap(n_rows)``.
 
     Examples
     --------
@@ -814,21 +822,23 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "enforce_on": [StrOptions({"labels", "proba", "logits"})],
         "calibration_fraction": [Interval(Real, 0, 1, closed="left"), None],
+        "calibration_cv": [Interval(Integral, 2, None, closed="left"), None],
         "randomize": ["boolean"],
     }
 
-    def __init__(self, *, class_weight=None, enforce_on="labels", calibration_fraction=0.2, randomize=False,
-                 **params):
+    def __init__(self, *, class_weight=None, enforce_on="labels", calibration_fraction=0.2, calibration_cv=None,
+                 randomize=False, **params):
         self.class_weight = class_weight
         self.enforce_on = enforce_on
         self.calibration_fraction = calibration_fraction
+        self.calibration_cv = calibration_cv
         self.randomize = randomize
         super().__init__(**params)
 
     # models pickled or saved before ``enforce_on`` existed were logit models; those
     # saved before the error-rate criteria get their defaults
     def __setstate__(self, state):
-        defaults = {"enforce_on": "logits", "calibration_fraction": 0.2, "randomize": False}
+        defaults = {"enforce_on": "logits", "calibration_fraction": 0.2, "calibration_cv": None, "randomize": False}
         state = {**{k: v for k, v in defaults.items() if k not in state}, **state}
         super().__setstate__(state)
 
@@ -893,8 +903,13 @@ class FairLayerClassifier(ClassifierMixin, _FairLayerBase):
         if calibration_mask is not None and sensitive is None:
             raise ValueError("calibration_mask was given but no sensitive_features (nor sensitive_columns): "
                              "there is nothing to calibrate")
-        held = None if sensitive is None else self._calibration_rows(codes, sensitive, n, calibration_mask)
+        if self.calibration_cv is not None and calibration_mask is not None:
+            raise ValueError("calibration_mask and calibration_cv exclude each other: calibrate on the masked rows, "
+                             "or cross-fit on every row")
         self.classes_ = classes
+        if self.calibration_cv is not None and sensitive is not None:
+            return _cross_fitted_calibration(self, X, y, codes, sample_weight, sensitive_features, sensitive)
+        held = None if sensitive is None else self._calibration_rows(codes, sensitive, n, calibration_mask)
         if held is None:
             self._fit_codes(X, codes, sample_weight, sensitive_features)
             self._read_worst_batch_gap()

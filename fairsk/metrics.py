@@ -177,7 +177,9 @@ def fairness_report(y_true: Any, y_pred: Any, sensitive_features: Any, *,
         The positive label of ``tpr``/``fpr`` (default: the larger of the two labels).
     estimator : fitted estimator, optional
         A model fitted with ``criterion="equal_opportunity"`` or ``"equalized_odds"``:
-        its estimated gap on new data, the bootstrap interval and the gap on its
+        its estimated gap on new data (measured on as many rows as it calibrated
+        on; other sizes: ``estimator.calibrator_.estimate_gap(n_rows)``), the
+        bootstrap interval and the gap on its
         calibration data go in the table's ``attrs`` (``"criterion"``,
         ``"gap_estimate"``, ``"gap_interval"``, ``"calibration_gap"``,
         ``"train_worst_batch_gap"``; ``print(report.attrs)``), and the error-rate
