@@ -25,6 +25,7 @@ the host and returned to their device.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,8 +53,9 @@ class ExactAnswer:
 
 def solve_exact(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
     """Project ``z`` (n, c) float64, differentiably (the solver protocol)."""
-    zn = to_host(z)
-    answer = project(zn, groups, spec)
+    answer = _take_remembered(z, groups, spec)
+    if answer is None:
+        answer = project(to_host(z), groups, spec)
     if z.requires_grad and torch.is_grad_enabled():
         return _ExactProjection.apply(z, answer, groups, spec)
     return _to_device(answer.out, z.device)
@@ -65,6 +67,42 @@ def _to_device(a: np.ndarray, device) -> Tensor:
 
 
 solve_exact.exact = True  # its answers are the projection by construction
+
+_MEMO = "exact answer"
+
+
+def exact_answer(z: Tensor, groups: GroupIndex, spec: Spec) -> ExactAnswer:
+    """The exact projection of the tensor ``z`` (n, c), remembered for this batch.
+
+    Another solver that builds on the exact answer (qpth takes the outputs the box
+    holds and the interval's position from it) calls this; the dispatcher's reference
+    call to :func:`solve_exact` on the same ``z`` and ``spec`` then takes the answer
+    instead of solving again. The memo lives in the batch's
+    :class:`~fairsk._groups.GroupIndex`, holds ``z`` only weakly, is keyed on its
+    version counter (an in-place change invalidates it) and is used once. A
+    :class:`~.spec.SolverError` is remembered and raised again the same way.
+    """
+    try:
+        answer = project(to_host(z), groups, spec)
+    except SolverError as err:
+        answer = err
+    groups._cache[_MEMO] = (weakref.ref(z), z._version, spec, answer)
+    if isinstance(answer, SolverError):
+        raise answer
+    return answer
+
+
+def _take_remembered(z: Tensor, groups: GroupIndex, spec: Spec) -> ExactAnswer | None:
+    """The answer :func:`exact_answer` left for this ``z`` and ``spec`` (removed), or None."""
+    memo = groups._cache.pop(_MEMO, None)
+    if memo is None:
+        return None
+    ref, version, memo_spec, answer = memo
+    if ref() is not z or version != z._version or memo_spec is not spec:
+        return None
+    if isinstance(answer, SolverError):
+        raise SolverError(str(answer))
+    return answer
 
 
 class _ExactProjection(torch.autograd.Function):
