@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .._groups import GroupIndex
 from .exact import ExactAnswer, exact_answer
+from .kernels import active_tolerance
 from .spec import SolverError, Spec, to_host
 
 _QP_OPTIONS = dict(eps=1e-14, maxIter=60, notImprovedLim=5, verbose=-1)
@@ -228,8 +229,22 @@ def _shift_qp(means: Tensor, cross: np.ndarray, inv_n: Tensor, coef: Tensor, aux
     U, lam = evecs[:, keep], evals[keep]
     M = (inv_n.unsqueeze(1) * cross_t) @ U  # new means = means + M w
     G, Q = _with_aux(coef @ M, aux, torch.diag(lam / lam.min()))
-    norms = G.norm(dim=1, keepdim=True).clamp(min=1e-300)
-    h = (rhs - coef @ means).T / norms.T
+    h = (rhs - coef @ means).T
+    norms = G.norm(dim=1)
+    # a row on slots none of whose outputs moves is a constant: met (dropped) or not
+    # (then no shift meets it)
+    fixed = norms <= 1e-12 * float(norms.max())
+    if bool(fixed.any()):
+        slack = to_host(h[:, fixed])
+        bad = np.abs(slack) if equality else -slack
+        scale = 1.0 + float(np.abs(to_host(rhs)).max()) + float(np.abs(to_host(means)).max())
+        if float(bad.max()) > active_tolerance(scale):
+            return None
+        G, h, norms = G[~fixed], h[:, ~fixed], norms[~fixed]
+        if G.shape[0] == 0:
+            return means.new_zeros(means.shape)
+    norms = norms.unsqueeze(1)
+    h = h / norms.T
     p = means.new_zeros((means.shape[1], Q.shape[0]))
     w = _qp(Q, p, G / norms, h, equality)
     if w is None:
