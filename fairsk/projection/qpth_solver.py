@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .._groups import GroupIndex
 from .exact import ExactAnswer, exact_answer
-from .kernels import active_tolerance
+from .kernels import active_tolerance, one_blas_thread
 from .spec import SolverError, Spec, to_host
 
 _QP_OPTIONS = dict(eps=1e-14, maxIter=60, notImprovedLim=5, verbose=-1)
@@ -261,7 +261,7 @@ def _polished(Q: Tensor, G: Tensor, h: Tensor, x: Tensor, equality: bool, main: 
     which leaves an active row with a small multiplier ``lambda`` a slack of about
     ``mu / lambda`` (5e-13 was seen): enough to make finite differences of the outputs
     disagree with their derivative. The rows qpth holds within ``1e-9`` are solved as
-    equalities (one small least-squares KKT system per column); the polished point is
+    equalities (one small KKT system per column); the polished point is
     kept only when it satisfies every row, its multipliers are non-negative and it is
     within ``1e-7`` of qpth's in the ``main`` variables (the auxiliary ones after
     them float freely where their rows are inactive), else qpth's own answer stays.
@@ -269,26 +269,41 @@ def _polished(Q: Tensor, G: Tensor, h: Tensor, x: Tensor, equality: bool, main: 
     """
     Qn, Gn, hn, xn = (to_host(t) for t in (Q, G, h, x))
     out = xn.copy()
-    m = Qn.shape[0]
-    for j in range(xn.shape[0]):
-        scale = 1.0 + float(np.abs(hn[j]).max(initial=0.0))
-        slack = hn[j] - Gn @ xn[j]
-        act = np.ones(slack.shape, dtype=bool) if equality else slack <= 1e-9 * scale
-        E, f = Gn[act], hn[j, act]
-        r = E.shape[0]
-        kkt = np.zeros((m + r, m + r))
-        kkt[:m, :m], kkt[:m, m:], kkt[m:, :m] = Qn, E.T, E
-        sol = np.linalg.lstsq(kkt, np.concatenate([np.zeros(m), f]), rcond=None)[0]
-        x_new, lam = sol[:m], sol[m:]
-        resid = Gn @ x_new - hn[j]
-        worst = float(np.abs(resid).max(initial=0.0)) if equality else float(resid.max(initial=0.0))
-        moved = float(np.abs(x_new[:main] - xn[j, :main]).max(initial=0.0))
-        if worst > 1e-12 * scale or moved > 1e-7 * (1.0 + float(np.abs(xn[j, :main]).max(initial=0.0))):
-            continue
-        if not equality and r and float(lam.min()) < -1e-9 * (1.0 + float(np.abs(lam).max())):
-            continue
-        out[j] = x_new
+    with one_blas_thread():  # tiny systems: BLAS threads only add synchronisation
+        for j in range(xn.shape[0]):
+            _polish_column(Qn, Gn, hn[j], xn[j], out[j], equality, main)
     return torch.from_numpy(out).to(x.device, x.dtype)
+
+
+def _polish_column(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, xn: np.ndarray, out: np.ndarray,
+                   equality: bool, main: int) -> None:
+    """One column of :func:`_polished`: writes the polished point into ``out``."""
+    m = Qn.shape[0]
+    scale = 1.0 + float(np.abs(hn).max(initial=0.0))
+    slack = hn - Gn @ xn
+    act = np.ones(slack.shape, dtype=bool) if equality else slack <= 1e-9 * scale
+    E, f = Gn[act], hn[act]
+    r = E.shape[0]
+    kkt = np.zeros((m + r, m + r))
+    kkt[:m, :m], kkt[:m, m:], kkt[m:, :m] = Qn, E.T, E
+    rhs = np.concatenate([np.zeros(m), f])
+    limit = 1e-7 * (1.0 + float(np.abs(xn[:main]).max(initial=0.0)))
+    # one LU first; least squares when active rows are dependent (a singular system)
+    for solve in (np.linalg.solve, lambda a, b: np.linalg.lstsq(a, b, rcond=None)[0]):
+        try:
+            sol = solve(kkt, rhs)
+        except np.linalg.LinAlgError:
+            continue
+        x_new, lam = sol[:m], sol[m:]
+        resid = Gn @ x_new - hn
+        worst = float(np.abs(resid).max(initial=0.0)) if equality else float(resid.max(initial=0.0))
+        moved = float(np.abs(x_new[:main] - xn[:main]).max(initial=0.0))
+        if not (worst <= 1e-12 * scale and moved <= limit):  # (false for NaN too)
+            continue
+        if not equality and r and not float(lam.min()) >= -1e-9 * (1.0 + float(np.abs(lam).max())):
+            continue
+        out[:] = x_new
+        return
 
 
 def _solve_shifts(z: Tensor, groups: GroupIndex, coef: Tensor, aux: Tensor, rhs: Tensor, equality: bool
