@@ -178,10 +178,13 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         return ExactAnswer(out, tight, None)
     lb, ub = spec.box
     bounds = np.concatenate(([0], np.cumsum(counts.astype(np.int64))))
+    order = _by_group(codes, counts.shape[0])
     free = np.empty(z.shape, dtype=bool)
     for j in range(z.shape[1]):
         col = z[:, j]
-        ranked = col[np.lexsort((col, codes))]  # by group, then value
+        ranked = col[order]
+        for g in range(counts.shape[0]):  # each group's values sorted in place
+            ranked[bounds[g]: bounds[g + 1]].sort()
         sums = [BoxSum(ranked[bounds[g]: bounds[g + 1]], lb, ub) for g in range(counts.shape[0])]
         m0 = group_sums(np.clip(col, lb, ub), codes, counts.shape[0]) / counts
         if not np.isfinite(m0).all():
@@ -199,6 +202,15 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         free[:, j] = (shifted > lb + delta) & (shifted < ub - delta)
         np.clip(shifted, lb, ub, out=out[:, j])
     return ExactAnswer(out, tight, free)
+
+
+def _by_group(codes: np.ndarray, k: int) -> np.ndarray:
+    """Indices (n,) that put the samples in group order (stable). A sort of small
+    integer keys is a radix sort in NumPy (one O(n) pass), several times faster than
+    sorting by group and value at once; the values are then sorted group by group."""
+    if k <= 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    return np.argsort(codes, kind="stable")
 
 
 def _project_shifts(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:
