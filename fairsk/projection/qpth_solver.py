@@ -260,8 +260,9 @@ def _polished(Q: Tensor, G: Tensor, h: Tensor, x: Tensor, equality: bool, main: 
     The interior-point method stops with a complementarity gap ``mu`` of about 1e-15,
     which leaves an active row with a small multiplier ``lambda`` a slack of about
     ``mu / lambda`` (5e-13 was seen): enough to make finite differences of the outputs
-    disagree with their derivative. The rows qpth holds within ``1e-9`` are solved as
-    equalities (one small KKT system per column); the polished point is
+    disagree with their derivative. The rows qpth holds within ``1e-9`` (then
+    ``1e-7``, ``1e-5`` where qpth stopped short) are solved as equalities (one small
+    KKT system per column); the polished point is
     kept only when it satisfies every row, its multipliers are non-negative and it is
     within ``1e-7`` of qpth's in the ``main`` variables (the auxiliary ones after
     them float freely where their rows are inactive), else qpth's own answer stays.
@@ -278,16 +279,32 @@ def _polished(Q: Tensor, G: Tensor, h: Tensor, x: Tensor, equality: bool, main: 
 def _polish_column(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, xn: np.ndarray, out: np.ndarray,
                    equality: bool, main: int) -> None:
     """One column of :func:`_polished`: writes the polished point into ``out``."""
-    m = Qn.shape[0]
     scale = 1.0 + float(np.abs(hn).max(initial=0.0))
     slack = hn - Gn @ xn
-    act = np.ones(slack.shape, dtype=bool) if equality else slack <= 1e-9 * scale
+    limit = 1e-7 * (1.0 + float(np.abs(xn[:main]).max(initial=0.0)))
+    tried = []
+    # the rows qpth holds active; a wider net when it stopped short (slacks ~1e-8 seen)
+    for width in (1e-9, 1e-7, 1e-5):
+        act = np.ones(slack.shape, dtype=bool) if equality else slack <= width * scale
+        if any(np.array_equal(act, t) for t in tried):
+            continue
+        tried.append(act)
+        x_new = _solve_active(Qn, Gn, hn, act, equality, scale)
+        if x_new is not None and float(np.abs(x_new[:main] - xn[:main]).max(initial=0.0)) <= limit:
+            out[:] = x_new
+            return
+
+
+def _solve_active(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, act: np.ndarray, equality: bool, scale: float
+                  ) -> np.ndarray | None:
+    """``argmin x^T Q x / 2`` with the rows ``act`` as equalities, when it meets every
+    row and (inequalities) its multipliers are non-negative; else None."""
+    m = Qn.shape[0]
     E, f = Gn[act], hn[act]
     r = E.shape[0]
     kkt = np.zeros((m + r, m + r))
     kkt[:m, :m], kkt[:m, m:], kkt[m:, :m] = Qn, E.T, E
     rhs = np.concatenate([np.zeros(m), f])
-    limit = 1e-7 * (1.0 + float(np.abs(xn[:main]).max(initial=0.0)))
     # one LU first; least squares when active rows are dependent (a singular system)
     for solve in (np.linalg.solve, lambda a, b: np.linalg.lstsq(a, b, rcond=None)[0]):
         try:
@@ -297,13 +314,12 @@ def _polish_column(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, xn: np.ndarra
         x_new, lam = sol[:m], sol[m:]
         resid = Gn @ x_new - hn
         worst = float(np.abs(resid).max(initial=0.0)) if equality else float(resid.max(initial=0.0))
-        moved = float(np.abs(x_new[:main] - xn[:main]).max(initial=0.0))
-        if not (worst <= 1e-12 * scale and moved <= limit):  # (false for NaN too)
+        if not worst <= 1e-12 * scale:  # (false for NaN too)
             continue
         if not equality and r and not float(lam.min()) >= -1e-9 * (1.0 + float(np.abs(lam).max())):
             continue
-        out[:] = x_new
-        return
+        return x_new
+    return None
 
 
 def _solve_shifts(z: Tensor, groups: GroupIndex, coef: Tensor, aux: Tensor, rhs: Tensor, equality: bool
