@@ -260,3 +260,29 @@ def test_gradcheck_of_qpth_with_a_box(case):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert torch.autograd.gradcheck(lambda v: layer(v, inst.groups, inst.y), (z,), atol=1e-6, eps=1e-7)
+
+
+def test_torch_threads_are_restored_after_qpth(monkeypatch):
+    """qpth runs its small QPs on one torch thread and restores the setting, also
+    when it fails."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        inst = make_instance(seed=3, n=50, k=3, a=1, c=1, criterion="ecp", tolerance=0.05, box=True)
+        gi, spec = spec_of(inst)
+        seen = []
+        real_qp = qpth_solver._qp
+
+        def recording(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return real_qp(*args, **kwargs)
+
+        monkeypatch.setattr(qpth_solver, "_qp", recording)
+        qpth_solver.solve_qpth(inst.z.clone(), gi, spec)
+        assert seen == [1] and torch.get_num_threads() == 2
+        monkeypatch.setattr(qpth_solver, "_qp", lambda *args, **kwargs: None)
+        with pytest.raises(SolverError):
+            qpth_solver.solve_qpth(inst.z.clone(), gi, spec)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
