@@ -25,6 +25,7 @@ the host and returned to their device.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,8 +53,9 @@ class ExactAnswer:
 
 def solve_exact(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
     """Project ``z`` (n, c) float64, differentiably (the solver protocol)."""
-    zn = to_host(z)
-    answer = project(zn, groups, spec)
+    answer = _take_remembered(z, groups, spec)
+    if answer is None:
+        answer = project(to_host(z), groups, spec)
     if z.requires_grad and torch.is_grad_enabled():
         return _ExactProjection.apply(z, answer, groups, spec)
     return _to_device(answer.out, z.device)
@@ -65,6 +67,42 @@ def _to_device(a: np.ndarray, device) -> Tensor:
 
 
 solve_exact.exact = True  # its answers are the projection by construction
+
+_MEMO = "exact answer"
+
+
+def exact_answer(z: Tensor, groups: GroupIndex, spec: Spec) -> ExactAnswer:
+    """The exact projection of the tensor ``z`` (n, c), remembered for this batch.
+
+    Another solver that builds on the exact answer (qpth takes the outputs the box
+    holds and the interval's position from it) calls this; the dispatcher's reference
+    call to :func:`solve_exact` on the same ``z`` and ``spec`` then takes the answer
+    instead of solving again. The memo lives in the batch's
+    :class:`~fairsk._groups.GroupIndex`, holds ``z`` only weakly, is keyed on its
+    version counter (an in-place change invalidates it) and is used once. A
+    :class:`~.spec.SolverError` is remembered and raised again the same way.
+    """
+    try:
+        answer = project(to_host(z), groups, spec)
+    except SolverError as err:
+        answer = err
+    groups._cache[_MEMO] = (weakref.ref(z), z._version, spec, answer)
+    if isinstance(answer, SolverError):
+        raise answer
+    return answer
+
+
+def _take_remembered(z: Tensor, groups: GroupIndex, spec: Spec) -> ExactAnswer | None:
+    """The answer :func:`exact_answer` left for this ``z`` and ``spec`` (removed), or None."""
+    memo = groups._cache.pop(_MEMO, None)
+    if memo is None:
+        return None
+    ref, version, memo_spec, answer = memo
+    if ref() is not z or version != z._version or memo_spec is not spec:
+        return None
+    if isinstance(answer, SolverError):
+        raise SolverError(str(answer))
+    return answer
 
 
 class _ExactProjection(torch.autograd.Function):
@@ -140,10 +178,13 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         return ExactAnswer(out, tight, None)
     lb, ub = spec.box
     bounds = np.concatenate(([0], np.cumsum(counts.astype(np.int64))))
+    order = _by_group(codes, counts.shape[0])
     free = np.empty(z.shape, dtype=bool)
     for j in range(z.shape[1]):
         col = z[:, j]
-        ranked = col[np.lexsort((col, codes))]  # by group, then value
+        ranked = col[order]
+        for g in range(counts.shape[0]):  # each group's values sorted in place
+            ranked[bounds[g]: bounds[g + 1]].sort()
         sums = [BoxSum(ranked[bounds[g]: bounds[g + 1]], lb, ub) for g in range(counts.shape[0])]
         m0 = group_sums(np.clip(col, lb, ub), codes, counts.shape[0]) / counts
         if not np.isfinite(m0).all():
@@ -161,6 +202,15 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         free[:, j] = (shifted > lb + delta) & (shifted < ub - delta)
         np.clip(shifted, lb, ub, out=out[:, j])
     return ExactAnswer(out, tight, free)
+
+
+def _by_group(codes: np.ndarray, k: int) -> np.ndarray:
+    """Indices (n,) that put the samples in group order (stable). A sort of small
+    integer keys is a radix sort in NumPy (one O(n) pass), several times faster than
+    sorting by group and value at once; the values are then sorted group by group."""
+    if k <= 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    return np.argsort(codes, kind="stable")
 
 
 def _project_shifts(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:

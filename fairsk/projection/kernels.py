@@ -180,16 +180,42 @@ class BoxSum:
     exact inverse.
 
     ``S`` is continuous, non-increasing and linear between the breakpoints ``z_i - ub``
-    and ``z_i - lb``; it is evaluated at all breakpoints once (sorted samples and
-    prefix sums), and an inversion is one ``searchsorted`` plus a linear step.
+    and ``z_i - lb``; it is evaluated at all breakpoints once, in O(n) from the sorted
+    samples: the breakpoints are two sorted runs, and merging them counts, at each
+    breakpoint, the samples held at ``lb`` and those not held at ``ub`` (ties between
+    the runs do not matter: ``S`` is continuous). An inversion is one
+    ``searchsorted`` plus a linear step.
     """
 
     def __init__(self, z_sorted: np.ndarray, lb: float, ub: float):
         self.z, self.lb, self.ub = z_sorted, lb, ub
+        n = z_sorted.shape[0]
         self.prefix = np.concatenate(([0.0], np.cumsum(z_sorted)))
-        bps = np.concatenate((z_sorted - ub, z_sorted - lb))
-        self.bps = np.sort(bps[np.isfinite(bps)], kind="stable")  # two sorted runs: a merge, O(n)
-        self.neg_sums = -self.sums(self.bps)  # non-decreasing
+        upper, lower = np.isfinite(ub), np.isfinite(lb)
+        runs = ([z_sorted - ub] if upper else []) + ([z_sorted - lb] if lower else [])
+        if not runs:  # no box: S is linear, without breakpoints
+            self.bps, self.neg_sums = np.zeros(0), np.zeros(0)
+            return
+        both = np.concatenate(runs)
+        order = np.argsort(both, kind="stable")  # two sorted runs: a merge, O(n)
+        bps = both[order]
+        rank = np.arange(1, bps.shape[0] + 1)
+        if upper and lower:
+            not_above = np.cumsum(order < n)  # samples with z_i - ub <= t: not held at ub
+            at_lower = rank - not_above  # samples with z_i - lb <= t: held at lb
+        elif upper:
+            not_above, at_lower = rank, np.zeros(bps.shape[0], dtype=np.int64)
+        else:
+            not_above, at_lower = np.full(bps.shape[0], n), rank
+        keep = np.isfinite(bps)
+        if not keep.all():
+            bps, not_above, at_lower = bps[keep], not_above[keep], at_lower[keep]
+        total = (self.prefix[not_above] - self.prefix[at_lower]) - bps * (not_above - at_lower)
+        if upper:
+            total += ub * (n - not_above)
+        if lower:
+            total += lb * at_lower
+        self.bps, self.neg_sums = bps, -total  # neg_sums non-decreasing
 
     def sums(self, t: np.ndarray) -> np.ndarray:
         """``S(t)`` for an array of shifts."""

@@ -1,22 +1,32 @@
 """The qpth solver: the projection as a batched differentiable QP (one QP per column).
 
 qpth's interior-point method stops on absolute residuals, so rows scaled by ``1/n``
-(group means) make it stop early at infeasible points. Two well-conditioned
-formulations avoid that:
+(group means) make it stop early at infeasible points. Well-conditioned formulations
+avoid that:
 
 * without a box, the optimum is ``y = z + S d`` with ``S`` the (n, K) group-indicator
   matrix, so the QP is solved over the group shifts ``d`` (in an orthonormal basis of
   the range of ``S^T S``, which keeps ``Q`` positive definite when attributes
   overlap): ``K`` variables and O(1)-sized rows, whatever ``n``;
-* with a box, the QP is solved over ``y`` itself with every fairness row scaled to
-  unit norm next to the unit box rows.
+* with a box, the outputs the box holds at a bound are taken from the exact
+  projection; the others are ``z_i + sum_a d_{a, g_a(i)}``, so the QP is again over
+  the group shifts, with the free outputs' cross counts and the held outputs'
+  values as constants in the group means (``K`` variables, no box rows);
+* only when the exact solver cannot say which outputs the box holds, the QP is
+  solved over ``y`` itself with every fairness row scaled to unit norm next to the
+  unit box rows (``n`` variables).
 
-The rows come from the criterion (:meth:`~.criteria.Criterion.rows`). Gradients are
-qpth's (implicit differentiation of the KKT conditions). Problems too large for a
-dense QP are declined with a :class:`~.spec.SolverError` before any memory is taken.
+The rows come from the criterion (:meth:`~.criteria.Criterion.rows`, or ``O(k)``
+interval rows placed by the exact answer). Gradients are qpth's (implicit
+differentiation of the KKT conditions). The exact answer qpth builds on is
+remembered for the dispatcher's reference (:func:`~.exact.exact_answer`), so a batch
+is solved exactly once. Problems too large for a dense QP are declined with a
+:class:`~.spec.SolverError` before any memory is taken.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -24,7 +34,8 @@ from qpth.qp import QPFunction
 from torch import Tensor
 
 from .._groups import GroupIndex
-from .exact import project as project_exact
+from .exact import ExactAnswer, exact_answer
+from .kernels import active_tolerance, one_blas_thread
 from .spec import SolverError, Spec, to_host
 
 _QP_OPTIONS = dict(eps=1e-14, maxIter=60, notImprovedLim=5, verbose=-1)
@@ -90,21 +101,20 @@ def _rows_tolerance(groups: GroupIndex, spec: Spec) -> float:
     return 0.0 if spec.tolerance <= EQUALITY_BELOW * (1.0 + scale) else spec.tolerance
 
 
-def _centres(z: Tensor, groups: GroupIndex, spec: Spec) -> tuple[list | None, np.ndarray | None]:
+def _compact_rows(groups: GroupIndex, spec: Spec) -> bool:
+    """Whether the criterion gives ``O(k)`` rows around centres taken from the exact
+    projection (:meth:`~.criteria.Criterion.interval_rows`), which then pays off."""
+    if _rows_tolerance(groups, spec) <= 0:
+        return False
+    return spec.criterion.interval_rows(2, spec.tolerance, np.zeros(1)) is not None
+
+
+def _centres(out: np.ndarray, groups: GroupIndex, spec: Spec) -> list:
     """Per attribute (c,): the middle of the range of interval positions the exact
-    projection's group means allow (the interval itself when it binds), and that
-    projection; ``(None, None)`` when the criterion's rows are already ``O(k)`` or the
-    exact solver cannot answer (the plain rows are used then)."""
-    if _rows_tolerance(groups, spec) <= 0 or spec.criterion.interval_rows(2, spec.tolerance, np.zeros(1)) is None:
-        return None, None
-    try:
-        out = project_exact(to_host(z), groups, spec).out
-    except SolverError:
-        return None, None
+    projection's group means ``out`` allow (the interval itself when it binds)."""
     means = groups.means(out)
-    centres = [0.5 * (means[groups.attribute(a)].min(0) + means[groups.attribute(a)].max(0) - spec.tolerance)
-               for a in range(groups.n_attributes)]
-    return centres, out
+    return [0.5 * (means[groups.attribute(a)].min(0) + means[groups.attribute(a)].max(0) - spec.tolerance)
+            for a in range(groups.n_attributes)]
 
 
 def _independent_rows(G: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -133,37 +143,81 @@ def _qp(Q: Tensor, p: Tensor, G: Tensor, h: Tensor, equality: bool, G_box=None, 
     return solve(Q, p, G_box, h_box, A, b)
 
 
+@contextmanager
+def _one_torch_thread():
+    """A context in which torch runs on one thread: qpth's QPs here are small (``K``
+    variables), and on a busy machine torch's thread pool made them 2-7x slower
+    (qpth at k = 64: 116 ms with two threads, 16 ms with one, on a loaded 2-core
+    machine). The previous setting is restored on leaving."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def solve_qpth(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
     """Project ``z`` (n, c) float64 with qpth, differentiably (the solver protocol)."""
+    if z.device.type != "cpu":
+        return _solve_qpth(z, groups, spec)
+    with _one_torch_thread():
+        return _solve_qpth(z, groups, spec)
+
+
+def _solve_qpth(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
     n, c = z.shape
     if n == 0 or groups.n_slots == 0:
         return z.clamp(*spec.box) if spec.has_box else z
-    centres, exact_out = _centres(z, groups, spec)
+    compact = _compact_rows(groups, spec)
+    answer = None
+    if spec.has_box or compact:
+        try:  # remembered for the dispatcher's reference call: solved once per batch
+            answer = exact_answer(z, groups, spec)
+        except SolverError:
+            answer = None
+    centres = _centres(answer.out, groups, spec) if answer is not None and compact else None
+    if spec.has_box and answer is None:
+        # the outputs the box holds are unknown: the dense QP over the outputs
+        # themselves, with the box's rows (n variables; the only use of that form)
+        return _solve(z, groups, spec, None, None)
+    held = answer if spec.has_box else None
     y = None
     if centres is not None:  # O(k) rows first; the plain rows if qpth misses the projection with them
-        y = _solve(z, groups, spec, centres)
-        scale = max(1.0, float(np.abs(exact_out).max())) if exact_out.size else 1.0
-        if float(np.abs(to_host(y) - exact_out).max()) > 1e-7 * scale:
+        y = _solve(z, groups, spec, centres, held)
+        scale = max(1.0, float(np.abs(answer.out).max())) if answer.out.size else 1.0
+        if float(np.abs(to_host(y) - answer.out).max()) > 1e-7 * scale:
             y = None
-    return _solve(z, groups, spec, None) if y is None else y
+    return _solve(z, groups, spec, None, held) if y is None else y
 
 
-def _solve(z: Tensor, groups: GroupIndex, spec: Spec, centres: list | None) -> Tensor:
+def _solve(z: Tensor, groups: GroupIndex, spec: Spec, centres: list | None, held: ExactAnswer | None) -> Tensor:
+    """qpth on the fairness rows (``O(k)`` of them with ``centres``): in the space of
+    group shifts without a box or with the outputs it holds known (``held``, the
+    exact answer), else over the outputs themselves with the box's rows."""
     n, c = z.shape
     coef, aux, rhs, equality = _fairness_rows(groups, spec, c, centres)
     if coef.shape[0] == 0:
         return z.clamp(*spec.box) if spec.has_box else z
-    variables = (n if spec.has_box else groups.n_slots) + aux.shape[1]
-    size = variables + coef.shape[0] + (2 * n if spec.has_box else 0)
+    dense = spec.has_box and held is None
+    variables = (n if dense else groups.n_slots) + aux.shape[1]
+    size = variables + coef.shape[0] + (2 * n if dense else 0)
     if size > MAX_QP_SIZE:
         raise SolverError(f"the QP has {variables} variables and {size - variables} rows, more than a dense "
                           f"interior-point solve handles (limit {MAX_QP_SIZE} in all)")
     coef_t = torch.from_numpy(coef).to(z.device)
     aux_t = torch.from_numpy(aux).to(z.device, z.dtype)
     rhs_t = torch.from_numpy(rhs).to(z.device, z.dtype)
-    solve = _solve_full if spec.has_box else _solve_shifts
     try:
-        y = solve(z, groups, spec, coef_t, aux_t, rhs_t, equality)
+        if dense:
+            y = _solve_full(z, groups, spec, coef_t, aux_t, rhs_t, equality)
+        elif held is not None:
+            y = _solve_held(z, groups, spec, held, coef_t, aux_t, rhs_t, equality)
+        else:
+            y = _solve_shifts(z, groups, coef_t, aux_t, rhs_t, equality)
     except (RuntimeError, AttributeError) as err:  # qpth's factorisation failed (it then returns None)
         raise SolverError(f"qpth broke down ({type(err).__name__})") from None
     if y is None or not bool(torch.isfinite(y).all()):
@@ -184,27 +238,157 @@ def _with_aux(G: Tensor, aux: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
     return torch.cat([G, aux * scale], 1), Q_full
 
 
-def _solve_shifts(z: Tensor, groups: GroupIndex, spec: Spec, coef: Tensor, aux: Tensor, rhs: Tensor,
-                  equality: bool) -> Tensor:
-    n = z.shape[0]
-    dev = dict(device=z.device, dtype=z.dtype)
-    inv_n = torch.from_numpy(1.0 / groups.counts).to(**dev)
-    cross = torch.from_numpy(groups.cross_counts()).to(**dev)  # S^T S, (K, K)
-    evals, evecs = torch.linalg.eigh(cross / n)
+def _shift_qp(means: Tensor, cross: np.ndarray, inv_n: Tensor, coef: Tensor, aux: Tensor, rhs: Tensor,
+              equality: bool) -> Tensor | None:
+    """The shifts ``d`` (K, c) of the outputs that move, ``y_i = z_i + sum_a
+    d_{g_a(i)}``, with ``S`` their (n, K) slot indicator and ``cross = S^T S``: the new
+    group means are ``means + diag(1/n_g) cross d`` and the cost is ``||S d||^2 = d^T
+    cross d``. ``d`` is solved for in an orthonormal basis of the range of ``cross``,
+    which keeps qpth's Hessian positive definite when attributes overlap or a slot has
+    no moving output: ``K`` variables and O(1)-sized rows, whatever ``n``."""
+    scale = float(cross.diagonal().max()) if cross.size else 0.0
+    if scale <= 0:  # no output moves
+        return means.new_zeros(means.shape)
+    cross_t = torch.from_numpy(cross).to(means.device, means.dtype)
+    evals, evecs = torch.linalg.eigh(cross_t / scale)
     keep = evals > 1e-12 * evals.max()
     U, lam = evecs[:, keep], evals[keep]
-    # new means = means + diag(1/n_g) S^T S U w
-    M = (inv_n.unsqueeze(1) * cross) @ U
+    M = (inv_n.unsqueeze(1) * cross_t) @ U  # new means = means + M w
     G, Q = _with_aux(coef @ M, aux, torch.diag(lam / lam.min()))
-    norms = G.norm(dim=1, keepdim=True).clamp(min=1e-300)
-    means = groups.means(z)
-    h = (rhs - coef @ means).T / norms.T
-    p = z.new_zeros((z.shape[1], Q.shape[0]))
+    h = (rhs - coef @ means).T
+    norms = G.norm(dim=1)
+    # a row on slots none of whose outputs moves is a constant: met (dropped) or not
+    # (then no shift meets it)
+    fixed = norms <= 1e-12 * float(norms.max())
+    if bool(fixed.any()):
+        slack = to_host(h[:, fixed])
+        bad = np.abs(slack) if equality else -slack
+        scale = 1.0 + float(np.abs(to_host(rhs)).max()) + float(np.abs(to_host(means)).max())
+        if float(bad.max()) > active_tolerance(scale):
+            return None
+        G, h, norms = G[~fixed], h[:, ~fixed], norms[~fixed]
+        if G.shape[0] == 0:
+            return means.new_zeros(means.shape)
+    norms = norms.unsqueeze(1)
+    h = h / norms.T
+    p = means.new_zeros((means.shape[1], Q.shape[0]))
     w = _qp(Q, p, G / norms, h, equality)
     if w is None:
         return None
-    d = U @ w[:, :lam.numel()].T  # (K, c)
-    return z + groups.expand(d)
+    w = w + (_polished(Q, G / norms, h, w, equality, lam.numel()) - w).detach()  # the value polished, qpth's gradient
+    return U @ w[:, :lam.numel()].T  # (K, c)
+
+
+def _polished(Q: Tensor, G: Tensor, h: Tensor, x: Tensor, equality: bool, main: int) -> Tensor:
+    """qpth's answer ``x`` (c, m) to ``min x^T Q x / 2`` subject to ``G x <= h`` (or
+    ``== h``), polished on the rows it holds active.
+
+    The interior-point method stops with a complementarity gap ``mu`` of about 1e-15,
+    which leaves an active row with a small multiplier ``lambda`` a slack of about
+    ``mu / lambda`` (5e-13 was seen): enough to make finite differences of the outputs
+    disagree with their derivative. The rows qpth holds within ``1e-9`` (then
+    ``1e-7``, ``1e-5`` where qpth stopped short) are solved as equalities (one small
+    KKT system per column); the polished point is
+    kept only when it satisfies every row, its multipliers are non-negative and it is
+    within ``1e-7`` of qpth's in the ``main`` variables (the auxiliary ones after
+    them float freely where their rows are inactive), else qpth's own answer stays.
+    Only the value changes: the gradient remains qpth's.
+    """
+    Qn, Gn, hn, xn = (to_host(t) for t in (Q, G, h, x))
+    out = xn.copy()
+    with one_blas_thread():  # tiny systems: BLAS threads only add synchronisation
+        for j in range(xn.shape[0]):
+            _polish_column(Qn, Gn, hn[j], xn[j], out[j], equality, main)
+    return torch.from_numpy(out).to(x.device, x.dtype)
+
+
+def _polish_column(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, xn: np.ndarray, out: np.ndarray,
+                   equality: bool, main: int) -> None:
+    """One column of :func:`_polished`: writes the polished point into ``out``."""
+    scale = 1.0 + float(np.abs(hn).max(initial=0.0))
+    slack = hn - Gn @ xn
+    limit = 1e-7 * (1.0 + float(np.abs(xn[:main]).max(initial=0.0)))
+    tried = []
+    # the rows qpth holds active; a wider net when it stopped short (slacks ~1e-8 seen)
+    for width in (1e-9, 1e-7, 1e-5):
+        act = np.ones(slack.shape, dtype=bool) if equality else slack <= width * scale
+        if any(np.array_equal(act, t) for t in tried):
+            continue
+        tried.append(act)
+        x_new = _solve_active(Qn, Gn, hn, act, equality, scale)
+        if x_new is not None and float(np.abs(x_new[:main] - xn[:main]).max(initial=0.0)) <= limit:
+            out[:] = x_new
+            return
+
+
+def _solve_active(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, act: np.ndarray, equality: bool, scale: float
+                  ) -> np.ndarray | None:
+    """``argmin x^T Q x / 2`` with the rows ``act`` as equalities, when it meets every
+    row and (inequalities) its multipliers are non-negative; else None."""
+    m = Qn.shape[0]
+    E, f = Gn[act], hn[act]
+    r = E.shape[0]
+    kkt = np.zeros((m + r, m + r))
+    kkt[:m, :m], kkt[:m, m:], kkt[m:, :m] = Qn, E.T, E
+    rhs = np.concatenate([np.zeros(m), f])
+    # one LU first; least squares when active rows are dependent (a singular system)
+    for solve in (np.linalg.solve, lambda a, b: np.linalg.lstsq(a, b, rcond=None)[0]):
+        try:
+            sol = solve(kkt, rhs)
+        except np.linalg.LinAlgError:
+            continue
+        x_new, lam = sol[:m], sol[m:]
+        resid = Gn @ x_new - hn
+        worst = float(np.abs(resid).max(initial=0.0)) if equality else float(resid.max(initial=0.0))
+        if not worst <= 1e-12 * scale:  # (false for NaN too)
+            continue
+        if not equality and r and not float(lam.min()) >= -1e-9 * (1.0 + float(np.abs(lam).max())):
+            continue
+        return x_new
+    return None
+
+
+def _solve_shifts(z: Tensor, groups: GroupIndex, coef: Tensor, aux: Tensor, rhs: Tensor, equality: bool
+                  ) -> Tensor | None:
+    """No box: every output moves, ``y = z + S d``."""
+    inv_n = torch.from_numpy(1.0 / groups.counts).to(z.device, z.dtype)
+    d = _shift_qp(groups.means(z), groups.cross_counts(), inv_n, coef, aux, rhs, equality)
+    return None if d is None else z + groups.expand(d)
+
+
+def _solve_held(z: Tensor, groups: GroupIndex, spec: Spec, held: ExactAnswer, coef: Tensor, aux: Tensor,
+                rhs: Tensor, equality: bool) -> Tensor | None:
+    """A box whose held outputs are known (from the exact answer): those stay at their
+    bounds, the others move by their groups' shifts, ``y_i = z_i + sum_a d_{g_a(i)}``.
+
+    Given which outputs the box holds, the boxed projection is the projection of the
+    free outputs alone onto the fairness rows, with the held ones' values as constants
+    in the group means; its solution lies in ``z + range(S_free)``, so it is the shift
+    QP of :func:`_shift_qp` with the cross counts of the free outputs. The gradient
+    flows through ``z_i`` and the shifts for free outputs; held outputs get none, as in
+    the exact projection's Jacobian (almost everywhere: where the held set is stable).
+    One column at a time, since each column has its own held set.
+    """
+    lb, ub = spec.box
+    inv_n = torch.from_numpy(1.0 / groups.counts).to(z.device, z.dtype)
+    cols = []
+    for j in range(z.shape[1]):
+        free = held.free[:, j]
+        out = held.out[:, j]
+        # each held output at the bound it sits at (within rounding)
+        bound = np.where(out - lb <= ub - out, lb, ub)
+        free_t = torch.from_numpy(free).to(z.device)
+        bound_t = torch.from_numpy(bound).to(z.device, z.dtype)
+        base = torch.where(free_t, z[:, j], bound_t).unsqueeze(1)
+        cross = groups.cross_counts(free.astype(np.float64))
+        d = _shift_qp(groups.means(base), cross, inv_n, coef, aux, rhs[:, j:j + 1], equality)
+        if d is None:
+            return None
+        y = torch.where(free_t, z[:, j] + groups.expand(d)[:, 0], bound_t)
+        # the interior-point answer can overstep a bound by its own error: values are
+        # kept in the box, the gradient is the one of the shifts
+        cols.append(y + (y.clamp(lb, ub) - y).detach())
+    return torch.stack(cols, 1)
 
 
 def _solve_full(z: Tensor, groups: GroupIndex, spec: Spec, coef: Tensor, aux: Tensor, rhs: Tensor,
