@@ -148,6 +148,9 @@ class Batch:
         return self.X.shape[0]
 
     def to(self, device) -> Batch:
+        if self.X.device == torch.device(device) and all(
+                t is None or t.device == self.X.device for t in (self.groups, self.target, self.sample_weight)):
+            return self  # the training step on the CPU: nothing to move
         return replace(self, **{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
                                 for f in fields(self)})
 
