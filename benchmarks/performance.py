@@ -13,7 +13,8 @@
 3. inference: predict on 1,000,000 rows with the whole-call projection, against the
    unconstrained net's predict;
 4. streaming: partial_predict latency at batch size 1 and throughput at 16 and 256,
-   against calling the fitted net's body directly on the same batches.
+   against calling the fitted net's body directly on the same batches;
+5. breakdown: CPU time of one training batch's layer (n = 128), step by step.
 """
 
 from __future__ import annotations
@@ -182,6 +183,90 @@ def training_overhead(rows, batch_sizes, epochs=3, repeats=3, solvers=("exact", 
                       f" {layer[0] / plain[0]:7.2f}x {layer[1]:11.3f} {plain[1]:11.3f} {layer[1] / plain[1]:7.2f}x")
 
 
+def _cpu_us(fn, reps: int) -> float:
+    """Least process CPU time of one call over 5 rounds of ``reps`` calls, in microseconds."""
+    for _ in range(max(3, reps // 20)):
+        fn()
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.process_time() - start) / reps)
+    return best * 1e6
+
+
+def layer_breakdown(n=128):
+    """Where one training batch's layer time goes (float32 outputs, one attribute of two
+    groups, tolerance 0.01): CPU microseconds per call of each step the layer takes."""
+    import fairsk.projection.qpth_solver as qpth_solver
+    from fairsk import FairnessLayer
+    from fairsk._groups import encode_groups
+    from fairsk.layer import _as_group_codes
+    from fairsk.projection import Spec, certify
+    from fairsk.projection.exact import solve_exact
+    from fairsk.projection.spec import to_host
+
+    print(f"\n5. one training batch (n = {n}, float32, 2 groups, tolerance 0.01): CPU microseconds per call")
+    print(f"{'box':>4} {'solver':>6} {'fwd+bwd':>8} {'forward':>8} {'inputs+index':>12} {'exact solve':>11}"
+          f" {'certificate':>11} {'qpth QP fwd':>11}")
+    gen = torch.Generator().manual_seed(0)
+    groups = torch.randint(0, 2, (n, 1), generator=gen)
+    for box in (False, True):
+        z = torch.randn(n, 1, generator=gen)
+        z = torch.sigmoid(z) if box else z
+        spec = Spec("ecp", 0.01, *((0.0, 1.0) if box else (None, None)))
+        gidx = encode_groups(groups.numpy())
+        z64 = z.double().requires_grad_(True)
+        out = to_host(solve_exact(z64, gidx, spec))
+
+        def inputs():
+            codes, top = _as_group_codes(groups, n)
+            float(z.abs().max())
+            encode_groups(codes, top)
+
+        for solver in ("exact", "qpth"):
+            layer = FairnessLayer("ecp", 0.01, solver, (0.0, 1.0) if box else None)
+            reps = 20 if solver == "qpth" else 500
+
+            def step(backward=True):
+                v = z.clone().requires_grad_(True)
+                y = layer(v, groups)
+                if backward:
+                    y.sum().backward()
+
+            total, forward = _cpu_us(step, reps), _cpu_us(lambda: step(False), reps)
+            qp = float("nan")
+            if solver == "qpth":
+                real, spent = qpth_solver.QPFunction, []
+
+                def timed_qp(*args, **kwargs):
+                    fn = real(*args, **kwargs)
+
+                    def call(*inputs):
+                        start = time.process_time()
+                        result = fn(*inputs)
+                        spent.append(time.process_time() - start)
+                        return result
+                    return call
+
+                qpth_solver.QPFunction = timed_qp
+                try:
+                    for _ in range(reps):
+                        step(False)
+                finally:
+                    qpth_solver.QPFunction = real
+                qp = statistics.median(spent) * 1e6
+            print(f"{'yes' if box else 'no':>4} {solver:>6} {total:8.0f} {forward:8.0f} {_cpu_us(inputs, 500):12.0f}"
+                  f" {_cpu_us(lambda: solve_exact(z64, gidx, spec), 500):11.0f}"
+                  f" {_cpu_us(lambda: certify(out, gidx, spec, torch.float32), 500):11.0f}"
+                  f" {'-' if qp != qp else f'{qp:.0f}':>11}")
+    print("   inputs+index: the layer's checks of z and the codes, and the batch's GroupIndex (one bincount);")
+    print("   exact solve: the exact solver's forward with its autograd node; qpth QP fwd: qpth's own")
+    print("   interior-point forward inside the qpth solver (the rest of a qpth batch is the wrapper: the")
+    print("   exact projection it is checked against, its matrices, both certificates, the checked backward)")
+
+
 def inference(n_rows):
     from fairsk import FairLayerClassifier
 
@@ -226,7 +311,8 @@ def streaming(n_calls):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sections", nargs="*", default=["layer", "memory", "training", "inference", "streaming"])
+    parser.add_argument("--sections", nargs="*",
+                        default=["layer", "memory", "training", "inference", "streaming", "breakdown"])
     parser.add_argument("--training-rows", type=int, default=None,
                         help="Adult rows of the training section (default: 3000 with --quick, all otherwise)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per fit in the training section")
@@ -255,6 +341,8 @@ def main() -> None:
         inference(100_000 if args.quick else 1_000_000)
     if "streaming" in run:
         streaming(200 if args.quick else 1000)
+    if "breakdown" in run:
+        layer_breakdown()
 
 
 if __name__ == "__main__":
