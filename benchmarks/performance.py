@@ -318,6 +318,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per fit in the training section")
     parser.add_argument("--repeats", type=int, default=3, help="fits per configuration in the training section")
     parser.add_argument("--training-solvers", nargs="*", default=["exact", "qpth"], choices=["exact", "qpth"])
+    parser.add_argument("--training-threads", type=int, default=1,
+                        help="torch threads of the training and breakdown sections (default 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's); 1 keeps small-batch timings steady on a busy machine")
     args = parser.parse_args()
@@ -333,16 +335,23 @@ def main() -> None:
         layer_scaling(sizes, args.quick)
     if "memory" in run:
         memory([100_000, 1_000_000] if args.quick else [1_000_000, 4_000_000, 8_000_000])
+    threads = torch.get_num_threads()
+    # a small MLP's step gains nothing from a second thread, and on shared cores its
+    # timings swing with the other processes' load: the per-batch sections run on one
+    torch.set_num_threads(args.training_threads)
+    if run & {"training", "breakdown"}:
+        print(f"\n(training and breakdown: {args.training_threads} torch thread(s))")
     if "training" in run:
         rows = args.training_rows or (3000 if args.quick else None)
         training_overhead(rows, [128] if args.quick else [128, 256, 512], args.epochs, args.repeats,
                           args.training_solvers)
+    if "breakdown" in run:
+        layer_breakdown()
+    torch.set_num_threads(threads)
     if "inference" in run:
         inference(100_000 if args.quick else 1_000_000)
     if "streaming" in run:
         streaming(200 if args.quick else 1000)
-    if "breakdown" in run:
-        layer_breakdown()
 
 
 if __name__ == "__main__":
