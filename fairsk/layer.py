@@ -156,7 +156,7 @@ class FairnessLayer(nn.Module):
             tol = max(0.0, tol - float32_margin(scale))
         spec = Spec(self.criterion, tol, lb, ub, targets)
         out = project(z2.to(torch.float64), gidx, spec, self.solver, z2.dtype).to(z.dtype)
-        return out.reshape(z.shape)
+        return out if out.shape == z.shape else out.reshape(z.shape)
 
 
 def _validated(criterion: Any, tolerance: Any, solver: Any, bounds: Any) -> tuple:
