@@ -6,25 +6,31 @@
    1,000,000, k groups in {2, 8, 64}, 1 to 3 attributes, with and without a box, against
    one bincount-based group-mean pass over the same tensor (the floor: reading the
    predictions once); peak resident memory of a fresh process per size;
-2. training overhead: one epoch of FairLayerClassifier / FairLayerRegressor on Adult
-   against the same skorch net without the layer (no sensitive features), exact and qpth;
+2. training overhead: seconds per epoch of FairLayerClassifier / FairLayerRegressor on
+   Adult (all rows; 3000 with --quick; --training-rows N) against the same skorch net
+   without the layer (no sensitive features), exact and qpth, fits interleaved, median
+   of the epochs' own durations;
 3. inference: predict on 1,000,000 rows with the whole-call projection, against the
    unconstrained net's predict;
 4. streaming: partial_predict latency at batch size 1 and throughput at 16 and 256,
-   against calling the fitted net's body directly on the same batches.
+   against calling the fitted net's body directly on the same batches;
+5. breakdown: CPU time of one training batch's layer (n = 128), step by step.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
 import torch
 from layer import timed  # benchmarks/layer.py: median of repeated calls after a warm-up
+from skorch.callbacks import Callback
 
 
 def layer_scaling(sizes, quick):
@@ -103,7 +109,8 @@ def adult_arrays(rows):
     from fairsk.datasets import load_adult
 
     X, y, s = load_adult(subset="train", sensitive=("sex",))
-    X, y, s = X.iloc[:rows], y.iloc[:rows], s.iloc[:rows]
+    if rows is not None:
+        X, y, s = X.iloc[:rows], y.iloc[:rows], s.iloc[:rows]
     cat = [c for c in X.columns if str(X[c].dtype) == "category"]
     num = [c for c in X.columns if c not in cat]
     pre = ColumnTransformer([("n", StandardScaler(), num), ("c", OneHotEncoder(handle_unknown="ignore"), cat)],
@@ -111,25 +118,153 @@ def adult_arrays(rows):
     return pre.fit_transform(X).astype(np.float32), y.to_numpy(), s["sex"].to_numpy()
 
 
-def training_overhead(rows, batch_sizes):
+class EpochCPU(Callback):
+    """The process CPU time of each epoch, recorded in the history as ``cpu``."""
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.start_ = time.process_time()
+
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("cpu", time.process_time() - self.start_)
+
+
+def _timed_class(Est):
+    """``Est`` with the epoch CPU-time callback added (nothing else changes)."""
+
+    class Timed(Est):
+        def _callbacks(self):
+            return [*super()._callbacks(), ("epoch_cpu", EpochCPU())]
+
+    Timed.__name__ = Est.__name__
+    return Timed
+
+
+def training_overhead(rows, batch_sizes, epochs=3, repeats=3, solvers=("exact", "qpth")):
+    """Median time per epoch of the plain net and of the layer nets, interleaved.
+
+    Each repeat fits every configuration once, in turn (plain, exact, qpth), for
+    ``epochs`` epochs; the times are the epochs' own durations (skorch's ``dur``, wall
+    clock: no setup, encoding or copies of the fit), and the process CPU time of the
+    same epochs (steadier when other processes share the cores).
+    """
     from fairsk import FairLayerClassifier, FairLayerRegressor
 
     A, y, s = adult_arrays(rows)
-    print(f"\n2. training: one epoch on {len(y)} Adult rows (median of 3 fits); plain net = the same")
-    print("   estimator and skorch net without sensitive features (no layer, shuffled batches)")
-    print(f"{'estimator':<22} {'batch':>6} {'solver':>6} {'with layer s':>13} {'plain net s':>12} {'overhead':>9}")
+    print(f"\n2. training: time per epoch on {len(y)} Adult rows (median of {repeats} fits x {epochs} epochs,")
+    print("   interleaved); plain net = the same estimator and skorch net without sensitive features")
+    print("   (no layer, shuffled batches); wall = skorch's epoch duration, cpu = process CPU time")
+    print(f"{'estimator':<20} {'batch':>5} {'solver':>6} {'layer wall s':>12} {'plain wall s':>12} {'overhead':>8}"
+          f" {'layer cpu s':>11} {'plain cpu s':>11} {'overhead':>8}")
     target = {"FairLayerClassifier": y, "FairLayerRegressor": y.astype(float)}
-    for Est in (FairLayerClassifier, FairLayerRegressor):
+    for Base in (FairLayerClassifier, FairLayerRegressor):
+        Est, yt = _timed_class(Base), target[Base.__name__]
         for batch in batch_sizes:
-            common = dict(max_epochs=1, random_state=0, batch_size=batch)
-            plain = timed(lambda: Est(**common).fit(A, target[Est.__name__]), 3)
-            for solver in ("exact", "qpth"):
-                if solver == "qpth" and batch != batch_sizes[0]:
-                    continue
-                with_layer = timed(lambda: Est(**common, solver=solver)
-                                   .fit(A, target[Est.__name__], sensitive_features=s), 3)
-                print(f"{Est.__name__:<22} {batch:>6} {solver:>6} {with_layer:13.2f} {plain:12.2f}"
-                      f" {with_layer / plain:8.2f}x")
+            used = solvers if batch == batch_sizes[0] else [x for x in solvers if x == "exact"]
+            configs = [None, *used]
+
+            def epoch_times(solver, n_epochs):
+                est = Est(max_epochs=n_epochs, random_state=0, batch_size=batch)
+                if solver is None:
+                    est.fit(A, yt)
+                else:
+                    est.set_params(solver=solver).fit(A, yt, sensitive_features=s)
+                return list(zip(est.net_.history[:, "dur"], est.net_.history[:, "cpu"]))
+
+            for solver in configs:  # warm-up: lazy imports, first allocations
+                epoch_times(solver, 1)
+            times = {solver: [] for solver in configs}
+            for _ in range(repeats):
+                for solver in configs:
+                    times[solver] += epoch_times(solver, epochs)
+            plain = [statistics.median(t[i] for t in times[None]) for i in (0, 1)]
+            for solver in used:
+                layer = [statistics.median(t[i] for t in times[solver]) for i in (0, 1)]
+                print(f"{Base.__name__:<20} {batch:>5} {solver:>6} {layer[0]:12.3f} {plain[0]:12.3f}"
+                      f" {layer[0] / plain[0]:7.2f}x {layer[1]:11.3f} {plain[1]:11.3f} {layer[1] / plain[1]:7.2f}x")
+
+
+def _cpu_us(fn, reps: int) -> float:
+    """Least process CPU time of one call over 5 rounds of ``reps`` calls, in microseconds."""
+    for _ in range(max(3, reps // 20)):
+        fn()
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.process_time() - start) / reps)
+    return best * 1e6
+
+
+def layer_breakdown(n=128):
+    """Where one training batch's layer time goes (float32 outputs, one attribute of two
+    groups, tolerance 0.01): CPU microseconds per call of each step the layer takes."""
+    import fairsk.projection.qpth_solver as qpth_solver
+    from fairsk import FairnessLayer
+    from fairsk._groups import encode_groups
+    from fairsk.layer import _as_group_codes
+    from fairsk.projection import Spec, certify
+    from fairsk.projection.exact import solve_exact
+    from fairsk.projection.spec import to_host
+
+    print(f"\n5. one training batch (n = {n}, float32, 2 groups, tolerance 0.01): CPU microseconds per call")
+    print(f"{'box':>4} {'solver':>6} {'fwd+bwd':>8} {'forward':>8} {'inputs+index':>12} {'exact solve':>11}"
+          f" {'certificate':>11} {'qpth QP fwd':>11}")
+    gen = torch.Generator().manual_seed(0)
+    groups = torch.randint(0, 2, (n, 1), generator=gen)
+    for box in (False, True):
+        z = torch.randn(n, 1, generator=gen)
+        z = torch.sigmoid(z) if box else z
+        spec = Spec("ecp", 0.01, *((0.0, 1.0) if box else (None, None)))
+        gidx = encode_groups(groups.numpy())
+        z64 = z.double().requires_grad_(True)
+        out = to_host(solve_exact(z64, gidx, spec))
+
+        def inputs():
+            codes, top = _as_group_codes(groups, n)
+            float(z.abs().max())
+            encode_groups(codes, top)
+
+        for solver in ("exact", "qpth"):
+            layer = FairnessLayer("ecp", 0.01, solver, (0.0, 1.0) if box else None)
+            reps = 20 if solver == "qpth" else 500
+
+            def step(backward=True):
+                v = z.clone().requires_grad_(True)
+                y = layer(v, groups)
+                if backward:
+                    y.sum().backward()
+
+            total, forward = _cpu_us(step, reps), _cpu_us(lambda: step(False), reps)
+            qp = float("nan")
+            if solver == "qpth":
+                real, spent = qpth_solver.QPFunction, []
+
+                def timed_qp(*args, **kwargs):
+                    fn = real(*args, **kwargs)
+
+                    def call(*inputs):
+                        start = time.process_time()
+                        result = fn(*inputs)
+                        spent.append(time.process_time() - start)
+                        return result
+                    return call
+
+                qpth_solver.QPFunction = timed_qp
+                try:
+                    for _ in range(reps):
+                        step(False)
+                finally:
+                    qpth_solver.QPFunction = real
+                qp = statistics.median(spent) * 1e6
+            print(f"{'yes' if box else 'no':>4} {solver:>6} {total:8.0f} {forward:8.0f} {_cpu_us(inputs, 500):12.0f}"
+                  f" {_cpu_us(lambda: solve_exact(z64, gidx, spec), 500):11.0f}"
+                  f" {_cpu_us(lambda: certify(out, gidx, spec, torch.float32), 500):11.0f}"
+                  f" {'-' if qp != qp else f'{qp:.0f}':>11}")
+    print("   inputs+index: the layer's checks of z and the codes, and the batch's GroupIndex (one bincount);")
+    print("   exact solve: the exact solver's forward with its autograd node; qpth QP fwd: qpth's own")
+    print("   interior-point forward inside the qpth solver (the rest of a qpth batch is the wrapper: the")
+    print("   exact projection it is checked against, its matrices, both certificates, the checked backward)")
 
 
 def inference(n_rows):
@@ -176,18 +311,43 @@ def streaming(n_calls):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sections", nargs="*", default=["layer", "memory", "training", "inference", "streaming"])
+    parser.add_argument("--sections", nargs="*",
+                        default=["layer", "memory", "training", "inference", "streaming", "breakdown"])
+    parser.add_argument("--training-rows", type=int, default=None,
+                        help="Adult rows of the training section (default: 3000 with --quick, all otherwise)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per fit in the training section")
+    parser.add_argument("--repeats", type=int, default=3, help="fits per configuration in the training section")
+    parser.add_argument("--training-solvers", nargs="*", default=["exact", "qpth"], choices=["exact", "qpth"])
+    parser.add_argument("--training-threads", type=int, default=1,
+                        help="torch threads of the training and breakdown sections (default 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 keeps small-batch timings steady on a busy machine")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {json.dumps({'quick': args.quick})}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = {"quick": args.quick, "training_rows": args.training_rows, "epochs": args.epochs,
+               "repeats": args.repeats}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {json.dumps(options)}")
     sizes = [1_000, 100_000] if args.quick else [64, 1_024, 100_000, 1_000_000]
     run = set(args.sections)
     if "layer" in run:
         layer_scaling(sizes, args.quick)
     if "memory" in run:
         memory([100_000, 1_000_000] if args.quick else [1_000_000, 4_000_000, 8_000_000])
+    threads = torch.get_num_threads()
+    # a small MLP's step gains nothing from a second thread, and on shared cores its
+    # timings swing with the other processes' load: the per-batch sections run on one
+    torch.set_num_threads(args.training_threads)
+    if run & {"training", "breakdown"}:
+        print(f"\n(training and breakdown: {args.training_threads} torch thread(s))")
     if "training" in run:
-        training_overhead(3000 if args.quick else 30000, [128] if args.quick else [128, 256, 512])
+        rows = args.training_rows or (3000 if args.quick else None)
+        training_overhead(rows, [128] if args.quick else [128, 256, 512], args.epochs, args.repeats,
+                          args.training_solvers)
+    if "breakdown" in run:
+        layer_breakdown()
+    torch.set_num_threads(threads)
     if "inference" in run:
         inference(100_000 if args.quick else 1_000_000)
     if "streaming" in run:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -136,25 +138,41 @@ class FairnessLayer(nn.Module):
         Tensor
             The projection, same shape, dtype and device as ``z``.
         """
-        tol, lb, ub = validate_layer_params(self.criterion, self.tolerance, self.solver, self.bounds)
+        tol, lb, ub = _validated(self.criterion, self.tolerance, self.solver, self.bounds)
         z2 = _as_output_matrix(z)
-        groups, top = _as_group_tensor(groups, z2.shape[0], z.device)
-        # one reduction: a NaN or an infinity makes the sum non-finite (the element-wise
-        # check, which allocates a mask of the batch, runs only then: a huge finite
-        # batch can overflow its sum)
-        if not bool(torch.isfinite(z2.sum())) and not bool(torch.isfinite(z2).all()):
+        codes, top = _as_group_codes(groups, z2.shape[0])
+        # one reduction gives both the finiteness check (NaN propagates through max, an
+        # infinity is the max) and the scale of the float32 rule; it cannot overflow
+        scale = float(z2.detach().abs().max()) if z2.numel() else 0.0
+        if not math.isfinite(scale):
             raise ValueError("z contains NaN or infinite values")
-        gidx = encode_groups(groups, top if groups.dim() == 1 or groups.shape[1] == 1 else None)
+        gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
         targets = None
         if get_criterion(self.criterion).needs_targets:
             yt = _as_targets(y, z2)
             targets = gidx.means(yt.detach().cpu().numpy()) if yt.shape[0] else None
         if z2.dtype == torch.float32 and tol > 0 and z2.numel():
             # the float32 rule (fairsk.projection.certificate): leave room for rounding
-            tol = max(0.0, tol - float32_margin(float(z2.detach().abs().max())))
+            tol = max(0.0, tol - float32_margin(scale))
         spec = Spec(self.criterion, tol, lb, ub, targets)
         out = project(z2.to(torch.float64), gidx, spec, self.solver, z2.dtype).to(z.dtype)
-        return out.reshape(z.shape)
+        return out if out.shape == z.shape else out.reshape(z.shape)
+
+
+def _validated(criterion: Any, tolerance: Any, solver: Any, bounds: Any) -> tuple:
+    """:func:`validate_layer_params`, remembered for plain parameters already checked
+    (a training loop calls the layer with the same ones on every batch)."""
+    plain = (type(criterion) is str and type(solver) is str and type(tolerance) in (int, float)
+             and (bounds is None or (type(bounds) is tuple and len(bounds) == 2
+                                     and all(b is None or type(b) in (int, float) for b in bounds))))
+    if not plain:
+        return validate_layer_params(criterion, tolerance, solver, bounds)
+    return _validated_plain(criterion, tolerance, solver, bounds)
+
+
+@functools.lru_cache(maxsize=64)
+def _validated_plain(criterion: str, tolerance: float, solver: str, bounds: tuple | None) -> tuple:
+    return validate_layer_params(criterion, tolerance, solver, bounds)
 
 
 def _as_output_matrix(z: Any) -> Tensor:
@@ -183,24 +201,27 @@ def _as_targets(y: Any, z2: Tensor) -> Tensor:
     return yt.expand(n, c).contiguous()
 
 
-def _as_group_tensor(groups: Any, n: int, device) -> tuple[Tensor, int]:
-    """Group codes as a long tensor, and the largest code (-1 when empty)."""
+def _as_group_codes(groups: Any, n: int) -> tuple[np.ndarray, int]:
+    """Group codes as an (n, a) int64 array on the host, and the largest code (-1
+    when empty), or a clear error. The projection's group statistics live on the host
+    (:class:`~fairsk._groups.GroupIndex`): a device tensor is copied there once."""
     if isinstance(groups, Tensor):
-        g = groups if groups.device == device else groups.to(device)
+        if groups.is_floating_point() or groups.is_complex():
+            raise ValueError(f"groups must hold integer codes, got dtype {groups.dtype}")
+        arr = groups.detach().cpu().numpy()
     else:
         arr = np.asarray(groups)
         if arr.dtype.kind not in "biu":
             raise ValueError(f"groups must hold integer codes, got dtype {arr.dtype}")
-        g = torch.as_tensor(arr.astype(np.int64), device=device)
-    if g.dtype == torch.bool:
-        g = g.to(torch.long)
-    if g.is_floating_point() or g.is_complex():
-        raise ValueError(f"groups must hold integer codes, got dtype {g.dtype}")
-    if g.dim() not in (1, 2) or g.shape[0] != n:
-        raise ValueError(f"groups must have shape ({n},) or ({n}, a) to match z, got {tuple(g.shape)}")
-    if not g.numel():
-        return g.to(torch.long), -1
-    low, top = torch.aminmax(g)
-    if int(low) < 0:
+    if arr.ndim not in (1, 2) or arr.shape[0] != n:
+        raise ValueError(f"groups must have shape ({n},) or ({n}, a) to match z, got {tuple(arr.shape)}")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if not arr.size:
+        return arr.astype(np.int64), -1
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError("groups holds codes too large for int64")
+    arr = arr.astype(np.int64, copy=False)
+    if int(arr.min()) < 0:
         raise ValueError("groups must hold non-negative integer codes")
-    return (g if g.dtype == torch.long else g.to(torch.long)), int(top)
+    return arr, int(arr.max())

@@ -39,8 +39,12 @@ def violation(y: np.ndarray, groups: GroupIndex, spec: Spec) -> float:
         worst = max(worst, lb - float(y.min()), float(y.max()) - ub)
     if y.shape[0] == 0 or groups.n_slots == 0:
         return worst
-    # a NaN or infinity in y shows in the group means, which every criterion checks
+    # every output is in a group of each attribute: a NaN or an infinity in y makes a
+    # group mean non-finite (so does a sum that overflows); refused before the
+    # criteria, whose max() could drop a NaN
     means = groups.means(y)
+    if not np.isfinite(means).all():
+        return float("nan")
     for a in range(groups.n_attributes):
         sl = groups.attribute(a)
         r = None if spec.targets is None else spec.targets[sl]
@@ -52,10 +56,10 @@ def certify(out: np.ndarray, groups: GroupIndex, spec: Spec, dtype: torch.dtype)
     """Raise :class:`SolverError` unless ``out`` (float64), returned in ``dtype``,
     meets the constraints (see the module's rule)."""
     atol = CHECK_ATOL[dtype]
-    # a NaN in the group means would be lost by max(); refuse non-finite outputs first
-    if out.size and not np.isfinite(out).all():
-        raise SolverError("returned non-finite values (NaN or inf), e.g. from group sums that overflow")
+    # non-finite outputs make the violation NaN (see violation); the message says which
     worst = violation(out, groups, spec)
+    if not np.isfinite(worst) and out.size:
+        raise SolverError("returned non-finite values (NaN or inf), e.g. from group sums that overflow")
     if dtype == torch.float32 and np.isfinite(worst) and out.size:
         scale = float(np.abs(out).max())
         if worst + float32_margin(scale) > atol:
