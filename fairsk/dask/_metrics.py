@@ -303,11 +303,7 @@ def fairness_report(y_true, y_pred, sensitive_features, *, residual=None, error_
                 fpr.append(hit_neg / neg if neg else np.nan)
         df["tpr"], df["fpr"] = tpr, fpr
     if calibrated:
-        df.attrs.update({
-            "criterion": estimator.criterion,
-            "gap_estimate": float(estimator.gap_estimate_),
-            "gap_interval": tuple(float(v) for v in estimator.gap_interval_),
-            "calibration_gap": float(estimator.calibration_gap_),
-            "train_worst_batch_gap": getattr(estimator, "train_worst_batch_gap_", None),
-        })
+        from ..metrics import _calibration_attrs
+
+        df.attrs.update(_calibration_attrs(estimator))
     return df
