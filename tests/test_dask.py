@@ -296,6 +296,15 @@ def test_label_metrics_and_report_match_in_memory(client, data, labels_kind):
         expected = fairness_report(truth, scores, s, **kw)
         pd.testing.assert_frame_equal(fairness_report(_darr(truth), _darr(scores), _darr(s), **kw), expected,
                                       check_exact=False, rtol=0, atol=1e-12)
+    # a calibrated error-rate model: its estimates in attrs, and the error rates shown
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(criterion="equalized_odds", gap_estimate_=0.03, gap_interval_=(0.01, 0.06),
+                            calibration_gap_=0.02, train_worst_batch_gap_=0.0)
+    expected = fairness_report(truth, scores, s, estimator=model)
+    got = fairness_report(_darr(truth), _darr(scores), _darr(s), estimator=model)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
+    assert got.attrs == expected.attrs and got.attrs["gap_interval"] == (0.01, 0.06) and "tpr" in got
     # a regression target, groups in a dask DataFrame: names and the residual column as in memory
     frame = pd.DataFrame({"sex": s, "age": s2})
     expected = fairness_report(y, np.sin(X[:, 0]), frame)
