@@ -57,7 +57,12 @@ def test_layer_matches_the_reference(i, solver):
             assert type(err.value).__name__ == str(REFERENCE[f"{key}_error"])
             return
         out = layer(z, torch.as_tensor(inst["groups"]), torch.as_tensor(inst["y"]))
-    out.backward(torch.ones_like(out))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out.backward(torch.ones_like(out))
+    # the checked backward replaces a qpth gradient more than 1e-6 off, with a warning
+    replaced = [w for w in caught if issubclass(w.category, RuntimeWarning) and "gradient" in str(w.message)]
+    assert not replaced or solver == "qpth", [str(w.message) for w in replaced]
     expected_out = REFERENCE[f"{key}_out"]
     if solver == "qpth" and i in QPTH_OFF_PROJECTION:
         expected_out = REFERENCE[f"{i}_exact_out"]
@@ -70,9 +75,18 @@ def test_layer_matches_the_reference(i, solver):
         # qpth's parity rows are now 2k with an interval variable instead of k(k-1)
         # pairs: its gradient, an interior-point approximation, changed in the last
         # digits. It must be no farther from the exact gradient than before (+1e-7).
+        # With a box qpth now solves a different QP (the group shifts of the outputs
+        # the box leaves free): there its gradient is held to the checked backward's
+        # rule, 1e-6 relative above 1 (farther, and it would have been replaced with a
+        # warning, which this test turns into an error).
         exact = REFERENCE[f"{i}_exact_grad"]
         before = float(np.abs(REFERENCE[f"{key}_grad"] - exact).max())
-        assert float(np.abs(z.grad.numpy() - exact).max()) <= before + 1e-7
+        allowed = before + 1e-7
+        if inst["box"] is not None:
+            allowed = max(allowed, 1e-6 * max(1.0, float(np.abs(exact).max())))
+        if replaced:  # farther than 1e-6: the exact gradient, with a warning
+            allowed = 1e-9
+        assert float(np.abs(z.grad.numpy() - exact).max()) <= allowed
 
 
 def test_the_exception_lists_are_what_they_claim():
