@@ -10,6 +10,12 @@ with sex), on the same test rows:
   randomized rule for equalized odds), at several tolerances; and "cross-fitted":
   learnt on out-of-fold scores of every training row (5 fold models), applied to
   the base model refitted on all training rows;
+* "F-Layer": the same MLP trained through the error-rate layer
+  (``FairLayerClassifier(criterion="equalized_odds" | "equal_opportunity")``, exact
+  solver): every training batch's probabilities meet the criterion within the
+  tolerance (``train_worst_batch_gap_``, asserted here), then per-group thresholds
+  on its scores, calibrated on the same held-out rows (``calibration_mask``) or
+  cross-fitted (``calibration_cv=5``);
 * fairlearn's ``ThresholdOptimizer`` (equalized odds, exact: fairlearn does not
   relax it; true-positive-rate parity at the same tolerances through its ``tol``) and ``ExponentiatedGradient``
   (``EqualizedOdds``, ``TruePositiveRateParity``, difference bound 0.02) with a
@@ -21,11 +27,13 @@ interval over the test rows, the gap of the probabilities (the probability of a
 positive label the method gives), the equal-opportunity gap of the labels, and for
 fairsk the gap it predicted (``gap_estimate_``, ``gap_interval_``).
 
-    PYTHONPATH=. python benchmarks/odds.py [--quick]
+    PYTHONPATH=. python benchmarks/odds.py [--quick] [--datasets german adult-sex adult-race]
 
 writes docs/results/odds.md, docs/results/odds.csv and docs/results/odds.png (the "Reading"
 section of odds.md is written by hand after a run).
-``--quick`` uses fewer rows (for a smoke test).
+``--quick`` uses fewer rows (for a smoke test); ``--datasets`` runs some tasks only (in the
+order given). The result files are rewritten after every task, so an interrupted run keeps
+the tasks it finished.
 """
 
 from __future__ import annotations
@@ -63,22 +71,35 @@ def _encoder(X: pd.DataFrame) -> ColumnTransformer:
                               ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), cat)])
 
 
-def tasks(quick: bool):
-    """(name, X_train, y_train, s_train, X_test, y_test, s_test) with string groups."""
-    n_adult = 3000 if quick else 12000
-    X, y, s = load_adult(subset="train", sensitive=("sex", "race"))
-    X_te, y_te, s_te = load_adult(subset="test", sensitive=("sex", "race"))
-    keep = np.random.default_rng(0).permutation(len(y))[:n_adult]
-    X, y, s = X.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True), s.iloc[keep]
-    if quick:
-        X_te, y_te, s_te = X_te.iloc[:3000], y_te.iloc[:3000], s_te.iloc[:3000]
-    race = lambda r: np.where(r.to_numpy() == "White", "white", "non-white")  # noqa: E731
-    yield "Adult (sex)", X, y, s["sex"].to_numpy(), X_te, y_te, s_te["sex"].to_numpy()
-    yield "Adult (race)", X, y, race(s["race"]), X_te, y_te, race(s_te["race"])
-    Xg, yg, sg = load_german_credit(sensitive=("sex",))
-    Xa, Xb, ya, yb, sa, sb = train_test_split(Xg, yg, sg["sex"].to_numpy(), test_size=0.3, random_state=0,
-                                              stratify=yg)
-    yield "German credit (sex)", Xa, ya, sa, Xb, yb, sb
+DATASETS = ("adult-sex", "adult-race", "german")
+
+
+def tasks(quick: bool, datasets=DATASETS):
+    """(name, X_train, y_train, s_train, X_test, y_test, s_test) with string groups, in the
+    order of ``datasets``."""
+    adult = None
+    for dataset in datasets:
+        if dataset.startswith("adult") and adult is None:
+            n_adult = 3000 if quick else 12000
+            X, y, s = load_adult(subset="train", sensitive=("sex", "race"))
+            X_te, y_te, s_te = load_adult(subset="test", sensitive=("sex", "race"))
+            keep = np.random.default_rng(0).permutation(len(y))[:n_adult]
+            X, y, s = X.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True), s.iloc[keep]
+            if quick:
+                X_te, y_te, s_te = X_te.iloc[:3000], y_te.iloc[:3000], s_te.iloc[:3000]
+            adult = X, y, s, X_te, y_te, s_te  # the two Adult tasks share their rows
+        if dataset == "adult-sex":
+            X, y, s, X_te, y_te, s_te = adult
+            yield "Adult (sex)", X, y, s["sex"].to_numpy(), X_te, y_te, s_te["sex"].to_numpy()
+        elif dataset == "adult-race":
+            X, y, s, X_te, y_te, s_te = adult
+            race = lambda r: np.where(r.to_numpy() == "White", "white", "non-white")  # noqa: E731
+            yield "Adult (race)", X, y, race(s["race"]), X_te, y_te, race(s_te["race"])
+        else:
+            Xg, yg, sg = load_german_credit(sensitive=("sex",))
+            Xa, Xb, ya, yb, sa, sb = train_test_split(Xg, yg, sg["sex"].to_numpy(), test_size=0.3,
+                                                      random_state=0, stratify=yg)
+            yield "German credit (sex)", Xa, ya, sa, Xb, yb, sb
 
 
 def test_gaps(y, labels, groups, rng) -> dict:
@@ -101,7 +122,7 @@ def test_gaps(y, labels, groups, rng) -> dict:
             "eo_gap": equal_opportunity_gap(y, labels, groups), "eo_low": eo_low, "eo_high": eo_high}
 
 
-def evaluate(rows, task, method, base, tol, y_te, s_te, labels, proba, seconds, cal=None):
+def evaluate(rows, task, method, base, tol, y_te, s_te, labels, proba, seconds, cal=None, batch_gap=np.nan):
     rng = np.random.default_rng(1)
     rows.append({
         "task": task, "method": method, "base": base, "tolerance": tol,
@@ -112,6 +133,7 @@ def evaluate(rows, task, method, base, tol, y_te, s_te, labels, proba, seconds, 
         "eodds_gap_proba": equalized_odds_gap(y_te, proba, s_te),
         "eo_gap_proba": equal_opportunity_gap(y_te, proba, s_te),
         **_predicted(cal, len(y_te)),
+        "train_worst_batch_gap": batch_gap,
         "seconds": seconds,
     })
 
@@ -126,6 +148,32 @@ def _predicted(cal, n_test: int) -> dict:
 
 def _mlp():
     return FairLayerClassifier(hidden_layer_sizes=(64,), max_epochs=15, batch_size=512, lr=0.005, random_state=0)
+
+
+def _flayer(criterion: str, tol: float, **calibration) -> FairLayerClassifier:
+    """The MLP of ``_mlp`` trained through the error-rate layer (exact projection)."""
+    return FairLayerClassifier(hidden_layer_sizes=(64,), max_epochs=15, batch_size=512, lr=0.005, random_state=0,
+                               criterion=criterion, tolerance=tol, solver="exact", **calibration)
+
+
+FLAYER = (("equalized_odds", "EOdds"), ("equal_opportunity", "EO"))
+
+
+def flayer_rows(rows, name, Z, y, s, Z_te, y_te, s_te, label, mask=None, **calibration) -> None:
+    """F-Layer rows: the net trained through the layer at every tolerance, its calibrated
+    thresholds evaluated on the test rows; every training batch must meet the criterion."""
+    for tol in TOLERANCES:
+        for criterion, short in FLAYER:
+            t = time.perf_counter()
+            clf = _flayer(criterion, tol, **calibration).fit(Z, y, sensitive_features=s, calibration_mask=mask)
+            seconds = time.perf_counter() - t
+            gap = clf.train_worst_batch_gap_
+            assert gap is not None and gap <= tol + 1e-6, (name, label, criterion, tol, gap)
+            labels = clf.predict(Z_te, sensitive_features=s_te)
+            # deterministic thresholds: the probability of a positive label is the label
+            evaluate(rows, name, f"{label} {short}", "MLP", tol, y_te, s_te, labels, labels.astype(float), seconds,
+                     clf.calibrator_, gap)
+    print(f"  {name}: {label} done", flush=True)
 
 
 def cross_fitted_bases(Z, y, strata) -> dict:
@@ -152,9 +200,12 @@ def run_task(rows, name, X, y, s, X_te, y_te, s_te, models_cache):
     from fairlearn.reductions import EqualizedOdds, ExponentiatedGradient, TruePositiveRateParity
 
     y, y_te = np.asarray(y), np.asarray(y_te)
-    X_fit, X_cal, y_fit, y_cal, s_fit, s_cal = train_test_split(X, y, s, test_size=0.3, random_state=0,
-                                                                stratify=np.char.add(s.astype(str), y.astype(str)))
-    key = id(X)  # the two Adult tasks share rows: fit the unconstrained models once
+    idx_fit, idx_cal = train_test_split(np.arange(len(y)), test_size=0.3, random_state=0,
+                                        stratify=np.char.add(s.astype(str), y.astype(str)))
+    X_fit, X_cal, y_fit, y_cal, s_fit, s_cal = X.iloc[idx_fit], X.iloc[idx_cal], y[idx_fit], y[idx_cal], \
+        s[idx_fit], s[idx_cal]
+    # the two Adult tasks share rows but split them differently (stratified by their groups)
+    key = (id(X), hash(idx_fit.tobytes()))
     if key not in models_cache:
         pre = _encoder(X).fit(X_fit)
         t = time.perf_counter()
@@ -214,6 +265,14 @@ def run_task(rows, name, X, y, s, X_te, y_te, s_te, models_cache):
                          cal.emit_probability(p_te, s_te), seconds, cal)
     print(f"  {name}: cross-fitted done", flush=True)
 
+    # F-Layer: the MLP trained through the error-rate layer, cross-fitted, then held-out
+    Z_all, Z_te32 = pre_all.transform(X).astype(np.float32), Z_te_all.astype(np.float32)
+    flayer_rows(rows, name, Z_all, y, s, Z_te32, y_te, s_te, "fairsk F-Layer cross-fitted",
+                calibration_cv=N_FOLDS)
+    held_out = np.isin(np.arange(len(y)), idx_cal)
+    flayer_rows(rows, name, pre.transform(X).astype(np.float32), y, s, Z_te.astype(np.float32), y_te, s_te,
+                "fairsk F-Layer", mask=held_out)
+
     # fairlearn, logistic-regression base, on fit + calibration rows
     X_all = pd.concat([X_fit, X_cal])
     y_all, s_all = np.r_[y_fit, y_cal], np.r_[s_fit, s_cal]
@@ -256,7 +315,14 @@ def write_table(df: pd.DataFrame, path: Path, command: str, total: float, quick:
              "apply the thresholds to the base model refitted on all of them; fairlearn's "
              "methods use all training rows (they need no held-out rows). MLP: `FairLayerClassifier` "
              "fitted without groups (the same net without its layer; 64 hidden units, 15 epochs); LR: "
-             "logistic regression (liblinear).", "",
+             "logistic regression (liblinear). \"F-Layer\": the same MLP trained through the error-rate layer "
+             "(`FairLayerClassifier(criterion=\"equalized_odds\" | \"equal_opportunity\", tolerance=tol, "
+             "solver=\"exact\")`): the probabilities of every training batch are projected so that the "
+             "criterion holds on that batch within the tolerance (\"batch gap\": `train_worst_batch_gap_`, "
+             "the largest gap of any training batch, checked by the script to be at most the tolerance + 1e-6); "
+             "its per-group thresholds are then calibrated on the same held-out rows as the other held-out rows "
+             "(`calibration_mask`), or cross-fitted (`calibration_cv=5`: 5 fold models trained through the layer, "
+             "the net refitted on all training rows).", "",
              "Test gaps are measured on the test rows, with a 95% bootstrap interval over those rows. "
              "\"predicted\" is the gap fairsk's calibrator announced before seeing the test rows "
              "(`estimate_gap(n_test)`: the thresholds' population rates drawn by a bootstrap of the "
@@ -270,8 +336,8 @@ def write_table(df: pd.DataFrame, path: Path, command: str, total: float, quick:
     for task, part in main.groupby("task", sort=False):
         lines += [f"## {task}", "",
                   "| method | base | tol | accuracy | AUC | EOdds gap (labels) [95%] | EOdds gap (proba) "
-                  "| EO gap (labels) [95%] | predicted gap [95%] | in? |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| EO gap (labels) [95%] | predicted gap [95%] | in? | batch gap |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in part.itertuples():
             pred = covered = ""
             if not np.isnan(r.predicted_gap):
@@ -280,9 +346,10 @@ def write_table(df: pd.DataFrame, path: Path, command: str, total: float, quick:
                 covered = "yes" if r.predicted_low - 1e-9 <= measured <= r.predicted_high + 1e-9 else "no"
             auc = "" if np.isnan(r.auc) else f"{r.auc:.3f}"
             tol = "" if np.isnan(r.tolerance) else f"{r.tolerance:g}"
+            batch = "" if np.isnan(r.train_worst_batch_gap) else f"{r.train_worst_batch_gap:.4f}"
             lines.append(f"| {r.method} | {r.base} | {tol} | {r.accuracy:.3f} | {auc} | {r.eodds_gap:.3f} "
                          f"[{r.eodds_low:.3f}, {r.eodds_high:.3f}] | {r.eodds_gap_proba:.3f} | {r.eo_gap:.3f} "
-                         f"[{r.eo_low:.3f}, {r.eo_high:.3f}] | {pred} | {covered} |")
+                         f"[{r.eo_low:.3f}, {r.eo_high:.3f}] | {pred} | {covered} | {batch} |")
         lines.append("")
     fairsk = df[df.method.str.startswith("fairsk")]
     measured = np.where(fairsk.method.str.endswith("EO"), fairsk.eo_gap, fairsk.eodds_gap)
@@ -311,6 +378,8 @@ def plot(df: pd.DataFrame, path: Path) -> None:
             ("fairsk cross-fitted EOdds", "LR"): ("C1", "o", "--"),
             ("fairsk cross-fitted EOdds (randomized)", "LR"): ("C1", "s", ":"),
             ("fairsk cross-fitted EOdds (randomized)", "MLP"): ("C9", "s", ":"),
+            ("fairsk F-Layer cross-fitted EOdds", "MLP"): ("C6", "h", "-"),
+            ("fairsk F-Layer EOdds", "MLP"): ("C8", "h", ":"),
             ("fairlearn ThresholdOptimizer EOdds", "LR"): ("C3", "D", ""),
             ("fairlearn ExpGrad EOdds", "LR"): ("C4", "P", ""),
         },
@@ -318,6 +387,8 @@ def plot(df: pd.DataFrame, path: Path) -> None:
             ("fairsk calibrated EO", "MLP"): ("C0", "^", "-"),
             ("fairsk calibrated EO", "LR"): ("C2", "^", "-"),
             ("fairsk cross-fitted EO", "LR"): ("C1", "^", "--"),
+            ("fairsk F-Layer cross-fitted EO", "MLP"): ("C6", "p", "-"),
+            ("fairsk F-Layer EO", "MLP"): ("C8", "p", ":"),
             ("fairlearn ThresholdOptimizer TPR", "LR"): ("C3", "v", "-"),
             ("fairlearn ExpGrad TPR", "LR"): ("C4", "X", ""),
         },
@@ -348,22 +419,27 @@ def plot(df: pd.DataFrame, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows, cache = [], {}
-    for task in tasks(args.quick):
+    command = "PYTHONPATH=. python benchmarks/odds.py" + (" --quick" if args.quick else "")
+    if list(args.datasets) != list(DATASETS):
+        command += " --datasets " + " ".join(args.datasets)
+    stem = "odds_quick" if args.quick else "odds"
+    for task in tasks(args.quick, args.datasets):
         print(task[0], flush=True)
         run_task(rows, *task, cache)
-    df = pd.DataFrame(rows)
-    total = time.perf_counter() - t0
-    command = "PYTHONPATH=. python benchmarks/odds.py" + (" --quick" if args.quick else "")
-    stem = "odds_quick" if args.quick else "odds"
-    df.to_csv(args.out / f"{stem}.csv", index=False, float_format="%.4f")
-    write_table(df, args.out / f"{stem}.md", command, total, args.quick)
-    plot(df, args.out / f"{stem}.png")
-    print(f"done in {total:.0f} s", flush=True)
+        # written after every task: an interrupted run keeps the tasks it finished
+        df = pd.DataFrame(rows)
+        total = time.perf_counter() - t0
+        df.to_csv(args.out / f"{stem}.csv", index=False, float_format="%.4f")
+        write_table(df, args.out / f"{stem}.md", command, total, args.quick)
+        plot(df, args.out / f"{stem}.png")
+        print(f"  written after {total:.0f} s", flush=True)
+    print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
