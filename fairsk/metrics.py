@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ._groups import encode_sensitive
+from ._report import calibration_attrs
 
 __all__ = ["parity_gap", "residual_gap", "selection_rate_gap", "fairness_report", "make_fair_scorer", "FairScorer",
            "encode_sensitive", "GroupScorer", "make_group_scorer", "get_scorer", "get_scorer_names",
@@ -251,19 +252,9 @@ def fairness_report(y_true: Any, y_pred: Any, sensitive_features: Any, *,
                 fpr.append(hit[mask & ~positive].mean() if (mask & ~positive).any() else np.nan)
         df["tpr"], df["fpr"] = tpr, fpr
     if calibrated:
-        df.attrs.update(_calibration_attrs(estimator))
+        df.attrs.update(calibration_attrs(estimator))
     return df
 
-
-def _calibration_attrs(estimator) -> dict:
-    """What :func:`fairness_report` shows of a calibrated error-rate model (in ``attrs``)."""
-    return {
-        "criterion": estimator.criterion,
-        "gap_estimate": float(estimator.gap_estimate_),
-        "gap_interval": tuple(float(v) for v in estimator.gap_interval_),
-        "calibration_gap": float(estimator.calibration_gap_),
-        "train_worst_batch_gap": getattr(estimator, "train_worst_batch_gap_", None),
-    }
 
 
 class _RoutedScorer:

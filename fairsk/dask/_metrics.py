@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._groups import encode_sensitive
+from .._report import calibration_attrs
 from ._parts import _aligned_parts, _key, _parts_of, _tree
 
 
@@ -303,7 +304,5 @@ def fairness_report(y_true, y_pred, sensitive_features, *, residual=None, error_
                 fpr.append(hit_neg / neg if neg else np.nan)
         df["tpr"], df["fpr"] = tpr, fpr
     if calibrated:
-        from ..metrics import _calibration_attrs
-
-        df.attrs.update(_calibration_attrs(estimator))
+        df.attrs.update(calibration_attrs(estimator))
     return df
