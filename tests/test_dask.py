@@ -313,7 +313,7 @@ def test_label_metrics_and_report_match_in_memory(client, data, labels_kind):
 
 
 def _dframe(frame):
-    """``frame`` as a dask DataFrame partitioned like ``_darr`` (chunks CHUNKS)."""
+    """``frame`` (a DataFrame or Series) as a dask one partitioned like ``_darr`` (chunks CHUNKS)."""
     bounds = np.cumsum((0,) + CHUNKS)
     pieces = [frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     return dd.from_delayed([dask.delayed(p) for p in pieces], meta=frame.iloc[:0])
@@ -444,3 +444,61 @@ def test_cell_active_set_equals_layer(seed, n_attr, c, box, tol):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
     assert _gap(got, codes) <= tol + 1e-9
     assert got.min() >= lb and got.max() <= ub
+
+
+def test_the_encoding_rules_hold_over_all_partitions(client, data):
+    """What one partition cannot see: the number of attributes against fit, and one kind
+    of value per attribute across partitions; both raise as in memory."""
+    from fairsk.metrics import fairness_report, selection_rate_gap
+
+    X, s, s2, y = data
+    reg = _fit(FairLayerRegressor(tolerance=0.05, max_epochs=1, random_state=0, solver="exact", bounds=(0, 2)),
+               data, attrs=2)
+    for wrong in (np.stack([s, s2, s], 1), s[:, None], s):
+        with pytest.raises(ValueError, match="attributes but the model was fitted with 2"):
+            reg.predict(X, sensitive_features=wrong)
+        with pytest.raises(ValueError, match="attributes but the model was fitted with 2"):
+            fd.predict(reg, _darr(X), sensitive_features=_darr(wrong))
+    # numbers in the first partitions, the same values as strings in the others
+    mixed = pd.DataFrame({"a": pd.Series([*s[:2207].tolist(), *map(str, s[2207:])], dtype=object), "b": s2})
+    with dask.config.set({"dataframe.convert-string": False}):
+        frame = _dframe(mixed)
+        with pytest.raises(ValueError, match="mixes kinds"):
+            reg.predict(X, sensitive_features=mixed)
+        with pytest.raises(ValueError, match="mixes kinds"):
+            fd.predict(reg, _dframe(pd.DataFrame(X)), sensitive_features=frame)
+        hit = (X[:, 0] > 0).astype(int)
+        for metric in (lambda p, g: selection_rate_gap(p, g), lambda p, g: parity_gap(p.astype(float), g),
+                       lambda p, g: fairness_report(p, p, g)):
+            with pytest.raises(ValueError, match="mixes kinds"):
+                metric(_darr(hit), frame)
+
+
+def test_label_metrics_follow_the_in_memory_rules(client):
+    from fairsk.metrics import fairness_report, selection_rate_gap
+
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 3, N)
+    text = np.where(rng.random(N) < 0.3 + 0.2 * g, "1", "0")  # NumPy strings: pos_label=1 matches nothing
+    assert selection_rate_gap(_darr(text), _darr(g), pos_label=1) == selection_rate_gap(text, g, pos_label=1) == 0.0
+    assert selection_rate_gap(_darr(text), _darr(g), pos_label="1") == pytest.approx(
+        selection_rate_gap(text, g, pos_label="1"), abs=1e-12)
+    truth, pred = (rng.random(N) < 0.4).astype(int), (rng.random(N) < 0.5).astype(int)
+    for name in (None, ""):  # an unnamed group Series: the attribute is 0, as in memory
+        groups = pd.Series(g, name=name)
+        expected = fairness_report(truth, pred, groups)
+        got = fairness_report(_darr(truth), _darr(pred), _dframe(groups))
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
+    two = np.stack([truth, truth], 1).astype(float)  # a 2-D target: the residual column is kept
+    expected = fairness_report(two, pred, g)
+    pd.testing.assert_frame_equal(fairness_report(_darr(two), _darr(pred), _darr(g)), expected, check_exact=False,
+                                  rtol=0, atol=1e-12)
+    assert "residual" in expected
+
+
+def test_an_empty_call_is_empty(client, data):
+    X, s, _, y = data
+    reg = _fit(FairLayerRegressor(tolerance=0.05, max_epochs=1, random_state=0, solver="exact", bounds=(0, 2)), data)
+    empty_X, empty_s = da.from_array(X[:0], chunks=(0, 4)), da.from_array(s[:0], chunks=0)
+    assert reg.predict(X[:0], sensitive_features=s[:0]).shape == (0,)
+    assert fd.predict(reg, empty_X, sensitive_features=empty_s).compute().shape == (0,)

@@ -22,8 +22,10 @@ group at a time):
    with several attributes, the in-memory solver's active-set iteration over which
    outputs the box holds (:func:`fairsk.dask._shifts.boxed_cell_offsets`), one pass
    per step plus one (median 4, at most 12 over 300 random instances; it refuses the
-   call, with an error, in the rare cases where the in-memory solver needs its
-   fallbacks over the rows: 1 of those 300, at tolerance 0);
+   call, with an error, when the iteration cycles: 1 of those 300, at tolerance 0,
+   where the in-memory solver needs its fallbacks over the rows; in small degenerate
+   cases at tolerance 0, rounding can also make it cycle where the in-memory run,
+   rounding differently, settles);
 3. classifiers with ``enforce_on="proba"`` or ``"labels"`` (binary targets): the
    values projected are ``sigmoid(z)`` with the box ``[0, 1]``, so passes 1 and 2
    find the shifts of the probabilities;
@@ -56,7 +58,7 @@ import warnings
 
 import numpy as np
 
-from .._groups import encode_sensitive
+from .._groups import _check_one_kind, _kind, encode_sensitive
 from .._proba import logit
 from ..exceptions import InfeasibleProjectionError
 from . import _labels, _shifts
@@ -190,7 +192,7 @@ def _stats_part(est, x, s) -> dict:
     """Per cell: count, sum, clipped sum, min, max of the raw outputs; and max |z|."""
     lb, ub = _box(est)
     z, cells, inverse = _scores(est, x, s)
-    out = {"scale": float(np.abs(z).max()) if z.size else 0.0, "cells": {}, "c": z.shape[1]}
+    out = {"scale": float(np.abs(z).max()) if z.size else 0.0, "cells": {}, "c": z.shape[1], "n": z.shape[0]}
     if cells is None:
         out["unconstrained"] = z.shape[0] > 0
         return out
@@ -212,8 +214,9 @@ def _stats_part(est, x, s) -> dict:
 
 
 def _merge_stats(parts: list) -> dict:
-    out = {"scale": 0.0, "cells": {}, "c": None}
+    out = {"scale": 0.0, "cells": {}, "c": None, "n": 0}
     for p in parts:
+        out["n"] += p["n"]
         out["scale"] = max(out["scale"], p["scale"])
         out["c"] = p["c"] if out["c"] is None else out["c"]
         if p.get("unconstrained"):
@@ -424,6 +427,9 @@ class _Run:
 
     def _plan(self, stats: dict) -> dict | None:
         est = self.est
+        if not stats["cells"] and not stats["n"] and (any(s is not None for s in self.S)
+                                                       or getattr(est, "sensitive_columns", None) is not None):
+            return None  # no rows at all: nothing to project (as in memory, an empty result)
         if not stats["cells"]:
             est.check_missing_sensitive()  # the estimator's rule for a call without groups
             if stats.get("unconstrained") or getattr(est, "group_labels_", None) is not None:
@@ -432,6 +438,7 @@ class _Run:
             return None
         if stats.get("unconstrained"):
             raise ValueError("some partitions have sensitive features and others none")
+        _check_attributes(list(stats["cells"]), getattr(est, "group_labels_", None))
         self._warn_unseen(stats["cells"])
         if not _projects(est):
             return None
@@ -575,6 +582,17 @@ class _Run:
         if kind == "proba":
             return False
         return np.asarray(self.est.format_output(np.zeros((1, c)))).ndim == 1
+
+
+def _check_attributes(cells: list, known: list | None) -> None:
+    """The rules of the in-memory encoding, over all partitions: as many attributes as
+    in fit, and one kind of value per attribute (each partition checks only its own)."""
+    n_attr = len(cells[0])
+    if known is not None and n_attr != len(known):
+        raise ValueError(f"sensitive_features has {n_attr} attributes but the model was fitted with {len(known)}")
+    for a in range(n_attr):
+        fitted = None if known is None else {_kind(v) for v in known[a]}
+        _check_one_kind([c[a] for c in cells], a, fitted)
 
 
 def _sort_key(v):

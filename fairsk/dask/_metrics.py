@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._groups import encode_sensitive
+from .._groups import _check_one_kind, encode_sensitive
 from .._report import calibration_attrs
 from ._parts import _aligned_parts, _key, _parts_of, _tree
 
@@ -68,11 +68,18 @@ def _merge_metric(parts: list) -> dict:
 
 
 def _gap_from_sums(sums: dict, residual: bool) -> float:
+    _check_kinds(sums)
     gap = 0.0
     for a in sorted({a for a, _ in sums}):
         means = np.stack([s / n for (b, _), (n, s) in sums.items() if b == a])
         gap = max(gap, float(np.abs(means).max()) if residual else float((means.max(0) - means.min(0)).max()))
     return gap
+
+
+def _check_kinds(keyed: dict) -> None:
+    """One kind of value per attribute over all partitions (each checks only its own)."""
+    for a in sorted({a for a, _ in keyed}):
+        _check_one_kind([label for b, label in keyed if b == a], a)
 
 
 # -- selection rates ------------------------------------------------------------------------------
@@ -94,11 +101,12 @@ def _plain_labels(pred) -> np.ndarray:
 
 def _label_part(pred, sens) -> dict:
     """Per (attribute, group): the row count and the count of every label."""
+    kind = np.asarray(pred).dtype.kind  # "O": labels compared as strings, pos_label too
     labels = _plain_labels(pred)
     if sens is None:
         raise ValueError("sensitive_features is required")
     codes, groups = encode_sensitive(sens, labels.shape[0])
-    out = {"kind": labels.dtype.kind if labels.size else None, "groups": {}}
+    out = {"kind": ("O" if kind == "O" else labels.dtype.kind) if labels.size else None, "groups": {}}
     if labels.size == 0:
         return out
     values, inverse = np.unique(labels, return_inverse=True)
@@ -133,7 +141,8 @@ def selection_rate_gap(y_pred, sensitive_features, pos_label=None) -> float:
     tables = merged["groups"]
     if not tables:
         return 0.0
-    if merged["kind"] in ("U", "S", "O") and pos_label is not None:
+    _check_kinds(tables)
+    if merged["kind"] == "O" and pos_label is not None:  # as in memory: object labels are compared as strings
         pos_label = str(pos_label)
     if pos_label is not None:
         classes = [pos_label]
@@ -171,7 +180,8 @@ def _report_part(true, pred, sens, positive: float | None) -> dict:
     if sens is None:
         raise ValueError("sensitive_features is required")
     out = {"n": p.shape[0], "sum": float(p.sum()), "true": _few_values(t), "pred": _few_values(p),
-           "integer": bool(np.all(t == np.round(t))), "groups": {}}
+           "integer": bool(np.all(t == np.round(t))), "multioutput": np.ndim(true) == 2 and np.shape(true)[1] > 1,
+           "groups": {}}
     if p.shape[0] == 0:
         return out
     codes, groups = encode_sensitive(sens, p.shape[0])
@@ -211,8 +221,9 @@ def _merge_values(a: list | None, b: list | None) -> list | None:
 
 
 def _merge_report(parts: list) -> dict:
-    out = {"n": 0, "sum": 0.0, "true": [], "pred": [], "integer": True, "groups": {}}
+    out = {"n": 0, "sum": 0.0, "true": [], "pred": [], "integer": True, "multioutput": False, "groups": {}}
     for part in parts:
+        out["multioutput"] |= part["multioutput"]
         out["n"] += part["n"]
         out["sum"] += part["sum"]
         out["true"] = _merge_values(out["true"], part["true"])
@@ -234,6 +245,8 @@ def _merge_report(parts: list) -> dict:
 
 def _kind(merged: dict) -> str:
     """scikit-learn's ``type_of_target`` of y_true, from what the pass saw."""
+    if merged["multioutput"]:
+        return "multioutput"
     if not merged["integer"]:
         return "continuous"
     if merged["true"] is None:
@@ -262,11 +275,12 @@ def fairness_report(y_true, y_pred, sensitive_features, *, residual=None, error_
 
     merged = run(positive)
     groups = merged["groups"]
+    _check_kinds(groups)
     n_attr = 1 + max((a for a, _ in groups), default=0)
-    if hasattr(sensitive_features, "columns"):  # a dask DataFrame: its column names, as in memory
+    if isinstance(sensitive_features, dd.DataFrame):  # its column names, as in memory
         names = list(sensitive_features.columns)
     elif isinstance(sensitive_features, dd.Series):  # (a dask Array's name is a graph key)
-        names = [sensitive_features.name if sensitive_features.name is not None else 0]
+        names = [sensitive_features.name or 0]
     else:
         names = list(range(n_attr))
     overall = merged["sum"] / merged["n"] if merged["n"] else np.nan

@@ -490,8 +490,16 @@ def boxed_cell_offsets(cells: list, cell_groups: list[np.ndarray], counts: np.nd
     T = np.zeros((n_cells, c))
     stats, passes = run_pass(as_dict(T), None, None, delta), 1
     todo = np.ones(c, dtype=bool)
+    seen: set = set()
     for _ in range(PDAS_MAX_STEPS):
         n_lower, n_upper, free_sum = as_array(stats, 0), as_array(stats, 1), as_array(stats, 2)
+        # a guess determines the next one: a guess seen before means a cycle, which more
+        # passes would only repeat
+        guess = (n_lower[:, todo].tobytes(), n_upper[:, todo].tobytes(), free_sum[:, todo].tobytes())
+        if guess in seen:
+            raise InfeasibleProjectionError("the active-set iteration over the box cycles between guesses; compute "
+                                            "this call in memory")
+        seen.add(guess)
         T_new, released = T.copy(), np.zeros((n_cells, c), dtype=bool)
         for j in np.flatnonzero(todo):
             answer = step(n_lower[:, j], n_upper[:, j], free_sum[:, j], j)
