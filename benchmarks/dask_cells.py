@@ -23,6 +23,8 @@ from fairsk.exceptions import InfeasibleProjectionError
 
 def cell_projection(z: np.ndarray, codes: np.ndarray, parts: list, spec: _shifts.Spec):
     """The projection of ``z`` (n, c) found from per-cell reductions over ``parts`` (slices)."""
+    # each attribute's groups numbered 0..k-1 without gaps, as fairsk.dask numbers them
+    codes = np.stack([np.unique(codes[:, a], return_inverse=True)[1].reshape(-1) for a in range(codes.shape[1])], 1)
     cells = sorted({tuple(r) for r in codes.tolist()})
     index = {cell: i for i, cell in enumerate(cells)}
     row_cell = np.array([index[tuple(r)] for r in codes.tolist()])

@@ -402,6 +402,8 @@ def test_box_search_equals_layer(monkeypatch, collect_limit, lb, ub):
 # -- several attributes and a box, against the in-memory layer, without a cluster -------------
 def _run_cells(z, codes, parts, spec):
     """boxed_cell_offsets over the partitions ``parts`` (slices) of ``z`` (n, c), reductions done here."""
+    # each attribute's groups numbered 0..k-1 without gaps, as fairsk.dask numbers them
+    codes = np.stack([np.unique(codes[:, a], return_inverse=True)[1].reshape(-1) for a in range(codes.shape[1])], 1)
     cells = sorted({tuple(r) for r in codes.tolist()})
     index = {cell: i for i, cell in enumerate(cells)}
     row_cell = np.array([index[tuple(r)] for r in codes.tolist()])

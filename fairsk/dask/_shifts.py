@@ -104,6 +104,8 @@ def cell_offsets(cell_groups: list[np.ndarray], counts: np.ndarray, sums: np.nda
     for a in range(slot.shape[1]):
         for b in range(slot.shape[1]):
             np.add.at(cross, (slot[:, a], slot[:, b]), counts)
+    if not (np.diag(cross) > 0).all():
+        raise ValueError("cell_groups must number each attribute's groups 0..k-1, every group with rows")
     n_inv = 1.0 / np.diag(cross)
     metric = cross * n_inv[:, None] * n_inv[None, :]
     blocks = [slice(int(starts[a]), int(starts[a + 1])) for a in range(len(sizes))]
@@ -445,6 +447,8 @@ def boxed_cell_offsets(cells: list, cell_groups: list[np.ndarray], counts: np.nd
     K = int(starts[-1])
     blocks = [slice(int(starts[a]), int(starts[a + 1])) for a in range(len(sizes))]
     n_slot = np.bincount(slot.reshape(-1), weights=np.repeat(counts, slot.shape[1]), minlength=K)
+    if not (n_slot > 0).all():
+        raise ValueError("cell_groups must number each attribute's groups 0..k-1, every group with rows")
     n_inv = 1.0 / n_slot
 
     def slot_sums(v: np.ndarray) -> np.ndarray:
