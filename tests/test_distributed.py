@@ -4,6 +4,7 @@ training run keeps every global batch within the tolerance."""
 
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -72,13 +73,27 @@ def _worker(rank: int, store: str, path: str) -> None:
     # ("terminate called without an active exception", SIGABRT) in about 1 run in 3
     dist.barrier()
     dist.destroy_process_group()
+    # and then leave without the interpreter's teardown: gloo's threads could still be
+    # joinable when static destructors run, which aborted a rank (SIGABRT, "terminate
+    # called without an active exception") in about 1 clean-clone run in 5 even with the
+    # barrier; the results are on disk already
+    os._exit(0)
 
 
 @pytest.fixture(scope="module")
 def spawned():
     """Both runs in one spawn of 2 gloo processes (starting processes is the slow part)."""
     with tempfile.TemporaryDirectory() as path:
-        _spawn(_worker, path)
+        try:
+            _spawn(_worker, path)
+        except mp.ProcessExitedException as err:
+            # gloo can still abort a rank while it is torn down; the run counts only if
+            # every result was written before (each rank writes its own after its work)
+            written = all(os.path.exists(os.path.join(path, f)) for f in ("rank0.pt", "rank1.pt", "ddp.pt"))
+            if not (written and getattr(err, "signal_name", None) == "SIGABRT"):
+                raise
+            warnings.warn(f"a gloo rank aborted at teardown, after writing its results: {err}", RuntimeWarning,
+                          stacklevel=1)
         ranks = [torch.load(os.path.join(path, f"rank{r}.pt"), weights_only=False) for r in range(WORLD)]
         ddp = torch.load(os.path.join(path, "ddp.pt"), weights_only=False)
     return ranks, ddp
