@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ._groups import encode_sensitive
-from ._report import calibration_attrs
+from ._report import as_2d_float as _as_2d_float
+from ._report import calibration_attrs, read_labels
 
 __all__ = ["parity_gap", "residual_gap", "selection_rate_gap", "fairness_report", "make_fair_scorer", "FairScorer",
            "encode_sensitive", "GroupScorer", "make_group_scorer", "get_scorer", "get_scorer_names",
@@ -24,19 +25,6 @@ __all__ = ["parity_gap", "residual_gap", "selection_rate_gap", "fairness_report"
 
 def _is_dask(value: Any) -> bool:
     return hasattr(value, "__dask_graph__")
-
-
-def _as_2d_float(y: Any, name: str) -> np.ndarray:
-    if hasattr(y, "detach"):
-        y = y.detach().cpu().numpy()
-    arr = np.asarray(y, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
 
 
 def _group_means(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -123,21 +111,12 @@ def selection_rate_gap(y_pred: Any, sensitive_features: Any, pos_label: Any = No
         from .dask import selection_rate_gap as dask_selection_rate_gap
 
         return dask_selection_rate_gap(y_pred, sensitive_features, pos_label)
-    if hasattr(y_pred, "detach"):
-        y_pred = y_pred.detach().cpu().numpy()
-    labels = np.asarray(y_pred)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1:
-        raise ValueError(f"y_pred must hold one label per row, got shape {labels.shape}")
+    labels, was_object = read_labels(y_pred)
     codes, _ = encode_sensitive(sensitive_features, labels.shape[0])
     if labels.size == 0:
         return 0.0
-    if labels.dtype == object:
-        if pd.isna(labels).any():
-            raise ValueError("y_pred contains missing values")
-        labels = labels.astype(str)
-        pos_label = None if pos_label is None else str(pos_label)
+    if was_object and pos_label is not None:
+        pos_label = str(pos_label)
     if pos_label is not None:
         classes = [pos_label]
     else:

@@ -400,28 +400,22 @@ def test_box_search_equals_layer(monkeypatch, collect_limit, lb, ub):
 
 
 # -- several attributes and a box, against the in-memory layer, without a cluster -------------
-def _run_cells(z, codes, parts, spec):
-    """boxed_cell_offsets over the partitions ``parts`` (slices) of ``z`` (n, c), reductions done here."""
-    # each attribute's groups numbered 0..k-1 without gaps, as fairsk.dask numbers them
-    codes = np.stack([np.unique(codes[:, a], return_inverse=True)[1].reshape(-1) for a in range(codes.shape[1])], 1)
-    cells = sorted({tuple(r) for r in codes.tolist()})
-    index = {cell: i for i, cell in enumerate(cells)}
-    row_cell = np.array([index[tuple(r)] for r in codes.tolist()])
-    counts = np.bincount(row_cell, minlength=len(cells)).astype(np.float64)
-    sums = np.stack([np.bincount(row_cell, weights=z[:, j], minlength=len(cells)) for j in range(z.shape[1])], 1)
-    cell_groups = [np.array([cell[a] for cell in cells]) for a in range(codes.shape[1])]
+def _load_cells_driver():
+    """benchmarks/dask_cells.py (outside the package): the box iteration on the cells,
+    its reductions done here in memory over slices of the rows."""
+    import importlib.util
+    import sys
+    from pathlib import Path
 
-    def run_pass(T, T_prev, released, delta):
-        results = []
-        for sl in parts:
-            zp, cp = z[sl], row_cell[sl]
-            results.append(_shifts.partition_cell_pass(lambda cell, zp=zp, cp=cp: zp[cp == index[cell]], T, T_prev,
-                                                       released, delta, spec.lb, spec.ub))
-        return _shifts.merge_cell_passes(results)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dask_cells.py"
+    spec = importlib.util.spec_from_file_location("fairsk_dask_cells_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.cell_projection
 
-    scale = float(np.abs(np.clip(z, spec.lb, spec.ub)).max())
-    offsets, passes = _shifts.boxed_cell_offsets(cells, cell_groups, counts, sums, spec, scale, run_pass)
-    return np.clip(z + offsets[row_cell], spec.lb, spec.ub), passes
+
+_run_cells = _load_cells_driver()
 
 
 @settings(max_examples=40, deadline=None)

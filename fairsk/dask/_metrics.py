@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._groups import _check_one_kind, encode_sensitive
-from .._report import calibration_attrs
+from .._report import as_2d_float, calibration_attrs, read_labels
 from ._parts import _aligned_parts, _key, _parts_of, _tree
 
 
@@ -35,17 +35,13 @@ def residual_gap(y_true, y_pred, sensitive_features) -> float:
 
 
 def _metric_part(pred, sens, true) -> dict:
-    pred = np.asarray(pred, dtype=np.float64)
-    pred = pred[:, None] if pred.ndim == 1 else pred
+    pred = as_2d_float(pred, "y_pred")
     if true is not None:
-        t = np.asarray(true, dtype=np.float64)
-        pred = pred - (t[:, None] if t.ndim == 1 else t)
+        pred = pred - as_2d_float(true, "y_true")
     if sens is None:
         raise ValueError("sensitive_features is required")
     if len(sens) != pred.shape[0]:
         raise ValueError(f"a partition of sensitive_features has {len(sens)} rows but the predictions {pred.shape[0]}")
-    if not np.all(np.isfinite(pred)):
-        raise ValueError("y_pred contains NaN or infinite values")
     out = {}
     if pred.shape[0] == 0:
         return out
@@ -83,30 +79,14 @@ def _check_kinds(keyed: dict) -> None:
 
 
 # -- selection rates ------------------------------------------------------------------------------
-def _plain_labels(pred) -> np.ndarray:
-    """One label per row, as :func:`fairsk.metrics.selection_rate_gap` reads them."""
-    import pandas as pd
-
-    labels = np.asarray(pred)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1:
-        raise ValueError(f"y_pred must hold one label per row, got shape {labels.shape}")
-    if labels.dtype == object:
-        if pd.isna(labels).any():
-            raise ValueError("y_pred contains missing values")
-        labels = labels.astype(str)
-    return labels
-
-
 def _label_part(pred, sens) -> dict:
     """Per (attribute, group): the row count and the count of every label."""
-    kind = np.asarray(pred).dtype.kind  # "O": labels compared as strings, pos_label too
-    labels = _plain_labels(pred)
+    labels, was_object = read_labels(pred)
     if sens is None:
         raise ValueError("sensitive_features is required")
     codes, groups = encode_sensitive(sens, labels.shape[0])
-    out = {"kind": ("O" if kind == "O" else labels.dtype.kind) if labels.size else None, "groups": {}}
+    # "O": the labels were objects, compared as strings (pos_label too)
+    out = {"kind": ("O" if was_object else labels.dtype.kind) if labels.size else None, "groups": {}}
     if labels.size == 0:
         return out
     values, inverse = np.unique(labels, return_inverse=True)
@@ -204,13 +184,7 @@ def _report_part(true, pred, sens, positive: float | None) -> dict:
 
 
 def _first_column(y, name: str) -> np.ndarray:
-    arr = np.asarray(y, dtype=np.float64)
-    arr = arr[:, None] if arr.ndim == 1 else arr
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr[:, 0]
+    return as_2d_float(y, name)[:, 0]
 
 
 def _merge_values(a: list | None, b: list | None) -> list | None:

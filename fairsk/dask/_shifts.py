@@ -96,19 +96,10 @@ def cell_offsets(cell_groups: list[np.ndarray], counts: np.ndarray, sums: np.nda
             m = np.bincount(g, weights=sums[:, j], minlength=n_g.shape[0]) / n_g
             d[:, j] = (np.asarray(new_means(m.tolist(), n_g.tolist(), spec)) - m)[g]
         return d, 1, True
-    sizes = [int(g.max()) + 1 for g in cell_groups]
-    starts = np.concatenate(([0], np.cumsum(sizes)))
-    slot = np.stack([g + starts[a] for a, g in enumerate(cell_groups)], 1)  # (C, a) slots of each cell
-    K = int(starts[-1])
-    cross = np.zeros((K, K))
-    for a in range(slot.shape[1]):
-        for b in range(slot.shape[1]):
-            np.add.at(cross, (slot[:, a], slot[:, b]), counts)
-    if not (np.diag(cross) > 0).all():
-        raise ValueError("cell_groups must number each attribute's groups 0..k-1, every group with rows")
-    n_inv = 1.0 / np.diag(cross)
-    metric = cross * n_inv[:, None] * n_inv[None, :]
-    blocks = [slice(int(starts[a]), int(starts[a + 1])) for a in range(len(sizes))]
+    slot, blocks, n_slot = _cell_slots(cell_groups, counts)
+    K = n_slot.shape[0]
+    n_inv = 1.0 / n_slot
+    metric = _cross_counts(slot, K, counts) * n_inv[:, None] * n_inv[None, :]
     crit, tol = get_criterion(spec.criterion), spec.tolerance
     delta = active_tolerance(scale + tol)  # as the in-memory solver
 
@@ -123,6 +114,27 @@ def cell_offsets(cell_groups: list[np.ndarray], counts: np.ndarray, sums: np.nda
                 raise InfeasibleProjectionError(f"the projection over the cells failed: {reason}")
             d[:, j] = -(w * n_inv)[slot].sum(1)
     return d, 1, True
+
+
+def _cell_slots(cell_groups: list[np.ndarray], counts: np.ndarray) -> tuple[np.ndarray, list, np.ndarray]:
+    """Each cell's slot per attribute (C, a) in the layer's numbering (attribute after
+    attribute), the attributes' slot ranges, and each slot's row count."""
+    sizes = [int(g.max()) + 1 for g in cell_groups]
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    slot = np.stack([g + starts[a] for a, g in enumerate(cell_groups)], 1)
+    n_slot = np.bincount(slot.reshape(-1), weights=np.repeat(counts, slot.shape[1]), minlength=int(starts[-1]))
+    if not (n_slot > 0).all():
+        raise ValueError("cell_groups must number each attribute's groups 0..k-1, every group with rows")
+    return slot, [slice(int(starts[a]), int(starts[a + 1])) for a in range(len(sizes))], n_slot
+
+
+def _cross_counts(slot: np.ndarray, K: int, weights: np.ndarray) -> np.ndarray:
+    """(K, K): for every pair of slots, the summed ``weights`` of the cells in both."""
+    cross = np.zeros((K, K))
+    for a in range(slot.shape[1]):
+        for b in range(slot.shape[1]):
+            np.add.at(cross, (slot[:, a], slot[:, b]), weights)
+    return cross
 
 
 # -- a box -----------------------------------------------------------------------------
@@ -441,14 +453,8 @@ def boxed_cell_offsets(cells: list, cell_groups: list[np.ndarray], counts: np.nd
     pspec = ProjectionSpec(spec.criterion, spec.tolerance, lb if math.isfinite(lb) else None,
                            ub if math.isfinite(ub) else None)
     delta = active_tolerance(scale + spec.tolerance)
-    sizes = [int(g.max()) + 1 for g in cell_groups]
-    starts = np.concatenate(([0], np.cumsum(sizes)))
-    slot = np.stack([g + starts[a] for a, g in enumerate(cell_groups)], 1)  # (C, a)
-    K = int(starts[-1])
-    blocks = [slice(int(starts[a]), int(starts[a + 1])) for a in range(len(sizes))]
-    n_slot = np.bincount(slot.reshape(-1), weights=np.repeat(counts, slot.shape[1]), minlength=K)
-    if not (n_slot > 0).all():
-        raise ValueError("cell_groups must number each attribute's groups 0..k-1, every group with rows")
+    slot, blocks, n_slot = _cell_slots(cell_groups, counts)
+    K = n_slot.shape[0]
     n_inv = 1.0 / n_slot
 
     def slot_sums(v: np.ndarray) -> np.ndarray:
@@ -463,11 +469,7 @@ def boxed_cell_offsets(cells: list, cell_groups: list[np.ndarray], counts: np.nd
             fs = np.where(released, sums[:, j], free_sum)
             held = fs + (lo * lb if math.isfinite(lb) else 0.0) + (hi * ub if math.isfinite(ub) else 0.0)
             means = (slot_sums(held) * n_inv)[:, None]
-            free = counts - lo - hi
-            cross = np.zeros((K, K))
-            for a in range(slot.shape[1]):
-                for b in range(slot.shape[1]):
-                    np.add.at(cross, (slot[:, a], slot[:, b]), free)
+            cross = _cross_counts(slot, K, counts - lo - hi)  # of the free outputs
             shifts = np.empty((K, 1))
             try:
                 with one_blas_thread():

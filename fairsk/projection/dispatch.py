@@ -30,19 +30,9 @@ SOLVERS = {"exact": solve_exact, "qpth": solve_qpth}
 
 def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch.dtype = torch.float64) -> Tensor:
     """The certified projection of ``z`` (n, c) float64, to be returned in ``dtype``."""
-    reasons: dict[str, str] = {}
-    first = SOLVERS[solver]
-    if getattr(first, "exact", False):
-        # the usual training step: an exact solver, whose certified answer is returned
-        # as it is (the chain below then only runs when it fails)
-        try:
-            out = first(z, groups, spec)
-            certify(to_host(out), groups, spec, dtype)
-            return out
-        except SolverError as err:
-            reasons[solver] = str(err)
     order = [solver] + [name for name in SOLVERS if name != solver]
     answers: dict[str, Tensor] = {}
+    reasons: dict[str, str] = {}
 
     def attempt(name: str) -> Tensor | None:
         if name not in answers and name not in reasons:  # each solver at most once
