@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ._groups import encode_groups
-from .projection import CHECK_ATOL, SOLVERS, Spec, float32_margin, get_criterion, project
+from .projection import CHECK_ATOL, SOLVERS, Spec, device, float32_margin, get_criterion, project
 from .projection import CRITERIA as _CRITERION_REGISTRY
 
 __all__ = ["FairnessLayer", "CRITERIA", "validate_layer_params"]
@@ -140,20 +140,26 @@ class FairnessLayer(nn.Module):
         """
         tol, lb, ub = _validated(self.criterion, self.tolerance, self.solver, self.bounds)
         z2 = _as_output_matrix(z)
-        codes, top = _as_group_codes(groups, z2.shape[0])
         # one reduction gives both the finiteness check (NaN propagates through max, an
         # infinity is the max) and the scale of the float32 rule; it cannot overflow
         scale = float(z2.detach().abs().max()) if z2.numel() else 0.0
         if not math.isfinite(scale):
             raise ValueError("z contains NaN or infinite values")
-        gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
-        targets = None
-        if get_criterion(self.criterion).needs_targets:
-            yt = _as_targets(y, z2)
-            targets = gidx.means(yt.detach().cpu().numpy()) if yt.shape[0] else None
         if z2.dtype == torch.float32 and tol > 0 and z2.numel():
             # the float32 rule (fairsk.projection.certificate): leave room for rounding
             tol = max(0.0, tol - float32_margin(scale))
+        needs_targets = get_criterion(self.criterion).needs_targets
+        if device.applies(z2, groups, self.solver, lb, ub):  # the batch stays on its accelerator
+            yt = _as_targets(y, z2) if needs_targets else None
+            out = device.project_on_device(z2.to(torch.float64), groups, yt, self.criterion, tol, z2.dtype)
+            if out is not None:
+                return out if out.shape == z.shape else out.reshape(z.shape)
+        codes, top = _as_group_codes(groups, z2.shape[0])
+        gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
+        targets = None
+        if needs_targets:
+            yt = _as_targets(y, z2)
+            targets = gidx.means(yt.detach().cpu().numpy()) if yt.shape[0] else None
         spec = Spec(self.criterion, tol, lb, ub, targets)
         out = project(z2.to(torch.float64), gidx, spec, self.solver, z2.dtype).to(z.dtype)
         return out if out.shape == z.shape else out.reshape(z.shape)
