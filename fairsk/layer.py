@@ -140,6 +140,12 @@ class FairnessLayer(nn.Module):
         """
         tol, lb, ub = _validated(self.criterion, self.tolerance, self.solver, self.bounds)
         z2 = _as_output_matrix(z)
+        needs_targets = get_criterion(self.criterion).needs_targets
+        if device.applies(z2, groups, self.solver, lb, ub):  # the batch stays on its accelerator
+            yt = _as_targets(y, z2) if needs_targets else None
+            out = device.project_on_device(z2, groups, yt, self.criterion, tol)
+            if out is not None:
+                return out if out.shape == z.shape else out.reshape(z.shape)
         # one reduction gives both the finiteness check (NaN propagates through max, an
         # infinity is the max) and the scale of the float32 rule; it cannot overflow
         scale = float(z2.detach().abs().max()) if z2.numel() else 0.0
@@ -148,12 +154,6 @@ class FairnessLayer(nn.Module):
         if z2.dtype == torch.float32 and tol > 0 and z2.numel():
             # the float32 rule (fairsk.projection.certificate): leave room for rounding
             tol = max(0.0, tol - float32_margin(scale))
-        needs_targets = get_criterion(self.criterion).needs_targets
-        if device.applies(z2, groups, self.solver, lb, ub):  # the batch stays on its accelerator
-            yt = _as_targets(y, z2) if needs_targets else None
-            out = device.project_on_device(z2.to(torch.float64), groups, yt, self.criterion, tol, z2.dtype)
-            if out is not None:
-                return out if out.shape == z.shape else out.reshape(z.shape)
         codes, top = _as_group_codes(groups, z2.shape[0])
         gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
         targets = None

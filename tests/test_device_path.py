@@ -98,3 +98,18 @@ def test_bad_codes_get_the_host_errors(everywhere):
 def test_empty_batch(everywhere):
     out = FairnessLayer("ecp", 0.01, "exact")(torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.int64))
     assert out.shape == (0,)
+
+
+def test_nan_and_sparse_codes(everywhere):
+    layer = FairnessLayer("ecp", 0.0, "exact")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        layer(torch.tensor([0.0, float("nan"), 1.0], dtype=torch.float64), torch.tensor([0, 1, 1]))
+    # codes far above the batch size: renumbered on the device, same answer as the host
+    z = torch.randn(40, dtype=torch.float64)
+    g = torch.tensor([0, 10**7, 5 * 10**6, 10**7] * 10)
+    out = layer(z, g)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(device, "_on_accelerator", lambda t: False)
+        ref = layer(z, g)
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-12, rtol=0)
+    assert parity_gap(out.numpy(), g.numpy()) <= 1e-9

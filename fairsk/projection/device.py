@@ -22,11 +22,13 @@ to the host path, which returns ``None`` here.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from .certificate import CHECK_ATOL
+from .certificate import CHECK_ATOL, float32_margin
 from .criteria import get_criterion
 from .kernels import active_tolerance
 
@@ -43,47 +45,61 @@ def _on_accelerator(z: Tensor) -> bool:
     return z.device.type != "cpu"
 
 
-def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: str, tol: float,
-                      dtype: torch.dtype) -> Tensor | None:
-    """The certified projection of ``z`` (n, c) float64 on its device, returned in
-    ``dtype``; ``None`` when the host path must answer instead (empty batch, group
-    codes it must reject with its own message, a failed check)."""
+def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: str, tol: float
+                      ) -> Tensor | None:
+    """The certified projection of ``z`` (n, c) float32 or float64 on its device,
+    returned in its dtype; ``None`` when the host path must answer instead (empty
+    batch, values or codes it rejects with its own message, a failed check).
+
+    Three reads from the device: the outputs' scale with the codes' range, the group
+    statistics, and the check."""
     n, c = z.shape
     if n == 0 or groups.is_floating_point() or groups.is_complex() or groups.shape[0] != n:
         return None
-    crit = get_criterion(criterion)
-    values, codes, counts = torch.unique(groups.reshape(n), return_inverse=True, return_counts=True)
-    if int(values[0]) < 0:  # one scalar read; the host path raises its error
+    dtype, crit = z.dtype, get_criterion(criterion)
+    codes = groups.reshape(n).long()
+    scale, low, top = torch.stack([z.detach().abs().max().double(), codes.min().double(), codes.max().double()]
+                                  ).tolist()
+    if not math.isfinite(scale) or low < 0:
         return None
-    k = values.shape[0]
-    counts64 = counts.to(z.dtype)
-    means = _group_means(z.detach(), codes, counts64, k)
-    targets = None
-    if crit.needs_targets:
-        if y is None:
-            return None
-        targets = _group_means(y.to(device=z.device, dtype=z.dtype).reshape(n, -1).expand(n, c), codes, counts64, k)
-    host = torch.stack([means, counts64.unsqueeze(1).expand(k, c)] + ([] if targets is None else [targets]))
-    host = host.cpu().numpy()  # the one read of the forward: k x c means, counts and targets
-    m, w = host[0], host[1][:, 0]
+    if dtype == torch.float32 and tol > 0:  # the float32 rule of the certificate
+        tol = max(0.0, tol - float32_margin(scale))
+    z64 = z.to(torch.float64)
+    if top + 1 > max(2 * n, _DIRECT_SLOTS):  # sparse codes: renumber (one more read)
+        _, codes = torch.unique(codes, return_inverse=True)
+        top = float(codes.max())
+    k = int(top) + 1
+    counts = torch.bincount(codes, minlength=k).to(torch.float64)
+    parts = [z64.detach(), *([] if y is None else [y.to(device=z.device, dtype=torch.float64).reshape(n, -1)
+                                                     .expand(n, c)])]
+    sums = z64.new_zeros((k, c * len(parts) + 1)).index_add_(0, codes, torch.cat(parts + [z64.new_ones(n, 1)], 1))
+    host = sums.cpu().numpy()  # the group statistics: k x (c or 2c) sums and the counts
+    present = host[:, -1] > 0
+    w = host[present, -1]
+    m = host[present, :c] / w[:, None]
+    r_all = None if y is None else host[present, c:2 * c] / w[:, None]
     if not np.isfinite(m).all():
         return None
-    new = np.empty_like(m)
-    tight = np.zeros(m.shape, dtype=bool)
+    new, tight = np.empty_like(m), np.zeros(m.shape, dtype=bool)
     for j in range(c):
         delta = active_tolerance(max(-float(m[:, j].min()), float(m[:, j].max())) + tol)
-        r = None if targets is None else host[2][:, j]
+        r = None if r_all is None else r_all[:, j]
         new[:, j], tight[:, j] = crit.project_means(m[:, j], w, tol, r, delta)
-    shifts = torch.from_numpy(new - m).to(z.device)
-    tight_d = torch.from_numpy(tight).to(z.device)
-    out = _DeviceProjection.apply(z, shifts, codes, counts64, tight_d, crit.couples_multipliers)
-    returned = out.to(dtype)
-    # the check reads the returned values' group means (k x c): float32 rounding included
-    check = _group_means(returned.detach().to(z.dtype), codes, counts64, k).cpu().numpy()
-    worst = crit.violation(check, tol, None if targets is None else host[2])
+    shifts, tight_k = np.zeros((k, c)), np.zeros((k, c), dtype=bool)
+    shifts[present], tight_k[present] = new - m, tight
+    dev = z.device
+    out = _DeviceProjection.apply(z64, torch.from_numpy(shifts).to(dev), codes, counts.clamp(min=1),
+                                  torch.from_numpy(tight_k).to(dev), crit.couples_multipliers).to(dtype)
+    # the check reads the returned values' group means: float32 rounding included
+    check = _group_means(out.detach().to(torch.float64), codes, counts.clamp(min=1), k).cpu().numpy()[present]
+    worst = crit.violation(check, tol, r_all)
     if not np.isfinite(worst) or worst > CHECK_ATOL[dtype]:
         return None
-    return returned
+    return out
+
+
+#: codes up to this value index the group table directly (absent codes are empty slots)
+_DIRECT_SLOTS = 1 << 16
 
 
 def _group_means(v: Tensor, codes: Tensor, counts: Tensor, k: int) -> Tensor:
