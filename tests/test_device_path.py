@@ -29,9 +29,9 @@ def everywhere(monkeypatch):
     return calls
 
 
-def _host(z, g, y, crit, tol, w):
+def _host(z, g, y, crit, tol, w, bounds=None):
     v = z.detach().clone().requires_grad_(True)
-    out = FairnessLayer(crit, tol, "exact")(v, g, y)
+    out = FairnessLayer(crit, tol, "exact", bounds)(v, g, y)
     (out * w).sum().backward()
     return out.detach(), v.grad
 
@@ -72,15 +72,16 @@ def test_gradcheck(everywhere):
     assert everywhere
 
 
-def test_not_taken_for_box_attributes_or_qpth(everywhere):
+def test_not_taken_for_several_attributes_qpth_or_strata(everywhere):
     z = torch.randn(20, dtype=torch.float64)
     g = torch.arange(20) % 2
-    FairnessLayer("ecp", 0.01, "exact", bounds=(-1.0, 1.0))(z, g)
     FairnessLayer("ecp", 0.01, "exact")(z, torch.stack([g, g], 1))
     FairnessLayer("ecp", 0.01, "qpth")(z, g)
-    assert not device.applies(z, g, "qpth", None, None)
-    assert not device.applies(z, g, "exact", -1.0, None)
-    assert not device.applies(z, torch.stack([g, g], 1), "exact", None, None)
+    assert not device.applies(z, g, "qpth", "ecp")
+    assert not device.applies(z, torch.stack([g, g], 1), "exact", "ecp")
+    assert not device.applies(z, g, "exact", "equal_opportunity")
+    assert not device.applies(z, g.numpy(), "exact", "ecp")
+    assert device.applies(z, g, "exact", "eer")
 
 
 def test_bad_codes_get_the_host_errors(everywhere):
@@ -113,3 +114,88 @@ def test_nan_and_sparse_codes(everywhere):
         ref = layer(z, g)
     np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-12, rtol=0)
     assert parity_gap(out.numpy(), g.numpy()) <= 1e-9
+
+
+BOXES = [(0.0, 1.0), (-0.5, None), (None, 0.8), (-1.0, 1.5)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(2, 80), c=st.integers(1, 2), k=st.integers(1, 4), crit=st.sampled_from(["ecp", "eer"]),
+       tol=st.sampled_from([0.0, 0.01, 0.2]), box=st.sampled_from(BOXES), f32=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_box_equals_host_solver(n, c, k, crit, tol, box, f32, seed):
+    """With a box: the active-set iteration on the device answers the host's exact
+    projection (or leaves the batch to it), outputs and gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    dtype = torch.float32 if f32 else torch.float64
+    z = (torch.randn(n, c, generator=gen, dtype=torch.float64) * 1.5 + 0.3).to(dtype)
+    g = torch.randint(0, k, (n,), generator=gen)
+    y = torch.rand(n, c, generator=gen, dtype=torch.float64) * 0.6 + 0.1
+    w = torch.randn(n, c, generator=gen, dtype=torch.float64).to(dtype)
+    try:
+        ref_out, ref_grad = _host(z, g, y, crit, tol, w, box)
+    except Exception as err:  # infeasible on the host: the device path must raise the same
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(device, "_on_accelerator", lambda t: True)
+            with pytest.raises(type(err)):
+                _host(z, g, y, crit, tol, w, box)
+        return
+    answered = []
+    inner = device.project_on_device
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(device, "_on_accelerator", lambda t: True)
+        mp.setattr(device, "project_on_device", lambda *a: answered.append(inner(*a)) or answered[-1])
+        out, grad = _host(z, g, y, crit, tol, w, box)
+    assert answered
+    atol = 1e-5 if f32 else 1e-9
+    np.testing.assert_allclose(out.numpy(), ref_out.numpy(), atol=atol, rtol=0)
+    np.testing.assert_allclose(grad.numpy(), ref_grad.numpy(), atol=atol, rtol=0)
+    o = out.double().numpy()
+    lo, hi = (-np.inf if box[0] is None else box[0]), (np.inf if box[1] is None else box[1])
+    assert o.min() >= lo - 1e-7 and o.max() <= hi + 1e-7
+    gaps = [parity_gap(o[:, j], g.numpy()) if crit == "ecp" else residual_gap(y[:, j].numpy(), o[:, j], g.numpy())
+            for j in range(c)]
+    assert max(gaps) <= tol + (1e-5 if f32 else 1e-6)
+
+
+def test_box_path_answers_typical_batches(everywhere):
+    """Probabilities of a training batch (sigmoid of logits, box [0, 1]): answered on
+    the device, equal to the host, gradcheck."""
+    gen = torch.Generator().manual_seed(5)
+    answered = []
+    inner = device.project_on_device
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(device, "project_on_device", lambda *a: answered.append(inner(*a)) or answered[-1])
+        for trial in range(20):
+            p = torch.sigmoid(torch.randn(128, 1, generator=gen, dtype=torch.float64) * 3 + (trial % 3))
+            g = torch.randint(0, 2 + trial % 3, (128,), generator=gen)
+            FairnessLayer("ecp", 0.01, "exact", (0.0, 1.0))(p, g)
+        assert sum(a is not None for a in answered) == 20
+        z = torch.rand(40, 1, generator=gen, dtype=torch.float64, requires_grad=True)
+        g = torch.randint(0, 3, (40,), generator=gen)
+        layer = FairnessLayer("ecp", 0.02, "exact", (0.1, 0.9))
+        assert torch.autograd.gradcheck(lambda v: layer(v, g), (z,))
+        assert answered[-1] is not None
+
+
+def test_box_cases_mostly_answered_on_the_device():
+    """Of 200 random boxed cases, the device answers at least 90% (the rest go to the
+    host: a group held entirely by the box, or an iteration that does not settle),
+    each equal to the host's projection."""
+    gen = torch.Generator().manual_seed(1)
+    answered, worst = 0, 0.0
+    for t in range(200):
+        n = int(torch.randint(2, 200, (1,), generator=gen))
+        box, crit, tol = BOXES[t % 4], ["ecp", "eer"][t % 2], [0.0, 0.01, 0.2][t % 3]
+        z = torch.randn(n, 1, generator=gen, dtype=torch.float64) * 1.5 + 0.3
+        g = torch.randint(0, 1 + t % 4, (n,), generator=gen)
+        y = torch.rand(n, 1, generator=gen, dtype=torch.float64) * 0.6 + 0.1
+        z64 = z.clone()
+        got = device.project_on_device(z64, g, y if crit == "eer" else None, crit, tol, *box)
+        if got is None:
+            continue
+        answered += 1
+        ref = FairnessLayer(crit, tol, "exact", box)(z, g, y)
+        worst = max(worst, float((ref - got).abs().max()))
+    assert answered >= 180, answered
+    assert worst <= 1e-12, worst

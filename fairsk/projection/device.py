@@ -1,23 +1,27 @@
-"""The exact projection kept on the outputs' device (one attribute, no box).
+"""The exact projection kept on the outputs' device (one sensitive attribute).
 
 On an accelerator, the host solvers (:mod:`.exact`, :mod:`.qpth_solver`) copy the
-batch to the host and back: two transfers of ``n`` values each way per training
-step. Without a box and with one sensitive attribute the projection only needs the
-``k`` group means (:meth:`~.criteria.Criterion.project_means` works on them), so
-here the batch never leaves its device:
+batch to the host and back. With one sensitive attribute the projection only needs
+per-group statistics, so here the batch never leaves its device:
 
-* group codes, counts and means by ``torch.unique``/``index_add_`` on the device;
-* the ``k x c`` means go to the host, the criterion places the projected means
-  there, and the ``k x c`` shifts come back; every output is moved by its group's
-  shift with one gather on the device;
+* group counts and sums by ``bincount``/``index_add_`` on the device; the ``k x c``
+  statistics go to the host, where the criterion places the projected group means
+  (:meth:`~.criteria.Criterion.project_means`), and the ``k x c`` shifts come back;
+  every output moves by its group's shift in one gather;
+* with a box, the outputs it holds at a bound are found by a primal-dual active-set
+  iteration: with the held outputs fixed, each group's free outputs share one shift,
+  so a step is the no-box problem on the group means with weights ``n_g^2 / f_g``
+  (``f_g`` free outputs of ``n_g``); the held set is then read off
+  ``z - shift`` and the step repeats until it no longer changes (usually 1-3 steps,
+  one read of ``k x c`` statistics each);
 * the certificate (:mod:`.certificate`'s rule: the output *as returned*, within
-  ``CHECK_ATOL``) reads the group means of the returned values, ``k x c`` again;
-* the backward (the projector of :func:`~.kernels.projector_vjp`, one attribute,
-  every output free) is a group sum, a few ``k``-sized operations and a gather,
-  without a host transfer.
+  ``CHECK_ATOL``) reads the returned values' group means and range;
+* the backward (the projector of :func:`~.kernels.projector_vjp`, one attribute) is a
+  few group sums and a gather, without a host transfer.
 
-Anything else (several attributes, a box, an output that fails the check) is left
-to the host path, which returns ``None`` here.
+Anything else (several attributes, a criterion on label strata, a group the box
+holds entirely, an iteration that does not settle, an output that fails the check)
+is left to the host path: :func:`project_on_device` then returns ``None``.
 """
 
 from __future__ import annotations
@@ -32,11 +36,17 @@ from .certificate import CHECK_ATOL, float32_margin
 from .criteria import get_criterion
 from .kernels import active_tolerance
 
+#: codes up to this value index the group table directly (absent codes are empty slots)
+_DIRECT_SLOTS = 1 << 16
+#: active-set steps before the host path is asked instead
+_MAX_STEPS = 30
 
-def applies(z: Tensor, groups, solver: str, lb: float | None, ub: float | None) -> bool:
+
+def applies(z: Tensor, groups, solver: str, criterion: str) -> bool:
     """Whether the call takes the device path: outputs on an accelerator, the exact
-    solver, no box and one attribute given as a tensor on the same device."""
-    return (_on_accelerator(z) and solver == "exact" and lb is None and ub is None
+    solver, a criterion on group means, and one attribute given as a tensor on the
+    same device."""
+    return (_on_accelerator(z) and solver == "exact" and not getattr(get_criterion(criterion), "label_strata", False)
             and isinstance(groups, Tensor) and groups.device == z.device
             and (groups.dim() == 1 or (groups.dim() == 2 and groups.shape[1] == 1)))
 
@@ -45,14 +55,12 @@ def _on_accelerator(z: Tensor) -> bool:
     return z.device.type != "cpu"
 
 
-def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: str, tol: float
-                      ) -> Tensor | None:
-    """The certified projection of ``z`` (n, c) float32 or float64 on its device,
-    returned in its dtype; ``None`` when the host path must answer instead (empty
-    batch, values or codes it rejects with its own message, a failed check).
-
-    Three reads from the device: the outputs' scale with the codes' range, the group
-    statistics, and the check."""
+def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: str, tol: float,
+                      lb: float | None = None, ub: float | None = None) -> Tensor | None:
+    """The certified projection of ``z`` (n, c) float32 or float64 onto the
+    criterion's set (and the box ``[lb, ub]``) on its device, returned in its dtype;
+    ``None`` when the host path must answer instead (empty batch, values or codes it
+    rejects with its own message, a case above, a failed check)."""
     n, c = z.shape
     if n == 0 or groups.is_floating_point() or groups.is_complex() or groups.shape[0] != n:
         return None
@@ -69,64 +77,160 @@ def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: st
         _, codes = torch.unique(codes, return_inverse=True)
         top = float(codes.max())
     k = int(top) + 1
-    counts = torch.bincount(codes, minlength=k).to(torch.float64)
-    parts = [z64.detach(), *([] if y is None else [y.to(device=z.device, dtype=torch.float64).reshape(n, -1)
-                                                     .expand(n, c)])]
-    sums = z64.new_zeros((k, c * len(parts) + 1)).index_add_(0, codes, torch.cat(parts + [z64.new_ones(n, 1)], 1))
-    host = sums.cpu().numpy()  # the group statistics: k x (c or 2c) sums and the counts
-    present = host[:, -1] > 0
-    w = host[present, -1]
-    m = host[present, :c] / w[:, None]
-    r_all = None if y is None else host[present, c:2 * c] / w[:, None]
-    if not np.isfinite(m).all():
+    lo = -math.inf if lb is None else float(lb)
+    hi = math.inf if ub is None else float(ub)
+    boxed = lb is not None or ub is not None
+    stats = _Stats(z64.detach(), codes, k, y)
+    if not boxed:
+        solved = _solve(stats, None, crit, tol, lo, hi)
+    else:
+        solved = _solve_boxed(stats, crit, tol, lo, hi)
+    if solved is None:
         return None
-    new, tight = np.empty_like(m), np.zeros(m.shape, dtype=bool)
-    for j in range(c):
-        delta = active_tolerance(max(-float(m[:, j].min()), float(m[:, j].max())) + tol)
-        r = None if r_all is None else r_all[:, j]
-        new[:, j], tight[:, j] = crit.project_means(m[:, j], w, tol, r, delta)
-    shifts, tight_k = np.zeros((k, c)), np.zeros((k, c), dtype=bool)
-    shifts[present], tight_k[present] = new - m, tight
+    shifts, tight, free = solved
     dev = z.device
-    out = _DeviceProjection.apply(z64, torch.from_numpy(shifts).to(dev), codes, counts.clamp(min=1),
-                                  torch.from_numpy(tight_k).to(dev), crit.couples_multipliers).to(dtype)
-    # the check reads the returned values' group means: float32 rounding included
-    check = _group_means(out.detach().to(torch.float64), codes, counts.clamp(min=1), k).cpu().numpy()[present]
-    worst = crit.violation(check, tol, r_all)
+    counts = stats.counts.clamp(min=1)
+    out = _DeviceProjection.apply(z64, torch.from_numpy(shifts).to(dev), codes, counts,
+                                  torch.from_numpy(tight).to(dev), free, crit.couples_multipliers, lo, hi)
+    out = out.to(dtype)
+    # the check reads the returned values (float32 rounding included): group means and range
+    o = out.detach().to(torch.float64)
+    table = _group_sums(o, codes, k) / counts.unsqueeze(1)
+    if boxed:
+        table = torch.cat([table, torch.stack([o.min(0).values, o.max(0).values])])
+    check = table.cpu().numpy()
+    worst = crit.violation(check[:k][stats.present], tol, stats.targets)
+    if boxed:
+        worst = max(worst, lo - float(check[k].min()), float(check[k + 1].max()) - hi)
     if not np.isfinite(worst) or worst > CHECK_ATOL[dtype]:
         return None
     return out
 
 
-#: codes up to this value index the group table directly (absent codes are empty slots)
-_DIRECT_SLOTS = 1 << 16
+class _Stats:
+    """The batch on the device and its fixed group statistics (read once)."""
+
+    def __init__(self, z: Tensor, codes: Tensor, k: int, y: Tensor | None):
+        n, c = z.shape
+        self.z, self.codes, self.k, self.c = z, codes, k, c
+        self.counts = torch.bincount(codes, minlength=k).to(torch.float64)
+        parts = [self.counts.unsqueeze(1)]
+        if y is not None:
+            parts.append(_group_sums(y.to(device=z.device, dtype=torch.float64).reshape(n, -1).expand(n, c), codes, k))
+        self.fixed = torch.cat(parts, 1)  # read with the first step's statistics
+        self.present = self.targets = self.n = None
+
+    def read(self, extra: Tensor) -> np.ndarray:
+        """The host copy of ``extra`` (k x m); the first call also reads the fixed part."""
+        if self.n is not None:
+            return extra.cpu().numpy()
+        both = torch.cat([self.fixed, extra], 1).cpu().numpy()
+        counts = both[:, 0]
+        self.present = counts > 0
+        self.n = counts[self.present]
+        if self.fixed.shape[1] > 1:
+            self.targets = both[self.present, 1:1 + self.c] / self.n[:, None]
+        return both[:, self.fixed.shape[1]:]
 
 
-def _group_means(v: Tensor, codes: Tensor, counts: Tensor, k: int) -> Tensor:
-    return v.new_zeros((k, v.shape[1])).index_add_(0, codes, v) / counts.unsqueeze(1)
+def _solve(stats: _Stats, held: tuple | None, crit, tol: float, lo: float, hi: float):
+    """One step: with the ``held`` outputs (masks at ``lo``/``hi``, or None) fixed, the
+    shifts of the free outputs; ``(shifts (k, c), tight (k, c), free or None)``, the
+    shifts of absent groups 0. None when a present group has no free output."""
+    z, codes, k, c = stats.z, stats.codes, stats.k, stats.c
+    if held is None:
+        raw = stats.read(_group_sums(z, codes, k))
+        f = np.repeat(stats.n[:, None], c, 1)
+        a = raw[stats.present] / f
+    else:
+        at_lo, at_hi = held
+        free = ~(at_lo | at_hi)
+        parts = [free.to(z.dtype), torch.where(free, z, 0.0)]
+        if math.isfinite(lo):
+            parts.append(at_lo.to(z.dtype))
+        if math.isfinite(hi):
+            parts.append(at_hi.to(z.dtype))
+        raw = stats.read(_group_sums(torch.cat(parts, 1), codes, k))[stats.present]
+        f, s = raw[:, :c], raw[:, c:2 * c]
+        if not (f > 0).all():
+            return None
+        total = s.copy()
+        col = 2 * c
+        if math.isfinite(lo):
+            total += lo * raw[:, col:col + c]
+            col += c
+        if math.isfinite(hi):
+            total += hi * raw[:, col:col + c]
+        a = total / stats.n[:, None]  # the group means with every free output unshifted
+    if not np.isfinite(a).all():
+        return None
+    n = stats.n
+    shifts, tight = np.zeros((k, c)), np.zeros((k, c), dtype=bool)
+    for j in range(c):
+        w = n * n / f[:, j]  # moving the free outputs' shift by t moves the mean by t f / n
+        delta = active_tolerance(max(-float(a[:, j].min()), float(a[:, j].max())) + tol)
+        r = None if stats.targets is None else stats.targets[:, j]
+        new, tight[stats.present, j] = crit.project_means(a[:, j], w, tol, r, delta)
+        shifts[stats.present, j] = (a[:, j] - new) * n / f[:, j]
+    return shifts, tight, None if held is None else ~(held[0] | held[1])
+
+
+def _solve_boxed(stats: _Stats, crit, tol: float, lo: float, hi: float):
+    """The active-set iteration over the outputs the box holds (module docstring)."""
+    z, codes = stats.z, stats.codes
+    held = (z <= lo, z >= hi)
+    previous = None
+    for _ in range(_MAX_STEPS):
+        step = _solve(stats, held, crit, tol, lo, hi)
+        if step is None:
+            return None
+        shifts, tight, free = step
+        moved = z - torch.from_numpy(shifts).to(z.device).index_select(0, codes)
+        new_held = (moved <= lo, moved >= hi)
+        # settled when the step's own shifts hold exactly the outputs it held fixed
+        # (one read of a scalar; the statistics of the next step would need one anyway)
+        if not bool(torch.logical_or(new_held[0] != held[0], new_held[1] != held[1]).any()):
+            return shifts, tight, free
+        key = shifts.tobytes()
+        if key == previous:
+            return None
+        previous, held = key, new_held
+    return None
+
+
+def _group_sums(v: Tensor, codes: Tensor, k: int) -> Tensor:
+    return v.new_zeros((k, v.shape[1])).index_add_(0, codes, v)
 
 
 class _DeviceProjection(torch.autograd.Function):
-    """``z + shifts[codes]``; backward: the projector onto the null space of the tight
-    groups' mean functionals (coupled within the attribute for differences of means)."""
+    """``clip(z - shifts[codes], lo, hi)``; backward: the projector onto the null space
+    of the tight groups' mean functionals over the free outputs (coupled within the
+    attribute for differences of means), zero on the outputs the box holds."""
 
     @staticmethod
-    def forward(ctx, z, shifts, codes, counts, tight, couples):
-        ctx.save_for_backward(codes, counts, tight)
+    def forward(ctx, z, shifts, codes, counts, tight, free, couples, lo, hi):
+        ctx.save_for_backward(codes, counts, tight, free)
         ctx.couples = couples
-        return z.detach() + shifts.index_select(0, codes)
+        out = z.detach() - shifts.index_select(0, codes)
+        return out if free is None else out.clamp(lo, hi)
 
     @staticmethod
     def backward(ctx, grad):
-        codes, counts, tight = ctx.saved_tensors
+        codes, counts, tight, free = ctx.saved_tensors
         k = counts.shape[0]
-        m = _group_means(grad, codes, counts, k)  # (k, c)
         t = tight.to(grad.dtype)
-        v = m * t
+        n = counts.unsqueeze(1)
+        if free is None:
+            f, g = n.expand_as(t), grad
+        else:
+            g = grad * free
+            f = _group_sums(free.to(grad.dtype), codes, k)
+        m = _group_sums(g, codes, k) / f.clamp(min=1) * t
+        v = m
         if ctx.couples:
-            # multipliers summing to zero: remove the count-weighted mean over the
-            # tight groups (no tight group in a column: nothing to remove)
-            den = (counts.unsqueeze(1) * t).sum(0)
-            lam = (counts.unsqueeze(1) * v).sum(0) / den.clamp(min=1)
-            v = (v - lam) * t
-        return grad - v.index_select(0, codes), None, None, None, None, None
+            # multipliers summing to zero: v_g = m_g - lam n_g / f_g over the tight groups
+            den = (n * n / f.clamp(min=1) * t).sum(0)
+            lam = (n * m).sum(0) / torch.where(den > 0, den, 1.0)
+            v = (m - lam * n / f.clamp(min=1)) * t
+        out = g - v.index_select(0, codes)
+        return (out if free is None else out * free), None, None, None, None, None, None, None, None
