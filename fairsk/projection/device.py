@@ -83,6 +83,7 @@ def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: st
     stats = _Stats(z64.detach(), codes, k, y)
     if not boxed:
         solved = _solve(stats, None, crit, tol, lo, hi)
+        solved = None if solved is None else solved[:3]
     else:
         solved = _solve_boxed(stats, crit, tol, lo, hi)
     if solved is None:
@@ -113,7 +114,8 @@ class _Stats:
     def __init__(self, z: Tensor, codes: Tensor, k: int, y: Tensor | None):
         n, c = z.shape
         self.z, self.codes, self.k, self.c = z, codes, k, c
-        self.counts = torch.bincount(codes, minlength=k).to(torch.float64)
+        # index_add_ rather than bincount: bincount reads the largest code back to size its output
+        self.counts = z.new_zeros(k).index_add_(0, codes, z.new_ones(n))
         parts = [self.counts.unsqueeze(1)]
         if y is not None:
             parts.append(_group_sums(y.to(device=z.device, dtype=torch.float64).reshape(n, -1).expand(n, c), codes, k))
@@ -150,7 +152,12 @@ def _solve(stats: _Stats, held: tuple | None, crit, tol: float, lo: float, hi: f
             parts.append(at_lo.to(z.dtype))
         if math.isfinite(hi):
             parts.append(at_hi.to(z.dtype))
-        raw = stats.read(_group_sums(torch.cat(parts, 1), codes, k))[stats.present]
+        sums = _group_sums(torch.cat(parts, 1), codes, k)
+        # the extremes that tell, on the host, whether the step's shifts keep this held set
+        inf = torch.tensor(math.inf, dtype=z.dtype, device=z.device)
+        highest = _group_max(torch.cat([torch.where(free, z, -inf), torch.where(at_lo, z, -inf)], 1), codes, k)
+        lowest = -_group_max(torch.cat([torch.where(free, -z, -inf), torch.where(at_hi, -z, -inf)], 1), codes, k)
+        raw = stats.read(torch.cat([sums, highest, lowest], 1))[stats.present]
         f, s = raw[:, :c], raw[:, c:2 * c]
         if not (f > 0).all():
             return None
@@ -161,6 +168,8 @@ def _solve(stats: _Stats, held: tuple | None, crit, tol: float, lo: float, hi: f
             col += c
         if math.isfinite(hi):
             total += hi * raw[:, col:col + c]
+            col += c
+        extremes = raw[:, col:]
         a = total / stats.n[:, None]  # the group means with every free output unshifted
     if not np.isfinite(a).all():
         return None
@@ -172,7 +181,13 @@ def _solve(stats: _Stats, held: tuple | None, crit, tol: float, lo: float, hi: f
         r = None if stats.targets is None else stats.targets[:, j]
         new, tight[stats.present, j] = crit.project_means(a[:, j], w, tol, r, delta)
         shifts[stats.present, j] = (a[:, j] - new) * n / f[:, j]
-    return shifts, tight, None if held is None else ~(held[0] | held[1])
+    if held is None:
+        return shifts, tight, None, True
+    t = shifts[stats.present]
+    free_max, lo_max, free_min, hi_min = (extremes[:, i * c:(i + 1) * c] for i in range(4))
+    # the same float64 operations as z - t on the device: the same decisions
+    settled = bool(((free_min - t > lo) & (free_max - t < hi) & (lo_max - t <= lo) & (hi_min - t >= hi)).all())
+    return shifts, tight, ~(held[0] | held[1]), settled
 
 
 def _solve_boxed(stats: _Stats, crit, tol: float, lo: float, hi: float):
@@ -184,22 +199,24 @@ def _solve_boxed(stats: _Stats, crit, tol: float, lo: float, hi: float):
         step = _solve(stats, held, crit, tol, lo, hi)
         if step is None:
             return None
-        shifts, tight, free = step
-        moved = z - torch.from_numpy(shifts).to(z.device).index_select(0, codes)
-        new_held = (moved <= lo, moved >= hi)
-        # settled when the step's own shifts hold exactly the outputs it held fixed
-        # (one read of a scalar; the statistics of the next step would need one anyway)
-        if not bool(torch.logical_or(new_held[0] != held[0], new_held[1] != held[1]).any()):
+        shifts, tight, free, settled = step
+        if settled:  # the step's shifts hold exactly the outputs it held fixed
             return shifts, tight, free
         key = shifts.tobytes()
         if key == previous:
             return None
-        previous, held = key, new_held
+        moved = z - torch.from_numpy(shifts).to(z.device).index_select(0, codes)
+        previous, held = key, (moved <= lo, moved >= hi)
     return None
 
 
 def _group_sums(v: Tensor, codes: Tensor, k: int) -> Tensor:
     return v.new_zeros((k, v.shape[1])).index_add_(0, codes, v)
+
+
+def _group_max(v: Tensor, codes: Tensor, k: int) -> Tensor:
+    """Largest value per group and column (-inf for none)."""
+    return v.new_full((k, v.shape[1]), -math.inf).scatter_reduce_(0, codes.unsqueeze(1).expand_as(v), v, "amax")
 
 
 class _DeviceProjection(torch.autograd.Function):
