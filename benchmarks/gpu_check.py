@@ -7,7 +7,8 @@
    (one attribute, exact solver, with and without a box) equals the host path on the
    same device;
 2. the layer's forward + backward at n = 10^4, 10^6, 10^7 on the CPU, on CUDA through
-   the host solver, and on CUDA through the device path, with and without a box,
+   the host solver, and on CUDA through the device path, with and without a box, and
+   with three attributes,
    against one ``bincount`` on the same device (the floor);
 3. host <-> device copies per training step (the profiler's memcpy events and their
    a plain MLP step, the device path without and with a box, qpth;
@@ -100,11 +101,13 @@ for trial in range(24):
             for j in range(2)]
     assert max(gaps) <= 0.02 + 1e-6, (trial, gaps)
 taken = 0
-for trial in range(12):  # the device path against the host path, both on DEV
+for trial in range(18):  # the device path against the host path, both on DEV
     n, crit, f32 = [30, 3000, 300000][trial % 3], ["ecp", "eer"][trial % 2], trial % 4 == 3
     dtype = torch.float32 if f32 else torch.float64
     z = torch.randn(n, 3, dtype=torch.float64, generator=gen).to(dtype)
-    g = torch.randint(0, 2 + trial, (n,), generator=gen)
+    g = torch.randint(0, 2 + trial % 12, (n,), generator=gen)
+    if trial >= 12:  # two attributes
+        g = torch.stack([g, torch.randint(0, 3, (n,), generator=gen)], 1)
     y = torch.rand(n, 3, dtype=torch.float64, generator=gen)
     box = (-1.0, 1.2) if trial < 6 else None
     res = []
@@ -123,8 +126,10 @@ for trial in range(12):  # the device path against the host path, both on DEV
          ).sum().backward()
         res.append((out.detach().double().cpu(), v.grad.double().cpu()))
         o = out.detach().double().cpu().numpy()
-        gaps = [parity_gap(o[:, j], g.numpy()) if crit == "ecp" else residual_gap(y[:, j].numpy(), o[:, j],
-                                                                                    g.numpy()) for j in range(3)]
+        gcols = g.reshape(n, -1).numpy()
+        gaps = [parity_gap(o[:, j], gcols[:, a]) if crit == "ecp" else residual_gap(y[:, j].numpy(), o[:, j],
+                                                                                      gcols[:, a])
+                for j in range(3) for a in range(gcols.shape[1])]
         assert max(gaps) <= 0.02 + (1e-5 if f32 else 1e-6), (trial, gaps)
     scale = 1e-6 if f32 else 1e-11
     diff = max(float((res[0][0] - res[1][0]).abs().max()), float((res[0][1] - res[1][1]).abs().max()))
@@ -132,21 +137,23 @@ for trial in range(12):  # the device path against the host path, both on DEV
     worst["dev_vs_host"] = max(worst["dev_vs_host"], diff)
 print(f"1. 24 random cases (1-3 attributes, box or not, exact and qpth): {DEV} vs CPU max |diff| outputs "
       f"{worst['out']:.2e}, gradients {worst['grad']:.2e}; constraints met (recomputed in NumPy)")
-print(f"   12 cases, device path vs host path on {DEV} (float32 and float64, n up to 3e5, 6 with a box): max |diff| "
-      f"{worst['dev_vs_host']:.2e}; answered on the device in {taken} of 12")
+print(f"   18 cases, device path vs host path on {DEV} (float32 and float64, n up to 3e5; 6 with a box, 6 with "
+      f"two attributes): max |diff| {worst['dev_vs_host']:.2e}; answered on the device in {taken} of 18")
 
 # 2. the layer at scale --------------------------------------------------------------
-print("\n2. layer forward + backward, one attribute of 8 groups, float64, tolerance 0.01 (median of 5)")
+print("\n2. layer forward + backward, one attribute of 8 groups (or 3 attributes of 2, 3, 4), float64, "
+      "tolerance 0.01 (median of 5)")
 print(f"{'n':>11} {'where':>22} {'ms':>9} {'bincount ms':>11} {'ratio':>7}")
 sizes = (10_000, 1_000_000) if QUICK else (10_000, 1_000_000, 10_000_000)
 for n in sizes:
-    configs = [("cpu", "host", None), ("cpu", "host", (-2.0, 2.0))]
+    configs = [("cpu", "host", None, 1), ("cpu", "host", (-2.0, 2.0), 1), ("cpu", "host", None, 3)]
     if CUDA:
-        configs += [("cuda", "host", None), ("cuda", "device", None), ("cuda", "host", (-2.0, 2.0)),
-                    ("cuda", "device", (-2.0, 2.0))]
-    for dev, how, box in configs:
+        configs += [("cuda", "host", None, 1), ("cuda", "device", None, 1), ("cuda", "host", (-2.0, 2.0), 1),
+                    ("cuda", "device", (-2.0, 2.0), 1), ("cuda", "host", None, 3), ("cuda", "device", None, 3)]
+    for dev, how, box, attrs in configs:
         z = torch.randn(n, dtype=torch.float64, device=dev)
-        g = torch.randint(0, 8, (n,), device=dev)
+        g = torch.randint(0, 8, (n,), device=dev) if attrs == 1 else torch.stack(
+            [torch.randint(0, 2 + a, (n,), device=dev) for a in range(attrs)], 1)
         layer = FairnessLayer("ecp", 0.01, "exact", box)
 
         def step(z=z, g=g, layer=layer):
@@ -155,8 +162,8 @@ for n in sizes:
 
         with host_path() if how == "host" else contextlib.nullcontext():
             t = timed(step)
-        floor = timed(lambda g=g: torch.bincount(g, minlength=8))
-        label = f"{dev} {how}" + (" box" if box else "")
+        floor = timed(lambda g=g: torch.bincount(g.reshape(-1)[:n], minlength=8))
+        label = f"{dev} {how}" + (" box" if box else "") + (f" {attrs} attrs" if attrs > 1 else "")
         print(f"{n:>11,} {label:>22} {t * 1e3:9.2f} {floor * 1e3:11.3f} {t / floor:6.1f}x")
 
 # 3. host <-> device copies per training step -----------------------------------------

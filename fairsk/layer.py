@@ -141,7 +141,7 @@ class FairnessLayer(nn.Module):
         tol, lb, ub = _validated(self.criterion, self.tolerance, self.solver, self.bounds)
         z2 = _as_output_matrix(z)
         needs_targets = get_criterion(self.criterion).needs_targets
-        if device.applies(z2, groups, self.solver, self.criterion):  # the batch stays on its accelerator
+        if device.applies(z2, groups, self.solver, self.criterion, lb, ub):  # the batch stays on its accelerator
             yt = _as_targets(y, z2) if needs_targets else None
             out = device.project_on_device(z2, groups, yt, self.criterion, tol, lb, ub)
             if out is not None:

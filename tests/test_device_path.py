@@ -72,13 +72,13 @@ def test_gradcheck(everywhere):
     assert everywhere
 
 
-def test_not_taken_for_several_attributes_qpth_or_strata(everywhere):
+def test_not_taken_for_qpth_strata_or_several_attributes_in_a_box(everywhere):
     z = torch.randn(20, dtype=torch.float64)
     g = torch.arange(20) % 2
-    FairnessLayer("ecp", 0.01, "exact")(z, torch.stack([g, g], 1))
     FairnessLayer("ecp", 0.01, "qpth")(z, g)
     assert not device.applies(z, g, "qpth", "ecp")
-    assert not device.applies(z, torch.stack([g, g], 1), "exact", "ecp")
+    assert device.applies(z, torch.stack([g, g], 1), "exact", "ecp")
+    assert not device.applies(z, torch.stack([g, g], 1), "exact", "ecp", 0.0, 1.0)
     assert not device.applies(z, g, "exact", "equal_opportunity")
     assert not device.applies(z, g.numpy(), "exact", "ecp")
     assert device.applies(z, g, "exact", "eer")
@@ -199,3 +199,56 @@ def test_box_cases_mostly_answered_on_the_device():
         worst = max(worst, float((ref - got).abs().max()))
     assert answered >= 180, answered
     assert worst <= 1e-12, worst
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 80), c=st.integers(1, 2), sizes=st.lists(st.integers(1, 4), min_size=2, max_size=3),
+       crit=st.sampled_from(["ecp", "eer"]), tol=st.sampled_from([0.0, 0.01, 0.2]), f32=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_several_attributes_equal_host_solver(n, c, sizes, crit, tol, f32, seed):
+    """Several attributes without a box: the shift QP from statistics built on the
+    device answers the host's exact projection, outputs and gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    dtype = torch.float32 if f32 else torch.float64
+    z = (torch.randn(n, c, generator=gen, dtype=torch.float64) * 2).to(dtype)
+    g = torch.stack([torch.randint(0, s, (n,), generator=gen) * 2 for s in sizes], 1)  # codes with gaps
+    y = torch.rand(n, c, generator=gen, dtype=torch.float64)
+    w = torch.randn(n, c, generator=gen, dtype=torch.float64).to(dtype)
+    try:
+        ref_out, ref_grad = _host(z, g, y, crit, tol, w)
+    except Exception as err:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(device, "_on_accelerator", lambda t: True)
+            with pytest.raises(type(err)):
+                _host(z, g, y, crit, tol, w)
+        return
+    answered = []
+    inner = device.project_on_device
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(device, "_on_accelerator", lambda t: True)
+        mp.setattr(device, "project_on_device", lambda *a: answered.append(inner(*a)) or answered[-1])
+        out, grad = _host(z, g, y, crit, tol, w)
+    assert answered and answered[-1] is not None
+    atol = 1e-5 if f32 else 1e-9
+    np.testing.assert_allclose(out.numpy(), ref_out.numpy(), atol=atol, rtol=0)
+    np.testing.assert_allclose(grad.numpy(), ref_grad.numpy(), atol=atol, rtol=0)
+    o = out.double().numpy()
+    for col in range(g.shape[1]):
+        gaps = [parity_gap(o[:, j], g[:, col].numpy()) if crit == "ecp"
+                else residual_gap(y[:, j].numpy(), o[:, j], g[:, col].numpy()) for j in range(c)]
+        assert max(gaps) <= tol + (1e-5 if f32 else 1e-6)
+
+
+def test_several_attributes_gradcheck(everywhere):
+    gen = torch.Generator().manual_seed(7)
+    z = torch.randn(40, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = torch.stack([torch.randint(0, 3, (40,), generator=gen), torch.randint(0, 2, (40,), generator=gen)], 1)
+    answered = []
+    inner = device.project_on_device
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(device, "project_on_device", lambda *a: answered.append(inner(*a)) or answered[-1])
+        for crit, tol in (("ecp", 0.0), ("ecp", 0.05), ("eer", 0.05)):
+            y = torch.rand(40, 2, generator=gen, dtype=torch.float64)
+            layer = FairnessLayer(crit, tol, "exact")
+            assert torch.autograd.gradcheck(lambda v, layer=layer, y=y: layer(v, g, y), (z,))
+    assert answered and all(a is not None for a in answered)

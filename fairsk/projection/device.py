@@ -19,9 +19,15 @@ per-group statistics, so here the batch never leaves its device:
 * the backward (the projector of :func:`~.kernels.projector_vjp`, one attribute) is a
   few group sums and a gather, without a host transfer.
 
-Anything else (several attributes, a criterion on label strata, a group the box
-holds entirely, an iteration that does not settle, an output that fails the check)
-is left to the host path: :func:`project_on_device` then returns ``None``.
+Several attributes without a box: the slots' means and cross counts (``K x K``) are
+built on the device and read once; the shift QP (:func:`~.kernels.shift_qp`) is
+solved on the host; the output is ``z`` minus each row's slot shifts, and the
+backward applies one ``K x K`` matrix per column to the slots' mean gradient.
+
+Anything else (several attributes with a box, more than ``_MAX_SLOTS`` slots, a
+criterion on label strata, a group the box holds entirely, an iteration that does
+not settle, an output that fails the check) is left to the host path:
+:func:`project_on_device` then returns ``None``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from torch import Tensor
 
 from .certificate import CHECK_ATOL, float32_margin
 from .criteria import get_criterion
-from .kernels import active_tolerance
+from .kernels import active_tolerance, one_blas_thread, shift_qp
 
 #: codes up to this value index the group table directly (absent codes are empty slots)
 _DIRECT_SLOTS = 1 << 16
@@ -42,13 +48,17 @@ _DIRECT_SLOTS = 1 << 16
 _MAX_STEPS = 30
 
 
-def applies(z: Tensor, groups, solver: str, criterion: str) -> bool:
+def applies(z: Tensor, groups, solver: str, criterion: str, lb: float | None = None,
+            ub: float | None = None) -> bool:
     """Whether the call takes the device path: outputs on an accelerator, the exact
-    solver, a criterion on group means, and one attribute given as a tensor on the
-    same device."""
-    return (_on_accelerator(z) and solver == "exact" and not getattr(get_criterion(criterion), "label_strata", False)
-            and isinstance(groups, Tensor) and groups.device == z.device
-            and (groups.dim() == 1 or (groups.dim() == 2 and groups.shape[1] == 1)))
+    solver, a criterion on group means, and group codes as a tensor on the same device:
+    one attribute, or several without a box."""
+    if not (_on_accelerator(z) and solver == "exact" and isinstance(groups, Tensor) and groups.device == z.device
+            and not getattr(get_criterion(criterion), "label_strata", False)):
+        return False
+    if groups.dim() == 1 or (groups.dim() == 2 and groups.shape[1] == 1):
+        return True
+    return groups.dim() == 2 and groups.shape[1] > 1 and lb is None and ub is None
 
 
 def _on_accelerator(z: Tensor) -> bool:
@@ -65,6 +75,10 @@ def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: st
     if n == 0 or groups.is_floating_point() or groups.is_complex() or groups.shape[0] != n:
         return None
     dtype, crit = z.dtype, get_criterion(criterion)
+    if groups.dim() == 2 and groups.shape[1] > 1:
+        if lb is not None or ub is not None:
+            return None
+        return _project_several(z, groups.long(), y, crit, tol)
     codes = groups.reshape(n).long()
     scale, low, top = torch.stack([z.detach().abs().max().double(), codes.min().double(), codes.max().double()]
                                   ).tolist()
@@ -251,3 +265,139 @@ class _DeviceProjection(torch.autograd.Function):
             v = (m - lam * n / f.clamp(min=1)) * t
         out = g - v.index_select(0, codes)
         return (out if free is None else out * free), None, None, None, None, None, None, None, None
+
+
+#: several attributes: largest number of group slots whose cross counts (K x K) are
+#: built on the device
+_MAX_SLOTS = 2048
+
+
+def _project_several(z: Tensor, groups: Tensor, y: Tensor | None, crit, tol: float) -> Tensor | None:
+    """Several attributes, no box: the shift QP (:func:`~.kernels.shift_qp`) on the
+    host from the slots' means and cross counts built on the device, the output and
+    the backward (the projector, through a ``K x K`` matrix per column) on the device."""
+    n, c = z.shape
+    a = groups.shape[1]
+    dtype = z.dtype
+    first = torch.cat([z.detach().abs().max().double().reshape(1), groups.min(0).values.double(),
+                       groups.max(0).values.double()]).tolist()
+    scale, low, top = first[0], first[1:1 + a], first[1 + a:]
+    if not math.isfinite(scale) or min(low) < 0:
+        return None
+    sizes = [int(t) + 1 for t in top]
+    K = sum(sizes)
+    if K > _MAX_SLOTS:
+        return None
+    if dtype == torch.float32 and tol > 0:
+        tol = max(0.0, tol - float32_margin(scale))
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    slots = groups + torch.as_tensor(offsets, device=z.device)  # (n, a) slot of each row per attribute
+    z64 = z.to(torch.float64)
+    ones = z64.new_ones(n, 1)
+    parts = [z64.detach(), ones] + ([] if y is None else [y.to(device=z.device, dtype=torch.float64)
+                                                           .reshape(n, -1).expand(n, c)])
+    table = _slot_sums(torch.cat(parts, 1), slots, K)
+    cross = z64.new_zeros(K * K)
+    for p in range(a):  # the off-diagonal blocks; the diagonal ones are the counts
+        for q in range(p + 1, a):
+            cross.index_add_(0, slots[:, p] * K + slots[:, q], ones[:, 0])
+    host = torch.cat([table.reshape(-1), cross]).cpu().numpy()
+    table, cross = host[:K * table.shape[1]].reshape(K, -1), host[K * table.shape[1]:].reshape(K, K)
+    counts = table[:, c]
+    present = np.flatnonzero(counts > 0)
+    nP = counts[present]
+    means = table[present, :c] / nP[:, None]
+    if not np.isfinite(means).all():
+        return None
+    targets = None if y is None else table[present, c + 1:2 * c + 1] / nP[:, None]
+    cross = cross + cross.T
+    cross[np.arange(K), np.arange(K)] = counts
+    inv_n = 1.0 / nP
+    metric = cross[np.ix_(present, present)] * inv_n[:, None] * inv_n[None, :]
+    # each attribute's present slots, contiguous in the present-slot numbering
+    bounds = np.searchsorted(present, np.concatenate((offsets, [K])))
+    blocks = [slice(int(bounds[i]), int(bounds[i + 1])) for i in range(a)]
+    delta = active_tolerance(scale + tol)
+    shifts = np.zeros((K, c))
+    project = np.zeros((c, K, K))
+    tight_any = False
+    with one_blas_thread():
+        for j in range(c):
+            def most_violated(b, m, j=j):
+                r = None if targets is None else targets[blocks[b], j]
+                return crit.most_violated(m, tol, r)
+
+            w, _ = shift_qp(means[:, j], metric, blocks, most_violated, delta)
+            if w is None:
+                return None
+            shifts[present, j] = w * inv_n
+            out_means = means[:, j] - metric @ w
+            tight = np.zeros(present.shape[0], dtype=bool)
+            for sl in blocks:
+                r = None if targets is None else targets[sl, j]
+                tight[sl] = crit.active(out_means[sl, None], tol, None if r is None else r[:, None], delta)[:, 0]
+            if tight.any():
+                tight_any = True
+                V = _basis(tight, blocks, crit.couples_multipliers)
+                gram = V.T @ metric @ V
+                P = (V * inv_n[:, None]) @ np.linalg.pinv(gram, rcond=1e-10, hermitian=True) @ V.T
+                project[j][np.ix_(present, present)] = P
+    dev = z.device
+    counts_d = torch.from_numpy(np.maximum(counts, 1.0)).to(dev)
+    out = _SeveralProjection.apply(z64, torch.from_numpy(shifts).to(dev), slots, counts_d,
+                                   torch.from_numpy(project).to(dev) if tight_any else None).to(dtype)
+    check = (_slot_sums(out.detach().to(torch.float64), slots, K) / counts_d.unsqueeze(1)).cpu().numpy()[present]
+    worst = 0.0
+    for sl in blocks:
+        worst = max(worst, crit.violation(check[sl], tol, None if targets is None else targets[sl]))
+    if not np.isfinite(worst) or worst > CHECK_ATOL[dtype]:
+        return None
+    return out
+
+
+def _slot_sums(v: Tensor, slots: Tensor, K: int) -> Tensor:
+    out = v.new_zeros((K, v.shape[1]))
+    for p in range(slots.shape[1]):
+        out.index_add_(0, slots[:, p], v)
+    return out
+
+
+def _basis(tight: np.ndarray, blocks: list, couples: bool) -> np.ndarray:
+    """Columns spanning the active rows in slot space: ``e_g`` per tight slot, or
+    (coupled) ``e_g - e_g0`` within each attribute (``g0`` its first tight slot)."""
+    K = tight.shape[0]
+    cols = []
+    for sl in blocks:
+        idx = sl.start + np.flatnonzero(tight[sl])
+        for g in (idx[1:] if couples else idx):
+            col = np.zeros(K)
+            col[g] = 1.0
+            if couples:
+                col[idx[0]] = -1.0
+            cols.append(col)
+    return np.stack(cols, 1) if cols else np.zeros((K, 0))
+
+
+class _SeveralProjection(torch.autograd.Function):
+    """``z - sum_a shifts[slot_a]``; backward: ``grad - sum_a (P_j u_j)[slot_a]`` with
+    ``u`` the slots' mean gradient and ``P_j`` the projector's slot matrix of column j."""
+
+    @staticmethod
+    def forward(ctx, z, shifts, slots, counts, project):
+        ctx.save_for_backward(slots, counts, project)
+        out = z.detach().clone()
+        for p in range(slots.shape[1]):
+            out -= shifts.index_select(0, slots[:, p])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        slots, counts, project = ctx.saved_tensors
+        if project is None:
+            return grad, None, None, None, None
+        u = _slot_sums(grad, slots, counts.shape[0]) / counts.unsqueeze(1)  # (K, c)
+        v = torch.einsum("jkl,lj->kj", project, u)
+        out = grad.clone()
+        for p in range(slots.shape[1]):
+            out -= v.index_select(0, slots[:, p])
+        return out, None, None, None, None
