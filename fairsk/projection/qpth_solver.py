@@ -38,7 +38,9 @@ from .exact import ExactAnswer, exact_answer
 from .kernels import active_tolerance, one_blas_thread
 from .spec import SolverError, Spec, to_host
 
-_QP_OPTIONS = dict(eps=1e-14, maxIter=60, notImprovedLim=5, verbose=-1)
+_QP_OPTIONS = dict(eps=1e-10, maxIter=60, notImprovedLim=5, verbose=-1, check_Q_spd=False)
+# (every Hessian built here is positive definite by construction: qpth's Cholesky check
+# of it is skipped)
 # Note: qpth's backward clamps multipliers and slacks at 1e-8 (a TODO in qpth), which
 # leaks ~1e-8 / slack of gradient through inactive rows near their bound.
 
@@ -47,6 +49,12 @@ EQUALITY_BELOW = 1e-8
 
 #: Hessian weight of the auxiliary variables of :meth:`~.criteria.Criterion.interval_rows`
 AUX_WEIGHT = 1e-8
+
+#: fewest groups of an attribute for which the interval rows (``2k`` rows and one
+#: auxiliary variable) replace the criterion's own rows: parity's pairwise rows number
+#: ``k (k - 1)``, no more than ``2k`` below 4 groups, and need neither the auxiliary
+#: variable nor the exact answer's centres
+INTERVAL_ROWS_FROM = 4
 
 #: largest dense KKT system (variables + rows) qpth is asked to factorise
 MAX_QP_SIZE = 6000
@@ -67,7 +75,7 @@ def _fairness_rows(groups: GroupIndex, spec: Spec, c: int, centres: list | None 
         k = sl.stop - sl.start
         r = None if spec.targets is None else spec.targets[sl]
         compact = None
-        if centres is not None and tol > 0 and k > 1:
+        if centres is not None and tol > 0 and k >= INTERVAL_ROWS_FROM:
             compact = spec.criterion.interval_rows(k, tol, centres[a])
         if compact is None:
             coef, rhs, equality = spec.criterion.rows(k, tol, r, c)
@@ -104,7 +112,7 @@ def _rows_tolerance(groups: GroupIndex, spec: Spec) -> float:
 def _compact_rows(groups: GroupIndex, spec: Spec) -> bool:
     """Whether the criterion gives ``O(k)`` rows around centres taken from the exact
     projection (:meth:`~.criteria.Criterion.interval_rows`), which then pays off."""
-    if _rows_tolerance(groups, spec) <= 0:
+    if _rows_tolerance(groups, spec) <= 0 or max(groups.sizes, default=0) < INTERVAL_ROWS_FROM:
         return False
     return spec.criterion.interval_rows(2, spec.tolerance, np.zeros(1)) is not None
 
@@ -132,7 +140,7 @@ def _independent_rows(G: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
 def _qp(Q: Tensor, p: Tensor, G: Tensor, h: Tensor, equality: bool, G_box=None, h_box=None) -> Tensor:
     """qpth with the fairness rows as inequalities or as (independent) equalities."""
     empty = p.new_zeros(0)
-    solve = QPFunction(**_QP_OPTIONS)
+    solve = _qp_function()
     if G_box is None:  # a dummy row 0 <= 1 when there is no inequality at all
         G_box, h_box = p.new_zeros((1, p.shape[-1])), p.new_ones((1,))
         if not equality:
@@ -141,6 +149,20 @@ def _qp(Q: Tensor, p: Tensor, G: Tensor, h: Tensor, equality: bool, G_box=None, 
         return solve(Q, p, torch.cat([G, G_box], 0), torch.cat([h, h_box.expand(h.shape[0], -1)], 1), empty, empty)
     A, b = _independent_rows(G, h)
     return solve(Q, p, G_box, h_box, A, b)
+
+
+_QP_FUNCTIONS: dict = {}
+
+
+def _qp_function():
+    """qpth's differentiable QP function with :data:`_QP_OPTIONS`, made once (qpth
+    defines a new autograd class per call); kept per factory, so that a replaced
+    ``QPFunction`` (a benchmark timing it) is used."""
+    key = (QPFunction, tuple(sorted(_QP_OPTIONS.items())))
+    fn = _QP_FUNCTIONS.get(key)
+    if fn is None:
+        fn = _QP_FUNCTIONS[key] = QPFunction(**_QP_OPTIONS)
+    return fn
 
 
 @contextmanager
@@ -272,9 +294,16 @@ def _shift_qp(means: Tensor, cross: np.ndarray, inv_n: Tensor, coef: Tensor, aux
     norms = norms.unsqueeze(1)
     h = h / norms.T
     p = means.new_zeros((means.shape[1], Q.shape[0]))
-    w = _qp(Q, p, G / norms, h, equality)
+    # with p = 0 the answer is positively homogeneous in h (w(a h) = a w(h), a > 0):
+    # each column is solved at unit scale, where qpth's absolute stopping rule and its
+    # backward's clamping of multipliers and slacks at 1e-8 mean the same for every
+    # scale of outputs; the factor is a constant, so the gradient is qpth's own
+    unit = h.detach().abs().amax(1, keepdim=True)
+    unit = torch.where(unit > 0, unit, torch.ones_like(unit))
+    w = _qp(Q, p, G / norms, h / unit, equality)
     if w is None:
         return None
+    w = w * unit
     w = w + (_polished(Q, G / norms, h, w, equality, lam.numel()) - w).detach()  # the value polished, qpth's gradient
     return U @ w[:, :lam.numel()].T  # (K, c)
 
