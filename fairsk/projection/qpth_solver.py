@@ -230,16 +230,13 @@ def _solve(z: Tensor, groups: GroupIndex, spec: Spec, centres: list | None, held
     if size > MAX_QP_SIZE:
         raise SolverError(f"the QP has {variables} variables and {size - variables} rows, more than a dense "
                           f"interior-point solve handles (limit {MAX_QP_SIZE} in all)")
-    coef_t = torch.from_numpy(coef).to(z.device)
-    aux_t = torch.from_numpy(aux).to(z.device, z.dtype)
-    rhs_t = torch.from_numpy(rhs).to(z.device, z.dtype)
     try:
         if dense:
-            y = _solve_full(z, groups, spec, coef_t, aux_t, rhs_t, equality)
+            y = _solve_full(z, groups, spec, coef, aux, rhs, equality)
         elif held is not None:
-            y = _solve_held(z, groups, spec, held, coef_t, aux_t, rhs_t, equality)
+            y = _solve_held(z, groups, spec, held, coef, aux, rhs, equality)
         else:
-            y = _solve_shifts(z, groups, coef_t, aux_t, rhs_t, equality)
+            y = _solve_shifts(z, groups, coef, aux, rhs, equality)
     except (RuntimeError, AttributeError) as err:  # qpth's factorisation failed (it then returns None)
         raise SolverError(f"qpth broke down ({type(err).__name__})") from None
     if y is None or not bool(torch.isfinite(y).all()):
@@ -247,7 +244,7 @@ def _solve(z: Tensor, groups: GroupIndex, spec: Spec, centres: list | None, held
     return y
 
 
-def _with_aux(G: Tensor, aux: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+def _with_aux(G: np.ndarray, aux: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows and Hessian extended by the auxiliary variables (weight ``AUX_WEIGHT``:
     qpth needs a positive definite Hessian; the auxiliaries are 0 at the optimum)."""
     if aux.shape[1] == 0:
@@ -255,80 +252,100 @@ def _with_aux(G: Tensor, aux: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
     D = aux.shape[1]
     # scaled like the other columns of the rows, which keeps the interior-point
     # method's systems well conditioned (the auxiliaries' values are not used)
-    scale = float(G.norm(dim=1).mean()) or 1.0
-    Q_full = torch.block_diag(Q, AUX_WEIGHT * torch.eye(D, dtype=Q.dtype, device=Q.device))
-    return torch.cat([G, aux * scale], 1), Q_full
+    scale = float(np.linalg.norm(G, axis=1).mean()) or 1.0
+    Q_full = np.zeros((Q.shape[0] + D, Q.shape[0] + D))
+    Q_full[:Q.shape[0], :Q.shape[0]] = Q
+    Q_full[Q.shape[0]:, Q.shape[0]:] = AUX_WEIGHT * np.eye(D)
+    return np.concatenate([G, aux * scale], 1), Q_full
 
 
-def _shift_qp(means: Tensor, cross: np.ndarray, inv_n: Tensor, coef: Tensor, aux: Tensor, rhs: Tensor,
-              equality: bool) -> Tensor | None:
+def _range_basis(cross: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An orthonormal basis ``U`` (K, r) of the range of the cross counts (scaled to
+    a largest diagonal entry of 1) and their eigenvalues ``lam`` (r,) on it. One
+    attribute (a diagonal matrix): the slots that have moving outputs."""
+    scaled = cross / float(cross.diagonal().max())
+    diag = scaled.diagonal()
+    if not np.any(scaled - np.diag(diag)):
+        keep = diag > 1e-12 * diag.max()
+        return np.eye(cross.shape[0])[:, keep], diag[keep]
+    evals, evecs = np.linalg.eigh(scaled)
+    keep = evals > 1e-12 * evals.max()
+    return evecs[:, keep], evals[keep]
+
+
+def _shift_qp(means: Tensor, cross: np.ndarray, inv_n: np.ndarray, coef: np.ndarray, aux: np.ndarray,
+              rhs: np.ndarray, equality: bool) -> Tensor | None:
     """The shifts ``d`` (K, c) of the outputs that move, ``y_i = z_i + sum_a
     d_{g_a(i)}``, with ``S`` their (n, K) slot indicator and ``cross = S^T S``: the new
     group means are ``means + diag(1/n_g) cross d`` and the cost is ``||S d||^2 = d^T
     cross d``. ``d`` is solved for in an orthonormal basis of the range of ``cross``,
     which keeps qpth's Hessian positive definite when attributes overlap or a slot has
-    no moving output: ``K`` variables and O(1)-sized rows, whatever ``n``."""
-    scale = float(cross.diagonal().max()) if cross.size else 0.0
-    if scale <= 0:  # no output moves
+    no moving output: ``K`` variables and O(1)-sized rows, whatever ``n``.
+
+    Only the group means ``means`` carry a gradient: every matrix of the QP is a
+    constant, built in NumPy and handed to qpth once."""
+    if not cross.size or float(cross.diagonal().max()) <= 0:  # no output moves
         return means.new_zeros(means.shape)
-    cross_t = torch.from_numpy(cross).to(means.device, means.dtype)
-    evals, evecs = torch.linalg.eigh(cross_t / scale)
-    keep = evals > 1e-12 * evals.max()
-    U, lam = evecs[:, keep], evals[keep]
-    M = (inv_n.unsqueeze(1) * cross_t) @ U  # new means = means + M w
-    G, Q = _with_aux(coef @ M, aux, torch.diag(lam / lam.min()))
-    h = (rhs - coef @ means).T
-    norms = G.norm(dim=1)
+    U, lam = _range_basis(cross)
+    M = (inv_n[:, None] * cross) @ U  # new means = means + M w
+    G, Q = _with_aux(coef @ M, aux, np.diag(lam / lam.min()))
+    m_host = to_host(means)
+    h = (rhs - coef @ m_host).T  # (c, R): the rows' slacks at w = 0
+    norms = np.linalg.norm(G, axis=1)
     # a row on slots none of whose outputs moves is a constant: met (dropped) or not
     # (then no shift meets it)
     fixed = norms <= 1e-12 * float(norms.max())
-    if bool(fixed.any()):
-        slack = to_host(h[:, fixed])
-        bad = np.abs(slack) if equality else -slack
-        scale = 1.0 + float(np.abs(to_host(rhs)).max()) + float(np.abs(to_host(means)).max())
+    if fixed.any():
+        bad = np.abs(h[:, fixed]) if equality else -h[:, fixed]
+        scale = 1.0 + float(np.abs(rhs).max()) + float(np.abs(m_host).max())
         if float(bad.max()) > active_tolerance(scale):
             return None
-        G, h, norms = G[~fixed], h[:, ~fixed], norms[~fixed]
-        if G.shape[0] == 0:
+        if fixed.all():
             return means.new_zeros(means.shape)
-    norms = norms.unsqueeze(1)
-    h = h / norms.T
-    p = means.new_zeros((means.shape[1], Q.shape[0]))
+        coef, rhs, G, h, norms = coef[~fixed], rhs[~fixed], G[~fixed], h[:, ~fixed], norms[~fixed]
+    G, h = G / norms[:, None], h / norms
     # with p = 0 the answer is positively homogeneous in h (w(a h) = a w(h), a > 0):
     # each column is solved at unit scale, where qpth's absolute stopping rule and its
     # backward's clamping of multipliers and slacks at 1e-8 mean the same for every
     # scale of outputs; the factor is a constant, so the gradient is qpth's own
-    unit = h.detach().abs().amax(1, keepdim=True)
-    unit = torch.where(unit > 0, unit, torch.ones_like(unit))
-    w = _qp(Q, p, G / norms, h / unit, equality)
+    unit = np.abs(h).max(1)
+    unit = np.where(unit > 0, unit, 1.0)[:, None]  # (c, 1)
+    dev, dt = means.device, means.dtype
+    scaled = torch.from_numpy(coef / norms[:, None]).to(dev, dt)
+    # the slacks at unit scale, differentiable in the means: one product, one subtraction
+    h_t = torch.from_numpy(rhs.T / norms / unit).to(dev, dt) - (means.T @ scaled.T) / torch.from_numpy(unit).to(dev, dt)
+    Q_t, G_t = torch.from_numpy(Q).to(dev, dt), torch.from_numpy(G).to(dev, dt)
+    w = _qp(Q_t, means.new_zeros((means.shape[1], Q.shape[0])), G_t, h_t, equality)
     if w is None:
         return None
-    w = w * unit
-    w = w + (_polished(Q, G / norms, h, w, equality, lam.numel()) - w).detach()  # the value polished, qpth's gradient
-    return U @ w[:, :lam.numel()].T  # (K, c)
+    w = w * torch.from_numpy(unit).to(dev, dt)
+    # the value polished, the gradient qpth's
+    w = w + (_polished(Q, G, h, to_host(w), equality, lam.size).to(dev, dt) - w).detach()
+    return torch.from_numpy(U).to(dev, dt) @ w[:, :lam.size].T  # (K, c)
 
 
-def _polished(Q: Tensor, G: Tensor, h: Tensor, x: Tensor, equality: bool, main: int) -> Tensor:
-    """qpth's answer ``x`` (c, m) to ``min x^T Q x / 2`` subject to ``G x <= h`` (or
+def _polished(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, xn: np.ndarray, equality: bool, main: int
+              ) -> Tensor:
+    """qpth's answer ``xn`` (c, m) to ``min x^T Q x / 2`` subject to ``G x <= h`` (or
     ``== h``), polished on the rows it holds active.
 
-    The interior-point method stops with a complementarity gap ``mu`` of about 1e-15,
-    which leaves an active row with a small multiplier ``lambda`` a slack of about
-    ``mu / lambda`` (5e-13 was seen): enough to make finite differences of the outputs
-    disagree with their derivative. The rows qpth holds within ``1e-9`` (then
-    ``1e-7``, ``1e-5`` where qpth stopped short) are solved as equalities (one small
-    KKT system per column); the polished point is
-    kept only when it satisfies every row, its multipliers are non-negative and it is
-    within ``1e-7`` of qpth's in the ``main`` variables (the auxiliary ones after
-    them float freely where their rows are inactive), else qpth's own answer stays.
+    The interior-point method stops with a complementarity gap ``mu`` of about 1e-11
+    (at the unit scale it solves at, see ``eps`` in :data:`_QP_OPTIONS`), which leaves
+    an active row with a small multiplier ``lambda`` a slack of about ``mu / lambda``:
+    enough to make finite differences of the outputs disagree with their derivative.
+    The rows qpth holds within ``1e-9`` (then ``1e-7``, ``1e-5`` where qpth stopped
+    short) are solved as equalities (one small KKT system per column); the polished
+    point is kept only when it satisfies every row, its multipliers are non-negative
+    and it is within ``1e-7`` of qpth's in the ``main`` variables (the auxiliary ones
+    after them float freely where their rows are inactive), else qpth's own answer
+    stays.
     Only the value changes: the gradient remains qpth's.
     """
-    Qn, Gn, hn, xn = (to_host(t) for t in (Q, G, h, x))
     out = xn.copy()
     with one_blas_thread():  # tiny systems: BLAS threads only add synchronisation
         for j in range(xn.shape[0]):
             _polish_column(Qn, Gn, hn[j], xn[j], out[j], equality, main)
-    return torch.from_numpy(out).to(x.device, x.dtype)
+    return torch.from_numpy(out)
 
 
 def _polish_column(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, xn: np.ndarray, out: np.ndarray,
@@ -377,16 +394,15 @@ def _solve_active(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, act: np.ndarra
     return None
 
 
-def _solve_shifts(z: Tensor, groups: GroupIndex, coef: Tensor, aux: Tensor, rhs: Tensor, equality: bool
-                  ) -> Tensor | None:
+def _solve_shifts(z: Tensor, groups: GroupIndex, coef: np.ndarray, aux: np.ndarray, rhs: np.ndarray,
+                  equality: bool) -> Tensor | None:
     """No box: every output moves, ``y = z + S d``."""
-    inv_n = torch.from_numpy(1.0 / groups.counts).to(z.device, z.dtype)
-    d = _shift_qp(groups.means(z), groups.cross_counts(), inv_n, coef, aux, rhs, equality)
+    d = _shift_qp(groups.means(z), groups.cross_counts(), 1.0 / groups.counts, coef, aux, rhs, equality)
     return None if d is None else z + groups.expand(d)
 
 
-def _solve_held(z: Tensor, groups: GroupIndex, spec: Spec, held: ExactAnswer, coef: Tensor, aux: Tensor,
-                rhs: Tensor, equality: bool) -> Tensor | None:
+def _solve_held(z: Tensor, groups: GroupIndex, spec: Spec, held: ExactAnswer, coef: np.ndarray, aux: np.ndarray,
+                rhs: np.ndarray, equality: bool) -> Tensor | None:
     """A box whose held outputs are known (from the exact answer): those stay at their
     bounds, the others move by their groups' shifts, ``y_i = z_i + sum_a d_{g_a(i)}``.
 
@@ -399,7 +415,7 @@ def _solve_held(z: Tensor, groups: GroupIndex, spec: Spec, held: ExactAnswer, co
     One column at a time, since each column has its own held set.
     """
     lb, ub = spec.box
-    inv_n = torch.from_numpy(1.0 / groups.counts).to(z.device, z.dtype)
+    inv_n = 1.0 / groups.counts
     cols = []
     for j in range(z.shape[1]):
         free = held.free[:, j]
@@ -420,17 +436,15 @@ def _solve_held(z: Tensor, groups: GroupIndex, spec: Spec, held: ExactAnswer, co
     return torch.stack(cols, 1)
 
 
-def _solve_full(z: Tensor, groups: GroupIndex, spec: Spec, coef: Tensor, aux: Tensor, rhs: Tensor,
+def _solve_full(z: Tensor, groups: GroupIndex, spec: Spec, coef: np.ndarray, aux: np.ndarray, rhs: np.ndarray,
                 equality: bool) -> Tensor:
     n, c = z.shape
-    inv_n = torch.from_numpy(1.0 / groups.counts).to(z.device, z.dtype)
-    gid = groups.gid_on(z.device)
+    inv_n = 1.0 / groups.counts
     # row r over samples: sum_a coef[r, gid_a(i)] / n_gid
-    A = (coef * inv_n.unsqueeze(0))[:, gid[:, 0]]
-    for a in range(1, groups.n_attributes):
-        A = A + (coef * inv_n.unsqueeze(0))[:, gid[:, a]]
-    eye = torch.eye(n, dtype=z.dtype, device=z.device)
-    A, Q = _with_aux(A, aux, eye)
+    A = sum((coef * inv_n)[:, groups.gid[:, a]] for a in range(groups.n_attributes))
+    A, Q = _with_aux(A, aux, np.eye(n))
+    A, Q = torch.from_numpy(A).to(z.device, z.dtype), torch.from_numpy(Q).to(z.device, z.dtype)
+    rhs = torch.from_numpy(rhs).to(z.device, z.dtype)
     m = Q.shape[0]
     norms = A.norm(dim=1, keepdim=True).clamp(min=1e-300)
     rows, bounds = [], []
