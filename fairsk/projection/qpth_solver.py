@@ -162,6 +162,11 @@ def _qp(Q: Tensor, p: Tensor, G: Tensor, h: Tensor, equality: bool, G_box=None, 
         G_box, h_box = p.new_zeros((1, p.shape[-1])), p.new_ones((1,))
         if not equality:
             return solve(Q, p, G, h, empty, empty)
+        # only equalities: qpth's starting point solves their KKT system (the dummy row
+        # has no coefficient), and its iterations would only drive the dummy row's
+        # complementarity to zero (6 or more of them, 0.6 ms each at this size); its
+        # backward does not depend on the dummy row's multiplier either
+        solve = _qp_function(maxIter=1)
     elif not equality:
         return solve(Q, p, torch.cat([G, G_box], 0), torch.cat([h, h_box.expand(h.shape[0], -1)], 1), empty, empty)
     A, b = _independent_rows(G, h)
@@ -171,14 +176,15 @@ def _qp(Q: Tensor, p: Tensor, G: Tensor, h: Tensor, equality: bool, G_box=None, 
 _QP_FUNCTIONS: dict = {}
 
 
-def _qp_function():
-    """qpth's differentiable QP function with :data:`_QP_OPTIONS`, made once (qpth
-    defines a new autograd class per call); kept per factory, so that a replaced
-    ``QPFunction`` (a benchmark timing it) is used."""
-    key = (QPFunction, tuple(sorted(_QP_OPTIONS.items())))
+def _qp_function(**changes):
+    """qpth's differentiable QP function with :data:`_QP_OPTIONS` (and ``changes``),
+    made once (qpth defines a new autograd class per call); kept per factory, so that
+    a replaced ``QPFunction`` (a benchmark timing it) is used."""
+    options = {**_QP_OPTIONS, **changes}
+    key = (QPFunction, tuple(sorted(options.items())))
     fn = _QP_FUNCTIONS.get(key)
     if fn is None:
-        fn = _QP_FUNCTIONS[key] = QPFunction(**_QP_OPTIONS)
+        fn = _QP_FUNCTIONS[key] = QPFunction(**options)
     return fn
 
 
