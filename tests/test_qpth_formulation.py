@@ -175,19 +175,3 @@ def test_every_scale_is_solved_alike(inst, a):
     np.testing.assert_allclose(out_a, a * out, atol=1e-9 * scale_of(a * out), rtol=0)
     ref = exact_vjp(a * inst.z, gi_a, spec_a, w)
     assert float((grad_a - ref).abs().max()) <= 1e-6 * max(1.0, float(ref.abs().max()))
-
-
-def test_rows_are_built_once_per_shape():
-    """Rows without targets or centres are shared across batches of the same shape,
-    read-only; another tolerance or shape gets its own."""
-    gi = encode_groups(np.array([[0], [1], [2], [1]]))
-    spec = Spec("ecp", 0.1)
-    first = qpth_solver._fairness_rows(gi, spec, 1)
-    again = qpth_solver._fairness_rows(encode_groups(np.array([[2], [0], [1]])), spec, 1)
-    assert all(x is y for x, y in zip(first[:3], again[:3]))
-    assert not any(x.flags.writeable for x in first[:3])
-    other = qpth_solver._fairness_rows(gi, Spec("ecp", 0.2), 1)
-    np.testing.assert_array_equal(other[2], np.full((6, 1), 0.2))
-    np.testing.assert_array_equal(first[2], np.full((6, 1), 0.1))
-    two_columns = qpth_solver._fairness_rows(gi, spec, 2)
-    assert two_columns[2].shape == (6, 2)

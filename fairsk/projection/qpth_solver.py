@@ -80,13 +80,6 @@ def _fairness_rows(groups: GroupIndex, spec: Spec, c: int, centres: list | None 
     exact projection's per-attribute values, see :meth:`~.criteria.Criterion.interval_rows`)
     a criterion whose plain rows are quadratic in ``k`` gives ``O(k)`` rows instead."""
     tol = _rows_tolerance(groups, spec)
-    # without targets or centres the rows depend on the groups' sizes alone: built once
-    # per shape and shared, read-only, by the batches of a training run
-    key = None
-    if centres is None and spec.targets is None:
-        key = (type(spec.criterion), spec.criterion.name, tuple(groups.sizes), tol, c)
-        if key in _ROWS:
-            return _ROWS[key]
     coefs, auxes, rhss, equality = [], [], [], False
     K = groups.n_slots
     for a in range(groups.n_attributes):
@@ -114,17 +107,7 @@ def _fairness_rows(groups: GroupIndex, spec: Spec, c: int, centres: list | None 
             block[:, d] = aux
             d += 1
         aux_cols.append(block)
-    rows = np.concatenate(coefs), np.concatenate(aux_cols), np.concatenate(rhss), equality
-    if key is not None:
-        for a in rows[:3]:
-            a.setflags(write=False)
-        if len(_ROWS) >= 64:
-            _ROWS.clear()
-        _ROWS[key] = rows
-    return rows
-
-
-_ROWS: dict = {}
+    return np.concatenate(coefs), np.concatenate(aux_cols), np.concatenate(rhss), equality
 
 
 def _rows_tolerance(groups: GroupIndex, spec: Spec) -> float:
@@ -480,7 +463,7 @@ def _solve_full(z: Tensor, groups: GroupIndex, spec: Spec, coef: np.ndarray, aux
     A = sum((coef * inv_n)[:, groups.gid[:, a]] for a in range(groups.n_attributes))
     A, Q = _with_aux(A, aux, np.eye(n))
     A, Q = torch.from_numpy(A).to(z.device, z.dtype), torch.from_numpy(Q).to(z.device, z.dtype)
-    rhs = torch.tensor(rhs, dtype=z.dtype, device=z.device)  # (a copy: the rows may be shared, read-only)
+    rhs = torch.from_numpy(rhs).to(z.device, z.dtype)
     m = Q.shape[0]
     norms = A.norm(dim=1, keepdim=True).clamp(min=1e-300)
     rows, bounds = [], []
