@@ -361,8 +361,8 @@ def _polished(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, xn: np.ndarray, eq
     Only the value changes: the gradient remains qpth's.
     """
     out = xn.copy()
-    # BLAS threads only add synchronisation to these small systems; below 64 rows and
-    # variables no BLAS splits them anyway, and limiting its threads costs 25 us
+    # BLAS threads only add synchronisation to these small systems; at a few rows and
+    # variables the limit itself (about 25 us a call) costs more than the solves
     limit = one_blas_thread() if Qn.shape[0] + Gn.shape[0] > 64 else nullcontext()
     with limit:
         for j in range(xn.shape[0]):
