@@ -26,7 +26,7 @@ is solved exactly once. Problems too large for a dense QP are declined with a
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -361,10 +361,9 @@ def _polished(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, xn: np.ndarray, eq
     Only the value changes: the gradient remains qpth's.
     """
     out = xn.copy()
-    # BLAS threads only add synchronisation to these small systems; at a few rows and
-    # variables the limit itself (about 25 us a call) costs more than the solves
-    limit = one_blas_thread() if Qn.shape[0] + Gn.shape[0] > 64 else nullcontext()
-    with limit:
+    # tiny systems: BLAS threads only add synchronisation (a 17 x 17 KKT system took
+    # 2.4 ms with OpenBLAS's two threads on a busy machine, 32 us on one)
+    with one_blas_thread():
         for j in range(xn.shape[0]):
             _polish_column(Qn, Gn, hn[j], xn[j], out[j], equality, main)
     return torch.from_numpy(out)
