@@ -164,7 +164,7 @@ scaled = st.builds(
 
 @given(scaled, st.sampled_from([1e-3, 1.0, 1e3]))
 def test_every_scale_is_solved_alike(inst, a):
-    """Each column is solved at unit scale (the shift QP is homogeneous): outputs and
+    """Each column is solved at one fixed scale (the shift QP is homogeneous): outputs and
     tolerance scaled by ``a`` give ``a`` times the answer, to 1e-9, and qpth's gradient
     (the same for every scale) is the exact projection's to 1e-6."""
     gi, spec = spec_of(inst)
