@@ -7,12 +7,15 @@ and divides by the floor of the same run: one bincount pass computing the group 
 of the same tensor (the cost of reading the predictions once). Cases: qpth with many
 groups and with a box (the default solver), the exact solver with three attributes,
 with a box, and with 10,000 groups; ``predict`` with string groups against the same
-net without groups. Results: ``benchmarks/results/speed_targets.txt``.
+net without groups; ``qpth_floor``: where qpth's own forward goes on a training batch
+(its iterations, the operations each one dispatches, and the least those operations
+cost). Results: ``benchmarks/results/speed_targets.txt``.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 import warnings
 
 import numpy as np
@@ -97,15 +100,98 @@ def string_groups(quick):
               f"{b * 1e3:.1f} ms, ratio {t / b:.2f} (target <= 1.2)", flush=True)
 
 
+def _cpu_us(fn, reps: int, rounds: int = 7) -> float:
+    """Least process CPU time of one call over ``rounds`` rounds of ``reps`` calls (us)."""
+    for _ in range(3):
+        fn()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.process_time() - start) / reps)
+    return best * 1e6
+
+
+def qpth_floor(quick):
+    """qpth's own forward on the QP a training batch hands it (n = 128, two groups,
+    tolerance 0.01, float64; without and with the box [0, 1]): its KKT factorisations
+    (one before the first iteration, one per iteration), the torch operations it
+    dispatches, its CPU time, and those operations' count times the cheapest
+    operation's cost (an addition of two 2-vectors): what qpth's algorithm would
+    cost if every operation were free but its dispatch."""
+    from qpth.solvers.pdipm import batch as pdipm
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import fairsk.projection.qpth_solver as qs
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    captured, real_factory = [], qs.QPFunction
+
+    def capturing(**options):
+        solve = real_factory(**options)
+
+        def call(*args):
+            captured.append(([a.detach().clone() for a in args], options))
+            return solve(*args)
+        return call
+
+    gen = torch.Generator().manual_seed(0)
+    groups = torch.randint(0, 2, (128, 1), generator=gen)
+    z = torch.randn(128, 1, generator=gen, dtype=torch.float64)
+    qs.QPFunction = capturing
+    try:
+        for box in (None, (0.0, 1.0)):
+            FairnessLayer("ecp", 0.01, "qpth", box)(torch.sigmoid(z) if box else z, groups)
+    finally:
+        qs.QPFunction = real_factory
+    a = torch.ones(1, 2, dtype=torch.float64)
+    reps = 20 if quick else 100
+    torch.set_num_threads(1)
+    least = _cpu_us(lambda: a + a, 20 * reps)
+    print(f"\nqpth's forward on a training batch's QP (one torch thread; cheapest op {least:.2f} us)")
+    print(f"{'box':>4} {'variables':>9} {'rows':>4} {'factorisations':>14} {'torch ops':>9} {'qpth fwd us':>11}"
+          f" {'us/factorisation':>16} {'ops x cheapest us':>17}")
+    real_factor = pdipm.factor_kkt
+    for (args, options), box in zip(captured, ("no", "yes")):
+        solve, calls = real_factory(**options), []
+
+        def counting(*f_args, **f_kwargs):
+            calls.append(1)
+            return real_factor(*f_args, **f_kwargs)
+
+        pdipm.factor_kkt = counting
+        try:
+            solve(*args)
+        finally:
+            pdipm.factor_kkt = real_factor
+        Count.n = 0
+        with Count():
+            solve(*args)
+        ops = Count.n
+        t = _cpu_us(lambda s=solve, x=args: s(*x), reps)
+        print(f"{box:>4} {args[0].shape[-1]:>9} {args[2].shape[-2]:>4} {len(calls):>14} {ops:>9} {t:>11.0f}"
+              f" {t / len(calls):>16.0f} {ops * least:>17.0f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--cases", nargs="*", default=list(CASES) + ["string_groups"])
+    parser.add_argument("--cases", nargs="*", default=list(CASES) + ["string_groups", "qpth_floor"])
     args = parser.parse_args()
     torch.manual_seed(0)
-    layer_cases([c for c in args.cases if c in CASES], args.quick)
+    if any(c in CASES for c in args.cases):
+        layer_cases([c for c in args.cases if c in CASES], args.quick)
     if "string_groups" in args.cases:
         string_groups(args.quick)
+    if "qpth_floor" in args.cases:
+        qpth_floor(args.quick)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,21 @@ from .exact import ExactAnswer, exact_answer
 from .kernels import active_tolerance, one_blas_thread
 from .spec import SolverError, Spec, to_host
 
-_QP_OPTIONS = dict(eps=1e-14, maxIter=60, notImprovedLim=5, verbose=-1)
+#: the magnitude each column of the shift QP is solved at (its largest slack at no
+#: shift): qpth stops on absolute residuals and its backward clamps multipliers and
+#: slacks at 1e-8 in absolute terms, so at this scale the clamp is 1e-11 of the
+#: problem's and no longer limits the gradient (measured on 432 random batches: the
+#: largest gap to the exact gradient 7e-8, against 9e-7 at scale 1)
+SOLVE_SCALE = 1e3
+
+# qpth's options for the shift QP: the stopping threshold is the complementarity gap
+# (times the rows) and residuals, 1e-11 of the scale squared (the gap scales with it)
+_QP_OPTIONS = dict(eps=1e-11 * SOLVE_SCALE**2, maxIter=60, notImprovedLim=5, verbose=-1, check_Q_spd=False)
+# (every Hessian built here is positive definite by construction: qpth's Cholesky check
+# of it is skipped)
+
+#: qpth's stopping threshold for the dense QP over the outputs (solved at their own scale)
+DENSE_EPS = 1e-14
 # Note: qpth's backward clamps multipliers and slacks at 1e-8 (a TODO in qpth), which
 # leaks ~1e-8 / slack of gradient through inactive rows near their bound.
 
@@ -47,6 +61,12 @@ EQUALITY_BELOW = 1e-8
 
 #: Hessian weight of the auxiliary variables of :meth:`~.criteria.Criterion.interval_rows`
 AUX_WEIGHT = 1e-8
+
+#: fewest groups of an attribute for which the interval rows (``2k`` rows and one
+#: auxiliary variable) replace the criterion's own rows: parity's pairwise rows number
+#: ``k (k - 1)``, no more than ``2k`` below 4 groups, and need neither the auxiliary
+#: variable nor the exact answer's centres
+INTERVAL_ROWS_FROM = 4
 
 #: largest dense KKT system (variables + rows) qpth is asked to factorise
 MAX_QP_SIZE = 6000
@@ -59,15 +79,15 @@ def _fairness_rows(groups: GroupIndex, spec: Spec, c: int, centres: list | None 
     Each attribute's rows come from the criterion, side by side; with ``centres`` (the
     exact projection's per-attribute values, see :meth:`~.criteria.Criterion.interval_rows`)
     a criterion whose plain rows are quadratic in ``k`` gives ``O(k)`` rows instead."""
+    tol = _rows_tolerance(groups, spec)
     coefs, auxes, rhss, equality = [], [], [], False
     K = groups.n_slots
-    tol = _rows_tolerance(groups, spec)
     for a in range(groups.n_attributes):
         sl = groups.attribute(a)
         k = sl.stop - sl.start
         r = None if spec.targets is None else spec.targets[sl]
         compact = None
-        if centres is not None and tol > 0 and k > 1:
+        if centres is not None and tol > 0 and k >= INTERVAL_ROWS_FROM:
             compact = spec.criterion.interval_rows(k, tol, centres[a])
         if compact is None:
             coef, rhs, equality = spec.criterion.rows(k, tol, r, c)
@@ -104,7 +124,7 @@ def _rows_tolerance(groups: GroupIndex, spec: Spec) -> float:
 def _compact_rows(groups: GroupIndex, spec: Spec) -> bool:
     """Whether the criterion gives ``O(k)`` rows around centres taken from the exact
     projection (:meth:`~.criteria.Criterion.interval_rows`), which then pays off."""
-    if _rows_tolerance(groups, spec) <= 0:
+    if _rows_tolerance(groups, spec) <= 0 or max(groups.sizes, default=0) < INTERVAL_ROWS_FROM:
         return False
     return spec.criterion.interval_rows(2, spec.tolerance, np.zeros(1)) is not None
 
@@ -129,18 +149,39 @@ def _independent_rows(G: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
     return Vh[keep], h @ T.T
 
 
-def _qp(Q: Tensor, p: Tensor, G: Tensor, h: Tensor, equality: bool, G_box=None, h_box=None) -> Tensor:
-    """qpth with the fairness rows as inequalities or as (independent) equalities."""
+def _qp(Q: Tensor, p: Tensor, G: Tensor, h: Tensor, equality: bool, G_box=None, h_box=None, **options) -> Tensor:
+    """qpth with the fairness rows as inequalities or as (independent) equalities
+    (``options``: changes to :data:`_QP_OPTIONS`)."""
     empty = p.new_zeros(0)
-    solve = QPFunction(**_QP_OPTIONS)
+    solve = _qp_function(**options)
     if G_box is None:  # a dummy row 0 <= 1 when there is no inequality at all
         G_box, h_box = p.new_zeros((1, p.shape[-1])), p.new_ones((1,))
         if not equality:
             return solve(Q, p, G, h, empty, empty)
+        # only equalities: qpth's starting point solves their KKT system (the dummy row
+        # has no coefficient), and its iterations would only drive the dummy row's
+        # complementarity to zero (6 or more of them, 0.6 ms each at this size); its
+        # backward does not depend on the dummy row's multiplier either
+        solve = _qp_function(**{**options, "maxIter": 1})
     elif not equality:
         return solve(Q, p, torch.cat([G, G_box], 0), torch.cat([h, h_box.expand(h.shape[0], -1)], 1), empty, empty)
     A, b = _independent_rows(G, h)
     return solve(Q, p, G_box, h_box, A, b)
+
+
+_QP_FUNCTIONS: dict = {}
+
+
+def _qp_function(**changes):
+    """qpth's differentiable QP function with :data:`_QP_OPTIONS` (and ``changes``),
+    made once (qpth defines a new autograd class per call); kept per factory, so that
+    a replaced ``QPFunction`` (a benchmark timing it) is used."""
+    options = {**_QP_OPTIONS, **changes}
+    key = (QPFunction, tuple(sorted(options.items())))
+    fn = _QP_FUNCTIONS.get(key)
+    if fn is None:
+        fn = _QP_FUNCTIONS[key] = QPFunction(**options)
+    return fn
 
 
 @contextmanager
@@ -208,16 +249,13 @@ def _solve(z: Tensor, groups: GroupIndex, spec: Spec, centres: list | None, held
     if size > MAX_QP_SIZE:
         raise SolverError(f"the QP has {variables} variables and {size - variables} rows, more than a dense "
                           f"interior-point solve handles (limit {MAX_QP_SIZE} in all)")
-    coef_t = torch.from_numpy(coef).to(z.device)
-    aux_t = torch.from_numpy(aux).to(z.device, z.dtype)
-    rhs_t = torch.from_numpy(rhs).to(z.device, z.dtype)
     try:
         if dense:
-            y = _solve_full(z, groups, spec, coef_t, aux_t, rhs_t, equality)
+            y = _solve_full(z, groups, spec, coef, aux, rhs, equality)
         elif held is not None:
-            y = _solve_held(z, groups, spec, held, coef_t, aux_t, rhs_t, equality)
+            y = _solve_held(z, groups, spec, held, coef, aux, rhs, equality)
         else:
-            y = _solve_shifts(z, groups, coef_t, aux_t, rhs_t, equality)
+            y = _solve_shifts(z, groups, coef, aux, rhs, equality)
     except (RuntimeError, AttributeError) as err:  # qpth's factorisation failed (it then returns None)
         raise SolverError(f"qpth broke down ({type(err).__name__})") from None
     if y is None or not bool(torch.isfinite(y).all()):
@@ -225,7 +263,7 @@ def _solve(z: Tensor, groups: GroupIndex, spec: Spec, centres: list | None, held
     return y
 
 
-def _with_aux(G: Tensor, aux: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+def _with_aux(G: np.ndarray, aux: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows and Hessian extended by the auxiliary variables (weight ``AUX_WEIGHT``:
     qpth needs a positive definite Hessian; the auxiliaries are 0 at the optimum)."""
     if aux.shape[1] == 0:
@@ -233,73 +271,102 @@ def _with_aux(G: Tensor, aux: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
     D = aux.shape[1]
     # scaled like the other columns of the rows, which keeps the interior-point
     # method's systems well conditioned (the auxiliaries' values are not used)
-    scale = float(G.norm(dim=1).mean()) or 1.0
-    Q_full = torch.block_diag(Q, AUX_WEIGHT * torch.eye(D, dtype=Q.dtype, device=Q.device))
-    return torch.cat([G, aux * scale], 1), Q_full
+    scale = float(np.linalg.norm(G, axis=1).mean()) or 1.0
+    Q_full = np.zeros((Q.shape[0] + D, Q.shape[0] + D))
+    Q_full[:Q.shape[0], :Q.shape[0]] = Q
+    Q_full[Q.shape[0]:, Q.shape[0]:] = AUX_WEIGHT * np.eye(D)
+    return np.concatenate([G, aux * scale], 1), Q_full
 
 
-def _shift_qp(means: Tensor, cross: np.ndarray, inv_n: Tensor, coef: Tensor, aux: Tensor, rhs: Tensor,
-              equality: bool) -> Tensor | None:
+def _range_basis(cross: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An orthonormal basis ``U`` (K, r) of the range of the cross counts (scaled to
+    a largest diagonal entry of 1) and their eigenvalues ``lam`` (r,) on it. One
+    attribute (a diagonal matrix): the slots that have moving outputs."""
+    scaled = cross / float(cross.diagonal().max())
+    diag = scaled.diagonal()
+    if not np.any(scaled - np.diag(diag)):
+        keep = diag > 1e-12 * diag.max()
+        return np.eye(cross.shape[0])[:, keep], diag[keep]
+    evals, evecs = np.linalg.eigh(scaled)
+    keep = evals > 1e-12 * evals.max()
+    return evecs[:, keep], evals[keep]
+
+
+def _shift_qp(means: Tensor, cross: np.ndarray, inv_n: np.ndarray, coef: np.ndarray, aux: np.ndarray,
+              rhs: np.ndarray, equality: bool) -> Tensor | None:
     """The shifts ``d`` (K, c) of the outputs that move, ``y_i = z_i + sum_a
     d_{g_a(i)}``, with ``S`` their (n, K) slot indicator and ``cross = S^T S``: the new
     group means are ``means + diag(1/n_g) cross d`` and the cost is ``||S d||^2 = d^T
     cross d``. ``d`` is solved for in an orthonormal basis of the range of ``cross``,
     which keeps qpth's Hessian positive definite when attributes overlap or a slot has
-    no moving output: ``K`` variables and O(1)-sized rows, whatever ``n``."""
-    scale = float(cross.diagonal().max()) if cross.size else 0.0
-    if scale <= 0:  # no output moves
+    no moving output: ``K`` variables and O(1)-sized rows, whatever ``n``.
+
+    Only the group means ``means`` carry a gradient: every matrix of the QP is a
+    constant, built in NumPy and handed to qpth once."""
+    if not cross.size or float(cross.diagonal().max()) <= 0:  # no output moves
         return means.new_zeros(means.shape)
-    cross_t = torch.from_numpy(cross).to(means.device, means.dtype)
-    evals, evecs = torch.linalg.eigh(cross_t / scale)
-    keep = evals > 1e-12 * evals.max()
-    U, lam = evecs[:, keep], evals[keep]
-    M = (inv_n.unsqueeze(1) * cross_t) @ U  # new means = means + M w
-    G, Q = _with_aux(coef @ M, aux, torch.diag(lam / lam.min()))
-    h = (rhs - coef @ means).T
-    norms = G.norm(dim=1)
+    U, lam = _range_basis(cross)
+    M = (inv_n[:, None] * cross) @ U  # new means = means + M w
+    G, Q = _with_aux(coef @ M, aux, np.diag(lam / lam.min()))
+    m_host = to_host(means)
+    h = (rhs - coef @ m_host).T  # (c, R): the rows' slacks at w = 0
+    norms = np.linalg.norm(G, axis=1)
     # a row on slots none of whose outputs moves is a constant: met (dropped) or not
     # (then no shift meets it)
     fixed = norms <= 1e-12 * float(norms.max())
-    if bool(fixed.any()):
-        slack = to_host(h[:, fixed])
-        bad = np.abs(slack) if equality else -slack
-        scale = 1.0 + float(np.abs(to_host(rhs)).max()) + float(np.abs(to_host(means)).max())
+    if fixed.any():
+        bad = np.abs(h[:, fixed]) if equality else -h[:, fixed]
+        scale = 1.0 + float(np.abs(rhs).max()) + float(np.abs(m_host).max())
         if float(bad.max()) > active_tolerance(scale):
             return None
-        G, h, norms = G[~fixed], h[:, ~fixed], norms[~fixed]
-        if G.shape[0] == 0:
+        if fixed.all():
             return means.new_zeros(means.shape)
-    norms = norms.unsqueeze(1)
-    h = h / norms.T
-    p = means.new_zeros((means.shape[1], Q.shape[0]))
-    w = _qp(Q, p, G / norms, h, equality)
+        coef, rhs, G, h, norms = coef[~fixed], rhs[~fixed], G[~fixed], h[:, ~fixed], norms[~fixed]
+    G, h = G / norms[:, None], h / norms
+    # with p = 0 the answer is positively homogeneous in h (w(a h) = a w(h), a > 0):
+    # each column is solved at SOLVE_SCALE, where qpth's absolute stopping rule and its
+    # backward's clamping of multipliers and slacks at 1e-8 mean the same for every
+    # scale of outputs; the factor is a constant, so the gradient is qpth's own
+    unit = np.abs(h).max(1)
+    unit = np.where(unit > 0, unit, 1.0)[:, None] / SOLVE_SCALE  # (c, 1)
+    dev, dt = means.device, means.dtype
+    scaled = torch.from_numpy(coef / norms[:, None]).to(dev, dt)
+    # the slacks at SOLVE_SCALE, differentiable in the means: one product, one subtraction
+    h_t = torch.from_numpy(rhs.T / norms / unit).to(dev, dt) - (means.T @ scaled.T) / torch.from_numpy(unit).to(dev, dt)
+    Q_t, G_t = torch.from_numpy(Q).to(dev, dt), torch.from_numpy(G).to(dev, dt)
+    w = _qp(Q_t, means.new_zeros((means.shape[1], Q.shape[0])), G_t, h_t, equality)
     if w is None:
         return None
-    w = w + (_polished(Q, G / norms, h, w, equality, lam.numel()) - w).detach()  # the value polished, qpth's gradient
-    return U @ w[:, :lam.numel()].T  # (K, c)
+    w = w * torch.from_numpy(unit).to(dev, dt)
+    # the value polished, the gradient qpth's
+    w = w + (_polished(Q, G, h, to_host(w), equality, lam.size).to(dev, dt) - w).detach()
+    return torch.from_numpy(U).to(dev, dt) @ w[:, :lam.size].T  # (K, c)
 
 
-def _polished(Q: Tensor, G: Tensor, h: Tensor, x: Tensor, equality: bool, main: int) -> Tensor:
-    """qpth's answer ``x`` (c, m) to ``min x^T Q x / 2`` subject to ``G x <= h`` (or
+def _polished(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, xn: np.ndarray, equality: bool, main: int
+              ) -> Tensor:
+    """qpth's answer ``xn`` (c, m) to ``min x^T Q x / 2`` subject to ``G x <= h`` (or
     ``== h``), polished on the rows it holds active.
 
-    The interior-point method stops with a complementarity gap ``mu`` of about 1e-15,
-    which leaves an active row with a small multiplier ``lambda`` a slack of about
-    ``mu / lambda`` (5e-13 was seen): enough to make finite differences of the outputs
-    disagree with their derivative. The rows qpth holds within ``1e-9`` (then
-    ``1e-7``, ``1e-5`` where qpth stopped short) are solved as equalities (one small
-    KKT system per column); the polished point is
-    kept only when it satisfies every row, its multipliers are non-negative and it is
-    within ``1e-7`` of qpth's in the ``main`` variables (the auxiliary ones after
-    them float freely where their rows are inactive), else qpth's own answer stays.
+    The interior-point method stops with a complementarity gap ``mu`` of about 1e-11
+    of the squared scale it solves at (:data:`SOLVE_SCALE`), which leaves
+    an active row with a small multiplier ``lambda`` a slack of about ``mu / lambda``:
+    enough to make finite differences of the outputs disagree with their derivative.
+    The rows qpth holds within ``1e-9`` (then ``1e-7``, ``1e-5`` where qpth stopped
+    short) are solved as equalities (one small KKT system per column); the polished
+    point is kept only when it satisfies every row, its multipliers are non-negative
+    and it is within ``1e-7`` of qpth's in the ``main`` variables (the auxiliary ones
+    after them float freely where their rows are inactive), else qpth's own answer
+    stays.
     Only the value changes: the gradient remains qpth's.
     """
-    Qn, Gn, hn, xn = (to_host(t) for t in (Q, G, h, x))
     out = xn.copy()
-    with one_blas_thread():  # tiny systems: BLAS threads only add synchronisation
+    # tiny systems: BLAS threads only add synchronisation (a 17 x 17 KKT system took
+    # 2.4 ms with OpenBLAS's two threads on a busy machine, 32 us on one)
+    with one_blas_thread():
         for j in range(xn.shape[0]):
             _polish_column(Qn, Gn, hn[j], xn[j], out[j], equality, main)
-    return torch.from_numpy(out).to(x.device, x.dtype)
+    return torch.from_numpy(out)
 
 
 def _polish_column(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, xn: np.ndarray, out: np.ndarray,
@@ -348,16 +415,15 @@ def _solve_active(Qn: np.ndarray, Gn: np.ndarray, hn: np.ndarray, act: np.ndarra
     return None
 
 
-def _solve_shifts(z: Tensor, groups: GroupIndex, coef: Tensor, aux: Tensor, rhs: Tensor, equality: bool
-                  ) -> Tensor | None:
+def _solve_shifts(z: Tensor, groups: GroupIndex, coef: np.ndarray, aux: np.ndarray, rhs: np.ndarray,
+                  equality: bool) -> Tensor | None:
     """No box: every output moves, ``y = z + S d``."""
-    inv_n = torch.from_numpy(1.0 / groups.counts).to(z.device, z.dtype)
-    d = _shift_qp(groups.means(z), groups.cross_counts(), inv_n, coef, aux, rhs, equality)
+    d = _shift_qp(groups.means(z), groups.cross_counts(), 1.0 / groups.counts, coef, aux, rhs, equality)
     return None if d is None else z + groups.expand(d)
 
 
-def _solve_held(z: Tensor, groups: GroupIndex, spec: Spec, held: ExactAnswer, coef: Tensor, aux: Tensor,
-                rhs: Tensor, equality: bool) -> Tensor | None:
+def _solve_held(z: Tensor, groups: GroupIndex, spec: Spec, held: ExactAnswer, coef: np.ndarray, aux: np.ndarray,
+                rhs: np.ndarray, equality: bool) -> Tensor | None:
     """A box whose held outputs are known (from the exact answer): those stay at their
     bounds, the others move by their groups' shifts, ``y_i = z_i + sum_a d_{g_a(i)}``.
 
@@ -370,7 +436,7 @@ def _solve_held(z: Tensor, groups: GroupIndex, spec: Spec, held: ExactAnswer, co
     One column at a time, since each column has its own held set.
     """
     lb, ub = spec.box
-    inv_n = torch.from_numpy(1.0 / groups.counts).to(z.device, z.dtype)
+    inv_n = 1.0 / groups.counts
     cols = []
     for j in range(z.shape[1]):
         free = held.free[:, j]
@@ -391,17 +457,15 @@ def _solve_held(z: Tensor, groups: GroupIndex, spec: Spec, held: ExactAnswer, co
     return torch.stack(cols, 1)
 
 
-def _solve_full(z: Tensor, groups: GroupIndex, spec: Spec, coef: Tensor, aux: Tensor, rhs: Tensor,
+def _solve_full(z: Tensor, groups: GroupIndex, spec: Spec, coef: np.ndarray, aux: np.ndarray, rhs: np.ndarray,
                 equality: bool) -> Tensor:
     n, c = z.shape
-    inv_n = torch.from_numpy(1.0 / groups.counts).to(z.device, z.dtype)
-    gid = groups.gid_on(z.device)
+    inv_n = 1.0 / groups.counts
     # row r over samples: sum_a coef[r, gid_a(i)] / n_gid
-    A = (coef * inv_n.unsqueeze(0))[:, gid[:, 0]]
-    for a in range(1, groups.n_attributes):
-        A = A + (coef * inv_n.unsqueeze(0))[:, gid[:, a]]
-    eye = torch.eye(n, dtype=z.dtype, device=z.device)
-    A, Q = _with_aux(A, aux, eye)
+    A = sum((coef * inv_n)[:, groups.gid[:, a]] for a in range(groups.n_attributes))
+    A, Q = _with_aux(A, aux, np.eye(n))
+    A, Q = torch.from_numpy(A).to(z.device, z.dtype), torch.from_numpy(Q).to(z.device, z.dtype)
+    rhs = torch.from_numpy(rhs).to(z.device, z.dtype)
     m = Q.shape[0]
     norms = A.norm(dim=1, keepdim=True).clamp(min=1e-300)
     rows, bounds = [], []
@@ -414,7 +478,7 @@ def _solve_full(z: Tensor, groups: GroupIndex, spec: Spec, coef: Tensor, aux: Te
         bounds.append(torch.full((n,), -spec.lb, dtype=z.dtype, device=z.device))
     box_G, box_h = torch.cat(rows, 0), torch.cat(bounds, 0)
     p = torch.cat([-z.T, z.new_zeros((c, m - n))], 1)
-    y = _qp(Q, p, A / norms, rhs.T / norms.T, equality, box_G, box_h)
+    y = _qp(Q, p, A / norms, rhs.T / norms.T, equality, box_G, box_h, eps=DENSE_EPS)
     return None if y is None else y[:, :n].T  # (n, c)
 
 
