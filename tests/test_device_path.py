@@ -72,13 +72,14 @@ def test_gradcheck(everywhere):
     assert everywhere
 
 
-def test_not_taken_for_qpth_strata_or_several_attributes_in_a_box(everywhere):
+def test_not_taken_for_qpth_or_strata(everywhere):
     z = torch.randn(20, dtype=torch.float64)
     g = torch.arange(20) % 2
     FairnessLayer("ecp", 0.01, "qpth")(z, g)
     assert not device.applies(z, g, "qpth", "ecp")
     assert device.applies(z, torch.stack([g, g], 1), "exact", "ecp")
-    assert not device.applies(z, torch.stack([g, g], 1), "exact", "ecp", 0.0, 1.0)
+    assert device.applies(z, torch.stack([g, g], 1), "exact", "ecp", 0.0, 1.0)
+    assert not device.applies(z, g[:, None][:, :0], "exact", "ecp")
     assert not device.applies(z, g, "exact", "equal_opportunity")
     assert not device.applies(z, g.numpy(), "exact", "ecp")
     assert device.applies(z, g, "exact", "eer")
@@ -252,3 +253,48 @@ def test_several_attributes_gradcheck(everywhere):
             layer = FairnessLayer(crit, tol, "exact")
             assert torch.autograd.gradcheck(lambda v, layer=layer, y=y: layer(v, g, y), (z,))
     assert answered and all(a is not None for a in answered)
+
+
+def test_several_attributes_with_a_box_equal_host_solver():
+    """Several attributes and a box: the active-set iteration with the shift QP of the
+    free outputs answers most random cases on the device, each equal to the host's
+    exact projection (outputs, gradients), within the box and the constraints."""
+    gen = torch.Generator().manual_seed(11)
+    answered, worst = 0, 0.0
+    for t in range(120):
+        n = int(torch.randint(4, 150, (1,), generator=gen))
+        box, crit, tol = BOXES[t % 4], ["ecp", "eer"][t % 2], [0.0, 0.01, 0.2][t % 3]
+        z = torch.randn(n, 1, generator=gen, dtype=torch.float64) * 1.5 + 0.3
+        g = torch.stack([torch.randint(0, 2 + t % 3, (n,), generator=gen), torch.randint(0, 2, (n,), generator=gen)],
+                        1)
+        y = torch.rand(n, 1, generator=gen, dtype=torch.float64) * 0.6 + 0.1
+        w = torch.randn(n, 1, generator=gen, dtype=torch.float64)
+        try:
+            ref_out, ref_grad = _host(z, g, y, crit, tol, w, box)
+        except Exception:
+            continue
+        got = device.project_on_device(z.clone(), g, y if crit == "eer" else None, crit, tol, *box)
+        if got is None:
+            continue
+        answered += 1
+        v = z.clone().requires_grad_(True)
+        out = device.project_on_device(v, g, y if crit == "eer" else None, crit, tol, *box)
+        (out * w).sum().backward()
+        worst = max(worst, float((out.detach() - ref_out).abs().max()), float((v.grad - ref_grad).abs().max()))
+        lo, hi = (-np.inf if box[0] is None else box[0]), (np.inf if box[1] is None else box[1])
+        o = out.detach().numpy()[:, 0]
+        assert o.min() >= lo - 1e-9 and o.max() <= hi + 1e-9
+        for a in range(2):
+            gap = parity_gap(o, g[:, a].numpy()) if crit == "ecp" else residual_gap(y[:, 0].numpy(), o,
+                                                                                  g[:, a].numpy())
+            assert gap <= tol + 1e-6
+    assert answered >= 90, answered
+    assert worst <= 1e-9, worst
+
+
+def test_several_attributes_with_a_box_gradcheck():
+    gen = torch.Generator().manual_seed(13)
+    z = torch.rand(40, 1, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = torch.stack([torch.randint(0, 3, (40,), generator=gen), torch.randint(0, 2, (40,), generator=gen)], 1)
+    assert device.project_on_device(z.detach(), g, None, "ecp", 0.02, 0.1, 0.9) is not None
+    assert torch.autograd.gradcheck(lambda v: device.project_on_device(v, g, None, "ecp", 0.02, 0.1, 0.9), (z,))

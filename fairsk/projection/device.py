@@ -51,14 +51,12 @@ _MAX_STEPS = 30
 def applies(z: Tensor, groups, solver: str, criterion: str, lb: float | None = None,
             ub: float | None = None) -> bool:
     """Whether the call takes the device path: outputs on an accelerator, the exact
-    solver, a criterion on group means, and group codes as a tensor on the same device:
-    one attribute, or several without a box."""
+    solver, a criterion on group means, and group codes (one column per attribute) as
+    a tensor on the same device."""
     if not (_on_accelerator(z) and solver == "exact" and isinstance(groups, Tensor) and groups.device == z.device
             and not getattr(get_criterion(criterion), "label_strata", False)):
         return False
-    if groups.dim() == 1 or (groups.dim() == 2 and groups.shape[1] == 1):
-        return True
-    return groups.dim() == 2 and groups.shape[1] > 1 and lb is None and ub is None
+    return groups.dim() == 1 or (groups.dim() == 2 and groups.shape[1] >= 1)
 
 
 def _on_accelerator(z: Tensor) -> bool:
@@ -75,10 +73,10 @@ def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: st
     if n == 0 or groups.is_floating_point() or groups.is_complex() or groups.shape[0] != n:
         return None
     dtype, crit = z.dtype, get_criterion(criterion)
+    lo = -math.inf if lb is None else float(lb)
+    hi = math.inf if ub is None else float(ub)
     if groups.dim() == 2 and groups.shape[1] > 1:
-        if lb is not None or ub is not None:
-            return None
-        return _project_several(z, groups.long(), y, crit, tol)
+        return _project_several(z, groups.long(), y, crit, tol, lo, hi)
     codes = groups.reshape(n).long()
     scale, low, top = torch.stack([z.detach().abs().max().double(), codes.min().double(), codes.max().double()]
                                   ).tolist()
@@ -91,8 +89,6 @@ def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: st
         _, codes = torch.unique(codes, return_inverse=True)
         top = float(codes.max())
     k = int(top) + 1
-    lo = -math.inf if lb is None else float(lb)
-    hi = math.inf if ub is None else float(ub)
     boxed = lb is not None or ub is not None
     stats = _Stats(z64.detach(), codes, k, y)
     if not boxed:
@@ -272,13 +268,18 @@ class _DeviceProjection(torch.autograd.Function):
 _MAX_SLOTS = 2048
 
 
-def _project_several(z: Tensor, groups: Tensor, y: Tensor | None, crit, tol: float) -> Tensor | None:
-    """Several attributes, no box: the shift QP (:func:`~.kernels.shift_qp`) on the
-    host from the slots' means and cross counts built on the device, the output and
-    the backward (the projector, through a ``K x K`` matrix per column) on the device."""
+def _project_several(z: Tensor, groups: Tensor, y: Tensor | None, crit, tol: float, lo: float = -math.inf,
+                     hi: float = math.inf) -> Tensor | None:
+    """Several attributes: the shift QP (:func:`~.kernels.shift_qp`) on the host from
+    the slots' means and cross counts built on the device, the output and the backward
+    (the projector, through a ``K x K`` matrix per column) on the device. With a box,
+    per column, the active-set iteration over the outputs it holds: each step the
+    shift QP of the free outputs (their cross counts, the held outputs' values in the
+    means), until the held set reproduces itself."""
     n, c = z.shape
     a = groups.shape[1]
     dtype = z.dtype
+    boxed = math.isfinite(lo) or math.isfinite(hi)
     first = torch.cat([z.detach().abs().max().double().reshape(1), groups.min(0).values.double(),
                        groups.max(0).values.double()]).tolist()
     scale, low, top = first[0], first[1:1 + a], first[1 + a:]
@@ -286,72 +287,141 @@ def _project_several(z: Tensor, groups: Tensor, y: Tensor | None, crit, tol: flo
         return None
     sizes = [int(t) + 1 for t in top]
     K = sum(sizes)
-    if K > _MAX_SLOTS:
+    if K > (_MAX_BOX_SLOTS if boxed else _MAX_SLOTS):
         return None
     if dtype == torch.float32 and tol > 0:
         tol = max(0.0, tol - float32_margin(scale))
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     slots = groups + torch.as_tensor(offsets, device=z.device)  # (n, a) slot of each row per attribute
     z64 = z.to(torch.float64)
-    ones = z64.new_ones(n, 1)
-    parts = [z64.detach(), ones] + ([] if y is None else [y.to(device=z.device, dtype=torch.float64)
-                                                           .reshape(n, -1).expand(n, c)])
+    parts = [z64.detach(), z64.new_ones(n, 1)] + ([] if y is None else [y.to(device=z.device, dtype=torch.float64)
+                                                                          .reshape(n, -1).expand(n, c)])
     table = _slot_sums(torch.cat(parts, 1), slots, K)
-    cross = z64.new_zeros(K * K)
-    for p in range(a):  # the off-diagonal blocks; the diagonal ones are the counts
-        for q in range(p + 1, a):
-            cross.index_add_(0, slots[:, p] * K + slots[:, q], ones[:, 0])
-    host = torch.cat([table.reshape(-1), cross]).cpu().numpy()
-    table, cross = host[:K * table.shape[1]].reshape(K, -1), host[K * table.shape[1]:].reshape(K, K)
+    host = torch.cat([table.reshape(-1), _cross(slots, None, K).reshape(-1)]).cpu().numpy()
+    table, cross = host[:table.numel()].reshape(K, -1), host[table.numel():].reshape(K, K)
     counts = table[:, c]
     present = np.flatnonzero(counts > 0)
-    nP = counts[present]
-    means = table[present, :c] / nP[:, None]
+    inv_n = 1.0 / counts[present]
+    means = table[present, :c] * inv_n[:, None]
     if not np.isfinite(means).all():
         return None
-    targets = None if y is None else table[present, c + 1:2 * c + 1] / nP[:, None]
-    cross = cross + cross.T
-    cross[np.arange(K), np.arange(K)] = counts
-    inv_n = 1.0 / nP
-    metric = cross[np.ix_(present, present)] * inv_n[:, None] * inv_n[None, :]
+    targets = None if y is None else table[present, c + 1:2 * c + 1] * inv_n[:, None]
     # each attribute's present slots, contiguous in the present-slot numbering
     bounds = np.searchsorted(present, np.concatenate((offsets, [K])))
     blocks = [slice(int(bounds[i]), int(bounds[i + 1])) for i in range(a)]
     delta = active_tolerance(scale + tol)
-    shifts = np.zeros((K, c))
-    project = np.zeros((c, K, K))
-    tight_any = False
+    shifts, project = np.zeros((K, c)), np.zeros((c, K, K))
+    free = torch.ones((n, c), dtype=torch.bool, device=z.device) if boxed else None
     with one_blas_thread():
         for j in range(c):
-            def most_violated(b, m, j=j):
-                r = None if targets is None else targets[blocks[b], j]
-                return crit.most_violated(m, tol, r)
-
-            w, _ = shift_qp(means[:, j], metric, blocks, most_violated, delta)
-            if w is None:
+            r = None if targets is None else targets[:, j]
+            if not boxed:
+                step = _shift_step(means[:, j], cross[np.ix_(present, present)], inv_n, blocks, crit, tol, r, delta)
+            else:
+                step = _boxed_column(z64.detach()[:, j], slots, K, present, inv_n, blocks, crit, tol, r, delta, lo, hi)
+            if step is None:
                 return None
-            shifts[present, j] = w * inv_n
-            out_means = means[:, j] - metric @ w
-            tight = np.zeros(present.shape[0], dtype=bool)
-            for sl in blocks:
-                r = None if targets is None else targets[sl, j]
-                tight[sl] = crit.active(out_means[sl, None], tol, None if r is None else r[:, None], delta)[:, 0]
-            if tight.any():
-                tight_any = True
-                V = _basis(tight, blocks, crit.couples_multipliers)
-                gram = V.T @ metric @ V
-                P = (V * inv_n[:, None]) @ np.linalg.pinv(gram, rcond=1e-10, hermitian=True) @ V.T
-                project[j][np.ix_(present, present)] = P
+            shifts[present, j], P = step[0], step[1]
+            project[j][np.ix_(present, present)] = P
+            if boxed:
+                free[:, j] = step[2]
     dev = z.device
     counts_d = torch.from_numpy(np.maximum(counts, 1.0)).to(dev)
     out = _SeveralProjection.apply(z64, torch.from_numpy(shifts).to(dev), slots, counts_d,
-                                   torch.from_numpy(project).to(dev) if tight_any else None).to(dtype)
-    check = (_slot_sums(out.detach().to(torch.float64), slots, K) / counts_d.unsqueeze(1)).cpu().numpy()[present]
+                                   torch.from_numpy(project).to(dev), free, lo, hi).to(dtype)
+    o = out.detach().to(torch.float64)
+    check = _slot_sums(o, slots, K) / counts_d.unsqueeze(1)
+    if boxed:
+        check = torch.cat([check, torch.stack([o.min(0).values, o.max(0).values])])
+    check = check.cpu().numpy()
     worst = 0.0
     for sl in blocks:
-        worst = max(worst, crit.violation(check[sl], tol, None if targets is None else targets[sl]))
+        worst = max(worst, crit.violation(check[present][sl], tol, None if targets is None else targets[sl]))
+    if boxed:
+        worst = max(worst, lo - float(check[K].min()), float(check[K + 1].max()) - hi)
     if not np.isfinite(worst) or worst > CHECK_ATOL[dtype]:
         return None
+    return out
+
+
+#: several attributes with a box: largest number of group slots (each active-set step
+#: reads the free outputs' K x K cross counts)
+_MAX_BOX_SLOTS = 256
+
+
+def _shift_step(m: np.ndarray, cross: np.ndarray, inv_n: np.ndarray, blocks: list, crit, tol: float,
+                r: np.ndarray | None, delta: float):
+    """One column's shift QP over the present slots: ``(shifts, P)`` with ``P`` the
+    backward's slot matrix (``diag(1/n) V pinv(V^T W V) V^T``, ``V`` spanning the
+    active rows), or None when the QP does not finish."""
+    metric = cross * inv_n[:, None] * inv_n[None, :]
+
+    def most_violated(b, mb):
+        return crit.most_violated(mb, tol, None if r is None else r[blocks[b]])
+
+    w, _ = shift_qp(m, metric, blocks, most_violated, delta)
+    if w is None:
+        return None
+    out_means = m - metric @ w
+    tight = np.zeros(m.shape[0], dtype=bool)
+    for sl in blocks:
+        rb = None if r is None else r[sl, None]
+        tight[sl] = crit.active(out_means[sl, None], tol, rb, delta)[:, 0]
+    P = np.zeros((m.shape[0], m.shape[0]))
+    if tight.any():
+        V = _basis(tight, blocks, crit.couples_multipliers)
+        gram = V.T @ metric @ V
+        P = (V * inv_n[:, None]) @ np.linalg.pinv(gram, rcond=1e-10, hermitian=True) @ V.T
+    return w * inv_n, P
+
+
+def _boxed_column(zj: Tensor, slots: Tensor, K: int, present: np.ndarray, inv_n: np.ndarray, blocks: list, crit,
+                  tol: float, r: np.ndarray | None, delta: float, lo: float, hi: float):
+    """One column with a box: ``(shifts, P, free)`` once the held set reproduces
+    itself, or None (a group held entirely, no settling within ``_MAX_STEPS``)."""
+    lower, upper = zj <= lo, zj >= hi
+    for _ in range(_MAX_STEPS):
+        free = ~(lower | upper)
+        held = torch.where(lower, lo, torch.where(upper, hi, zj))
+        stats = torch.cat([_slot_sums(held[:, None], slots, K)[:, 0], _cross(slots, free, K).reshape(-1)])
+        stats = stats.cpu().numpy()
+        cross = stats[K:].reshape(K, K)[np.ix_(present, present)]
+        if not (np.diag(cross) > 0).all():  # a group the guess holds entirely
+            return None
+        step = _shift_step(stats[:K][present] * inv_n, cross, inv_n, blocks, crit, tol, r, delta)
+        if step is None:
+            return None
+        full = torch.zeros(K, dtype=zj.dtype, device=zj.device)
+        full[torch.from_numpy(present).to(zj.device)] = torch.from_numpy(step[0]).to(zj.device)
+        shifted = zj - _expand(full[:, None], slots)[:, 0]
+        new_lower, new_upper = shifted <= lo, shifted >= hi
+        # a guess that changes only within rounding of a bound has settled
+        moved = (new_lower != lower) | (new_upper != upper)
+        near = torch.minimum((shifted - lo).abs(), (shifted - hi).abs()) <= delta
+        if not bool((moved & ~near).any()):
+            return step[0], step[1], free
+        lower, upper = new_lower, new_upper
+    return None
+
+
+def _cross(slots: Tensor, weights: Tensor | None, K: int) -> Tensor:
+    """``S^T diag(w) S`` (K, K) on the device: the weight of the rows in both slots."""
+    n, a = slots.shape
+    w = torch.ones(n, dtype=torch.float64, device=slots.device) if weights is None else weights.to(torch.float64)
+    flat = torch.zeros(K * K, dtype=torch.float64, device=slots.device)
+    for p in range(a):
+        flat.index_add_(0, slots[:, p] * (K + 1), w)  # the diagonal: each slot's weight
+        for q in range(p + 1, a):
+            flat.index_add_(0, slots[:, p] * K + slots[:, q], w)
+            flat.index_add_(0, slots[:, q] * K + slots[:, p], w)
+    return flat.reshape(K, K)
+
+
+def _expand(v: Tensor, slots: Tensor) -> Tensor:
+    """Each row's sum of its slots' values ``v`` (K, c) -> (n, c)."""
+    out = v.index_select(0, slots[:, 0])
+    for p in range(1, slots.shape[1]):
+        out = out + v.index_select(0, slots[:, p])
     return out
 
 
@@ -379,25 +449,20 @@ def _basis(tight: np.ndarray, blocks: list, couples: bool) -> np.ndarray:
 
 
 class _SeveralProjection(torch.autograd.Function):
-    """``z - sum_a shifts[slot_a]``; backward: ``grad - sum_a (P_j u_j)[slot_a]`` with
-    ``u`` the slots' mean gradient and ``P_j`` the projector's slot matrix of column j."""
+    """``clip(z - sum_a shifts[slot_a], lo, hi)``; backward: ``(g - sum_a (P_j u_j)[slot_a])``
+    on the free outputs, with ``g`` the gradient there, ``u`` the slots' mean of ``g`` and
+    ``P_j`` the projector's slot matrix of column j; zero on the held outputs."""
 
     @staticmethod
-    def forward(ctx, z, shifts, slots, counts, project):
-        ctx.save_for_backward(slots, counts, project)
-        out = z.detach().clone()
-        for p in range(slots.shape[1]):
-            out -= shifts.index_select(0, slots[:, p])
-        return out
+    def forward(ctx, z, shifts, slots, counts, project, free, lo, hi):
+        ctx.save_for_backward(slots, counts, project, free)
+        out = z.detach() - _expand(shifts, slots)
+        return out if free is None else out.clamp(lo, hi)
 
     @staticmethod
     def backward(ctx, grad):
-        slots, counts, project = ctx.saved_tensors
-        if project is None:
-            return grad, None, None, None, None
-        u = _slot_sums(grad, slots, counts.shape[0]) / counts.unsqueeze(1)  # (K, c)
-        v = torch.einsum("jkl,lj->kj", project, u)
-        out = grad.clone()
-        for p in range(slots.shape[1]):
-            out -= v.index_select(0, slots[:, p])
-        return out, None, None, None, None
+        slots, counts, project, free = ctx.saved_tensors
+        g = grad if free is None else grad * free
+        u = _slot_sums(g, slots, counts.shape[0]) / counts.unsqueeze(1)  # (K, c)
+        out = g - _expand(torch.einsum("jkl,lj->kj", project, u), slots)
+        return (out if free is None else out * free), None, None, None, None, None, None, None
