@@ -1,32 +1,33 @@
-"""The exact projection kept on the outputs' device (one sensitive attribute).
+"""The exact projection kept on the outputs' device.
 
 On an accelerator, the host solvers (:mod:`.exact`, :mod:`.qpth_solver`) copy the
-batch to the host and back. With one sensitive attribute the projection only needs
-per-group statistics, so here the batch never leaves its device:
+batch to the host and back. The projection only needs per-group statistics, so here
+the batch never leaves its device; the host sees ``O(k)`` or ``O(K^2)`` numbers:
 
-* group counts and sums by ``bincount``/``index_add_`` on the device; the ``k x c``
+* one attribute: group counts and sums by ``index_add_`` on the device; the ``k x c``
   statistics go to the host, where the criterion places the projected group means
   (:meth:`~.criteria.Criterion.project_means`), and the ``k x c`` shifts come back;
   every output moves by its group's shift in one gather;
-* with a box, the outputs it holds at a bound are found by a primal-dual active-set
-  iteration: with the held outputs fixed, each group's free outputs share one shift,
-  so a step is the no-box problem on the group means with weights ``n_g^2 / f_g``
-  (``f_g`` free outputs of ``n_g``); the held set is then read off
-  ``z - shift`` and the step repeats until it no longer changes (usually 1-3 steps,
-  one read of ``k x c`` statistics each);
+* one attribute and a box: the outputs it holds at a bound are found by a primal-dual
+  active-set iteration: with the held outputs fixed, each group's free outputs share
+  one shift, so a step is the no-box problem on the group means with weights
+  ``n_g^2 / f_g`` (``f_g`` free outputs of ``n_g``); the step's statistics carry the
+  extremes that tell whether its shifts keep the held set, so each step is one read
+  (usually 1-3 steps);
+* several attributes: the ``K`` slots' means and cross counts (``K x K``) are built
+  on the device and read once; the shift QP (:func:`~.kernels.shift_qp`) is solved on
+  the host; the output is ``z`` minus each row's slot shifts. With a box, per column,
+  the same active-set iteration, each step the shift QP of the free outputs (their
+  cross counts, one read);
 * the certificate (:mod:`.certificate`'s rule: the output *as returned*, within
   ``CHECK_ATOL``) reads the returned values' group means and range;
-* the backward (the projector of :func:`~.kernels.projector_vjp`, one attribute) is a
-  few group sums and a gather, without a host transfer.
+* the backward (the projector of :func:`~.kernels.projector_vjp`) is a few group sums,
+  a ``K x K`` product per column with several attributes, and a gather, without a
+  host transfer.
 
-Several attributes without a box: the slots' means and cross counts (``K x K``) are
-built on the device and read once; the shift QP (:func:`~.kernels.shift_qp`) is
-solved on the host; the output is ``z`` minus each row's slot shifts, and the
-backward applies one ``K x K`` matrix per column to the slots' mean gradient.
-
-Anything else (several attributes with a box, more than ``_MAX_SLOTS`` slots, a
-criterion on label strata, a group the box holds entirely, an iteration that does
-not settle, an output that fails the check) is left to the host path:
+Anything else (more slots than ``_MAX_SLOTS``, or ``_MAX_BOX_SLOTS`` with a box, a
+criterion on label strata, a group the box holds entirely, an iteration that does not
+settle, an output that fails the check) is left to the host path:
 :func:`project_on_device` then returns ``None``.
 """
 
