@@ -36,6 +36,30 @@ def _host(z, g, y, crit, tol, w, bounds=None):
     return out.detach(), v.grad
 
 
+def _host_and_device(z, g, y, crit, tol, w, box, atol):
+    """The layer's output through the device path (run on the CPU), checked equal to
+    the host solver's (outputs and gradients); ``(out, device answer or None)``, or
+    None when the host refuses the problem (then the device path raises the same)."""
+    try:
+        ref_out, ref_grad = _host(z, g, y, crit, tol, w, box)
+    except Exception as err:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(device, "_on_accelerator", lambda t: True)
+            with pytest.raises(type(err)):
+                _host(z, g, y, crit, tol, w, box)
+        return None
+    answered = []
+    inner = device.project_on_device
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(device, "_on_accelerator", lambda t: True)
+        mp.setattr(device, "project_on_device", lambda *a: answered.append(inner(*a)) or answered[-1])
+        out, grad = _host(z, g, y, crit, tol, w, box)
+    assert answered, "the device path was not tried"
+    np.testing.assert_allclose(out.numpy(), ref_out.numpy(), atol=atol, rtol=0)
+    np.testing.assert_allclose(grad.numpy(), ref_grad.numpy(), atol=atol, rtol=0)
+    return out, answered[-1]
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 60), c=st.integers(1, 3), k=st.integers(1, 5), crit=st.sampled_from(["ecp", "eer"]),
        tol=st.sampled_from([0.0, 0.01, 0.3]), f32=st.booleans(), seed=st.integers(0, 2**31 - 1))
@@ -133,25 +157,10 @@ def test_box_equals_host_solver(n, c, k, crit, tol, box, f32, seed):
     g = torch.randint(0, k, (n,), generator=gen)
     y = torch.rand(n, c, generator=gen, dtype=torch.float64) * 0.6 + 0.1
     w = torch.randn(n, c, generator=gen, dtype=torch.float64).to(dtype)
-    try:
-        ref_out, ref_grad = _host(z, g, y, crit, tol, w, box)
-    except Exception as err:  # infeasible on the host: the device path must raise the same
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(device, "_on_accelerator", lambda t: True)
-            with pytest.raises(type(err)):
-                _host(z, g, y, crit, tol, w, box)
+    both = _host_and_device(z, g, y, crit, tol, w, box, atol=1e-5 if f32 else 1e-9)
+    if both is None:
         return
-    answered = []
-    inner = device.project_on_device
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(device, "_on_accelerator", lambda t: True)
-        mp.setattr(device, "project_on_device", lambda *a: answered.append(inner(*a)) or answered[-1])
-        out, grad = _host(z, g, y, crit, tol, w, box)
-    assert answered
-    atol = 1e-5 if f32 else 1e-9
-    np.testing.assert_allclose(out.numpy(), ref_out.numpy(), atol=atol, rtol=0)
-    np.testing.assert_allclose(grad.numpy(), ref_grad.numpy(), atol=atol, rtol=0)
-    o = out.double().numpy()
+    o = both[0].double().numpy()
     lo, hi = (-np.inf if box[0] is None else box[0]), (np.inf if box[1] is None else box[1])
     assert o.min() >= lo - 1e-7 and o.max() <= hi + 1e-7
     gaps = [parity_gap(o[:, j], g.numpy()) if crit == "ecp" else residual_gap(y[:, j].numpy(), o[:, j], g.numpy())
@@ -215,25 +224,11 @@ def test_several_attributes_equal_host_solver(n, c, sizes, crit, tol, f32, seed)
     g = torch.stack([torch.randint(0, s, (n,), generator=gen) * 2 for s in sizes], 1)  # codes with gaps
     y = torch.rand(n, c, generator=gen, dtype=torch.float64)
     w = torch.randn(n, c, generator=gen, dtype=torch.float64).to(dtype)
-    try:
-        ref_out, ref_grad = _host(z, g, y, crit, tol, w)
-    except Exception as err:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(device, "_on_accelerator", lambda t: True)
-            with pytest.raises(type(err)):
-                _host(z, g, y, crit, tol, w)
+    both = _host_and_device(z, g, y, crit, tol, w, None, atol=1e-5 if f32 else 1e-9)
+    if both is None:
         return
-    answered = []
-    inner = device.project_on_device
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(device, "_on_accelerator", lambda t: True)
-        mp.setattr(device, "project_on_device", lambda *a: answered.append(inner(*a)) or answered[-1])
-        out, grad = _host(z, g, y, crit, tol, w)
-    assert answered and answered[-1] is not None
-    atol = 1e-5 if f32 else 1e-9
-    np.testing.assert_allclose(out.numpy(), ref_out.numpy(), atol=atol, rtol=0)
-    np.testing.assert_allclose(grad.numpy(), ref_grad.numpy(), atol=atol, rtol=0)
-    o = out.double().numpy()
+    assert both[1] is not None, "not answered on the device"
+    o = both[0].double().numpy()
     for col in range(g.shape[1]):
         gaps = [parity_gap(o[:, j], g[:, col].numpy()) if crit == "ecp"
                 else residual_gap(y[:, j].numpy(), o[:, j], g[:, col].numpy()) for j in range(c)]
