@@ -33,13 +33,16 @@ import torch
 from torch import Tensor
 
 from .._groups import GroupIndex, group_sums
-from .kernels import BoxSum, active_tolerance, dykstra, one_blas_thread, projector_vjp, shift_qp
+from .kernels import BoxSum, GroupShifts, active_tolerance, dykstra, one_blas_thread, projector_vjp, shift_qp
 from .spec import SolverError, Spec, to_host
 
 DYKSTRA_MAX_SWEEPS = 20000
 PDAS_MAX_STEPS = 50
 DYKSTRA_CHECK = 25
 DENSE_MAX_ROWS = 512
+#: closed-form active-set steps tried per column on the one-attribute box path before
+#: each group's clipped sum is inverted
+ONE_ATTRIBUTE_BOX_STEPS = 8
 
 
 @dataclass
@@ -177,11 +180,19 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
             col += z[:, j]
         return ExactAnswer(out, tight, None)
     lb, ub = spec.box
-    bounds = np.concatenate(([0], np.cumsum(counts.astype(np.int64))))
-    order = _by_group(codes, counts.shape[0])
+    order = bounds = None
     free = np.empty(z.shape, dtype=bool)
     for j in range(z.shape[1]):
         col = z[:, j]
+        settled = _settle_attribute(col, codes, counts, spec, spec.targets_of(sl, j), ONE_ATTRIBUTE_BOX_STEPS)
+        if settled is not None:
+            shifted, tight[sl, j], delta = settled
+            free[:, j] = (shifted > lb + delta) & (shifted < ub - delta)
+            np.clip(shifted, lb, ub, out=out[:, j])
+            continue
+        if order is None:
+            bounds = np.concatenate(([0], np.cumsum(counts.astype(np.int64))))
+            order = _by_group(codes, counts.shape[0])
         ranked = col[order]
         for g in range(counts.shape[0]):  # each group's values sorted in place
             ranked[bounds[g]: bounds[g + 1]].sort()
@@ -190,10 +201,7 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         if not np.isfinite(m0).all():
             raise SolverError("the group sums of z are not finite (overflow)")
 
-        def shifts_for(target, m0=m0, sums=sums):
-            return np.array([0.0 if tg == mg else s.shift_for(tg * ng)
-                             for s, tg, mg, ng in zip(sums, target.tolist(), m0.tolist(), counts.tolist())])
-
+        shifts_for = GroupShifts(sums, m0, counts)
         delta = active_tolerance(float(np.abs(m0).max()) + tol)
         target, tight[sl, j] = crit.box_means(m0, counts, tol, spec.targets_of(sl, j), lb, ub, shifts_for, delta)
         shifted = col - np.take(shifts_for(target), codes, mode="clip")
@@ -202,6 +210,50 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         free[:, j] = (shifted > lb + delta) & (shifted < ub - delta)
         np.clip(shifted, lb, ub, out=out[:, j])
     return ExactAnswer(out, tight, free)
+
+
+def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, spec: Spec, r: np.ndarray | None,
+                      steps: int) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """One attribute and a box, one column: the primal-dual active-set iteration over
+    which outputs the box holds, each step in closed form; ``(z - shift, tight groups,
+    delta)`` once the guess reproduces itself, or None (the caller then inverts each
+    group's clipped sum, which always answers).
+
+    For a guess of the held outputs, the free outputs of group g move together by
+    ``t_g`` and the held ones stay at their bounds, so the group's mean is ``a_g -
+    (f_g / n_g) t_g`` (``a_g`` the mean with the guess applied, ``f_g`` its free
+    outputs) and the cost is ``sum_g f_g t_g^2``: in terms of the means ``u``, the
+    criterion's projection of ``a`` with weights ``n_g^2 / f_g``
+    (:meth:`~.criteria.Criterion.project_means`), then ``t_g = (n_g / f_g)(a_g - u_g)``.
+    When ``clip(z - t)`` holds the outputs the guess held, it meets every optimality
+    condition of the boxed problem (the reasoning of :func:`_settle`): it is the
+    projection. The first guess holds what ``clip(z)`` holds: when the projection moves
+    no output across a bound, one step answers.
+    """
+    lb, ub = spec.box
+    k = counts.shape[0]
+    lower, upper = col <= lb, col >= ub
+    delta = None
+    for _ in range(steps):
+        held = np.where(lower, lb, np.where(upper, ub, col))
+        free = ~(lower | upper)
+        n_free = group_sums(free, codes, k)
+        a = group_sums(held, codes, k) / counts
+        if delta is None:  # the first guess: a is the mean of clip(z), as in the sorted path
+            if not np.isfinite(a).all():
+                return None
+            delta = active_tolerance(float(np.abs(a).max()) + spec.tolerance)
+        if not n_free.all():  # a group the guess holds whole cannot move its mean
+            return None
+        u, tight = spec.criterion.project_means(a, counts * counts / n_free, spec.tolerance, r, delta)
+        shifted = col - np.take(counts / n_free * (a - u), codes, mode="clip")
+        new_lower, new_upper = shifted <= lb, shifted >= ub
+        moved = (new_lower != lower) | (new_upper != upper)
+        # a guess that changes only within rounding of a bound has settled
+        if not moved.any() or not (moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
+            return shifted, tight, delta
+        lower, upper = new_lower, new_upper
+    return None
 
 
 def _by_group(codes: np.ndarray, k: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import bisect_decreasing, interval_start
+from ..kernels import bisect_decreasing, boundary_decreasing, interval_start
 from .base import Criterion
 
 
@@ -29,10 +29,26 @@ class Parity(Criterion):
 
         # sum_g n_g t_g(c) is non-increasing in c (t_g the shift bringing group g
         # into [c, c + tol]); its root gives the interval
-        def balance(c: float) -> float:
-            return float(w @ shifts_for(np.clip(m0, c, c + tol)))
+        lo, hi = float(m0.min()) - tol, float(m0.max())
+        many = getattr(shifts_for, "many", None)
+        if many is None:
+            def balance(c: float) -> float:
+                return float(w @ shifts_for(np.clip(m0, c, c + tol)))
 
-        c = bisect_decreasing(balance, float(m0.min()) - tol, float(m0.max()))
+            c = bisect_decreasing(balance, lo, hi)
+        else:
+            # the balance is linear between the values of c where a group's target
+            # (c + tol below its mean, c above it) crosses a kink of its shift, or where
+            # the group starts or stops moving: one array evaluation at all of them
+            # brackets the root on one linear piece
+            def balances(cs: np.ndarray) -> np.ndarray:
+                return w @ many(np.clip(m0[:, None], cs[None, :], cs[None, :] + tol))
+
+            runs = []
+            for kinks, mg in zip(shifts_for.kinks(), m0.tolist()):
+                runs.append(np.concatenate((kinks[:np.searchsorted(kinks, mg, side="right")] - tol, [mg - tol])))
+                runs.append(np.concatenate(([mg], kinks[np.searchsorted(kinks, mg, side="left"):])))
+            c = boundary_decreasing(balances, runs, lo, hi)
         # a group held at a bound by the box can sit exactly at an end of the interval
         # for a whole range of c: the tolerance keeps its active constraint
         return np.clip(m0, c, c + tol), (m0 <= c + delta) | (m0 >= c + tol - delta)
