@@ -155,7 +155,7 @@ class FairnessLayer(nn.Module):
             # the float32 rule (fairsk.projection.certificate): leave room for rounding
             tol = max(0.0, tol - float32_margin(scale))
         spec = Spec(self.criterion, tol, lb, ub, targets)
-        out = project(z2.to(torch.float64), gidx, spec, self.solver, z2.dtype).to(z.dtype)
+        out = project(z2, gidx, spec, self.solver)
         return out if out.shape == z.shape else out.reshape(z.shape)
 
 

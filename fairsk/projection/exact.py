@@ -59,17 +59,36 @@ def solve_exact(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
     answer = _take_remembered(z, groups, spec)
     if answer is None:
         answer = project(to_host(z), groups, spec)
+    return output_of(z, answer, groups, spec)
+
+
+def answer_of(z: Tensor, groups: GroupIndex, spec: Spec) -> ExactAnswer:
+    """The projection of ``z`` (n, c), float32 or float64 on any device, solved in
+    float64 on the host (the dispatcher certifies it before :func:`output_of`)."""
+    host = to_host(z)
+    return project(host if host.dtype == np.float64 else host.astype(np.float64), groups, spec)
+
+
+def output_of(z: Tensor, answer: ExactAnswer, groups: GroupIndex, spec: Spec) -> Tensor:
+    """``answer`` as a tensor in ``z``'s dtype and on its device, differentiable in
+    ``z`` when ``z`` requires grad (one graph node: the dtype conversions included)."""
     if z.requires_grad and torch.is_grad_enabled():
         return _ExactProjection.apply(z, answer, groups, spec)
-    return _to_device(answer.out, z.device)
+    return _to_device(answer.out, z.device, z.dtype)
 
 
-def _to_device(a: np.ndarray, device) -> Tensor:
-    t = torch.from_numpy(a)
+def _to_device(a: np.ndarray, device, dtype: torch.dtype = torch.float64) -> Tensor:
+    t = torch.from_numpy(a if dtype == torch.float64 else a.astype(_NUMPY[dtype]))
     return t if device.type == "cpu" else t.to(device)
 
 
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
 solve_exact.exact = True  # its answers are the projection by construction
+# the dispatcher takes the float64 answer (answer_of), certifies it, and builds one
+# graph node from z in its own dtype (output_of), instead of converting z to float64
+# and the output back in two more nodes
+solve_exact.answer_of, solve_exact.output_of = answer_of, output_of
 
 _MEMO = "exact answer"
 
@@ -114,14 +133,15 @@ class _ExactProjection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, answer, groups, spec):
         ctx.answer, ctx.groups, ctx.spec = answer, groups, spec
-        return _to_device(answer.out, z.device)
+        return _to_device(answer.out, z.device, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         a = ctx.answer
         g = to_host(grad)
-        res = projector_vjp(g, a.tight, a.free, ctx.groups, ctx.spec.criterion.couples_multipliers)
-        return _to_device(res, grad.device), None, None, None
+        res = projector_vjp(g if g.dtype == np.float64 else g.astype(np.float64), a.tight, a.free, ctx.groups,
+                            ctx.spec.criterion.couples_multipliers)
+        return _to_device(res, grad.device, grad.dtype), None, None, None
 
 
 def project(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:
