@@ -25,6 +25,7 @@ the host and returned to their device.
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 
@@ -189,9 +190,10 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
     if not spec.has_box:
         for j in range(z.shape[1]):
             means = group_sums(z[:, j], codes, counts.shape[0]) / counts
-            if not np.isfinite(means).all():
+            scale = _finite_scale(means)
+            if scale is None:
                 raise SolverError("the group sums of z are not finite (overflow)")
-            delta = active_tolerance(max(-float(means.min()), float(means.max())) + tol)
+            delta = active_tolerance(scale + tol)
             new, tight[sl, j] = crit.project_means(means, counts, tol, spec.targets_of(sl, j), delta)
             col = out[:, j]
             # mode="clip": the codes are in range by construction, and the default
@@ -260,9 +262,10 @@ def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, sp
         n_free = group_sums(free, codes, k)
         a = group_sums(held, codes, k) / counts
         if delta is None:  # the first guess: a is the mean of clip(z), as in the sorted path
-            if not np.isfinite(a).all():
+            scale = _finite_scale(a)
+            if scale is None:
                 return None
-            delta = active_tolerance(float(np.abs(a).max()) + spec.tolerance)
+            delta = active_tolerance(scale + spec.tolerance)
         if not n_free.all():  # a group the guess holds whole cannot move its mean
             return None
         u, tight = spec.criterion.project_means(a, counts * counts / n_free, spec.tolerance, r, delta)
@@ -274,6 +277,17 @@ def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, sp
             return shifted, tight, delta
         lower, upper = new_lower, new_upper
     return None
+
+
+def _finite_scale(means: np.ndarray) -> float | None:
+    """``max |means|`` of a few group means, or None when one is not finite (a few
+    groups: Python floats beat array reductions)."""
+    if means.shape[0] > 64:
+        return float(np.abs(means).max()) if np.isfinite(means).all() else None
+    values = means.tolist()
+    if not all(map(math.isfinite, values)):
+        return None
+    return max(map(abs, values), default=0.0)
 
 
 def _by_group(codes: np.ndarray, k: int) -> np.ndarray:

@@ -515,6 +515,8 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
     codes, n = groups.codes(0), groups.counts
     if not tight.any():  # nothing active in this column
         return np.zeros_like(g)
+    if n.shape[0] <= _PYTHON_MAX_GROUPS:
+        return np.take(_one_attribute_values(g, free, tight, codes, n, couples), codes, mode="clip")
     if free is None:  # every sample free: v_g = m_g - lam with lam the n-weighted mean of m over tight groups
         m = group_sums(g, codes, n.shape[0]) / n
         v = np.where(tight, m, 0.0)
@@ -530,6 +532,23 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
         lam = float(np.sum(n * m)) / den if den > 0 else 0.0
         v = m - lam * n / np.maximum(f, 1)
     return np.take(np.where(has_free, v, 0.0), codes)
+
+
+def _one_attribute_values(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, codes: np.ndarray,
+                          n: np.ndarray, couples: bool) -> np.ndarray:
+    """The values ``v_g`` of :func:`_one_attribute_correction` (zero off the span), for
+    a few groups: the same formulas on Python floats."""
+    k = n.shape[0]
+    nl, tl = n.tolist(), tight.tolist()
+    sums = group_sums(g, codes, k).tolist()
+    fl = nl if free is None else group_sums(free, codes, k).tolist()
+    live = [t and f > 0 for t, f in zip(tl, fl)]
+    v = [s / f if on else 0.0 for s, f, on in zip(sums, fl, live)]
+    if couples and not any(t and f == 0 for t, f in zip(tl, fl)):
+        den = sum(ng * ng / f for ng, f, on in zip(nl, fl, live) if on)
+        lam = sum(ng * vg for ng, vg in zip(nl, v)) / den if den > 0 else 0.0
+        v = [vg - lam * ng / f if on else 0.0 for vg, ng, f, on in zip(v, nl, fl, live)]
+    return np.array(v)
 
 
 def _general_correction(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, groups: GroupIndex,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import bisect_decreasing, boundary_decreasing, interval_start
+from ..kernels import _PYTHON_MAX_GROUPS, bisect_decreasing, boundary_decreasing, interval_start
 from .base import Criterion
 
 
@@ -21,7 +21,11 @@ class Parity(Criterion):
         if len(ml) < 2 or max(ml) - min(ml) < tol - delta:
             return m, np.zeros(m.shape, dtype=bool)
         c = interval_start(ml, w.tolist(), tol)
-        return np.clip(m, c, c + tol), (m <= c + delta) | (m >= c + tol - delta)
+        top = c + tol
+        if len(ml) > _PYTHON_MAX_GROUPS:
+            return np.clip(m, c, top), (m <= c + delta) | (m >= top - delta)
+        return (np.array([top if x > top else c if x < c else x for x in ml]),
+                np.array([x <= c + delta or x >= top - delta for x in ml]))
 
     def box_means(self, m0, w, tol, r, lb, ub, shifts_for, delta):
         if m0.shape[0] < 2 or m0.max() - m0.min() < tol - delta:
