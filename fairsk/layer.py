@@ -141,9 +141,9 @@ class FairnessLayer(nn.Module):
         tol, lb, ub = _validated(self.criterion, self.tolerance, self.solver, self.bounds)
         z2 = _as_output_matrix(z)
         codes, top = _as_group_codes(groups, z2.shape[0])
-        # one reduction gives both the finiteness check (NaN propagates through max, an
-        # infinity is the max) and the scale of the float32 rule; it cannot overflow
-        scale = float(z2.detach().abs().max()) if z2.numel() else 0.0
+        # the finiteness check (NaN propagates through max and min, an infinity is one of
+        # them) and the scale of the float32 rule, from the same reductions
+        scale = _max_abs(z2.detach()) if z2.numel() else 0.0
         if not math.isfinite(scale):
             raise ValueError("z contains NaN or infinite values")
         gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
@@ -173,6 +173,16 @@ def _validated(criterion: Any, tolerance: Any, solver: Any, bounds: Any) -> tupl
 @functools.lru_cache(maxsize=64)
 def _validated_plain(criterion: str, tolerance: float, solver: str, bounds: tuple | None) -> tuple:
     return validate_layer_params(criterion, tolerance, solver, bounds)
+
+
+def _max_abs(z: Tensor) -> float:
+    """``max |z|`` (NaN when ``z`` holds one): on the host, two reductions of a NumPy
+    view (no temporary); on a device, one of ``|z|`` there."""
+    if z.device.type != "cpu":
+        return float(z.abs().max())
+    h = z.numpy()
+    high = float(h.max())  # NaN if any is (and then so is the min)
+    return high if high != high else max(high, -float(h.min()))
 
 
 def _as_output_matrix(z: Any) -> Tensor:

@@ -12,6 +12,8 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fairsk import FairnessLayer
 from fairsk._groups import encode_groups
@@ -492,3 +494,15 @@ def test_qpth_giving_no_answer_is_a_solver_failure_not_a_crash(monkeypatch):
     with pytest.warns(RuntimeWarning, match="no finite answer"):
         out = FairnessLayer("ecp", 0.1, "qpth")(z, torch.tensor(g))
     assert parity_gap(out.numpy(), g) <= 0.1 + 1e-9
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=70), st.floats(0, 10), st.sampled_from(["ecp", "eer"]))
+def test_a_criterion_on_python_floats_equals_it_on_arrays(values, tol, name):
+    """The certificate's few-group question (one column as Python floats) gives the
+    violation the array form gives."""
+    from fairsk.projection import get_criterion
+
+    crit = get_criterion(name)
+    r = [v * 0.5 - 1.0 for v in values] if crit.needs_targets else None
+    array = crit.violation(np.array(values)[:, None], tol, None if r is None else np.array(r)[:, None])
+    assert crit.violation_of_column(values, tol, r) == array

@@ -51,10 +51,14 @@ def _violation(y: np.ndarray, groups: GroupIndex, spec: Spec) -> tuple[float, fl
     # every output is in a group of each attribute: a NaN or an infinity in y makes a
     # group mean non-finite (so does a sum that overflows); refused before the
     # criteria, whose max() could drop a NaN
-    if groups.n_attributes == 1 and y.shape[1] == 1:  # the usual batch: one bincount
-        means = (group_sums(y[:, 0], groups.codes(0), groups.n_slots) / groups.counts)[:, None]
-    else:
-        means = groups.means(y)
+    if groups.n_attributes == 1 and y.shape[1] == 1 and groups.n_slots <= 64:
+        # the usual batch: one bincount, and the criterion on a few Python floats
+        values = (group_sums(y[:, 0], groups.codes(0), groups.n_slots) / groups.counts).tolist()
+        if not all(map(math.isfinite, values)):
+            return float("nan"), None
+        r = None if spec.targets is None else spec.targets[:, 0].tolist()
+        return max(worst, spec.criterion.violation_of_column(values, spec.tolerance, r)), scale
+    means = groups.means(y)
     if not np.isfinite(means).all():
         return float("nan"), None
     for a in range(groups.n_attributes):

@@ -485,6 +485,8 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
     zero, so they span the zero-sum combinations of the tight slots' means.
     ``free`` (n, c) marks the coordinates the box leaves free (None: all).
     """
+    if groups.n_attributes == 1 and grad.shape[1] == 1 and groups.n_slots <= _PYTHON_MAX_GROUPS:
+        return _one_column_vjp(grad[:, 0], tight[:, 0], None if free is None else free[:, 0], groups, couples)
     g_free = grad if free is None else grad * free
     if groups.n_slots == 0 or not tight.any():
         return g_free
@@ -498,6 +500,22 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
                 corr = _general_correction(g_free[:, j], f, tight[:, j], groups, couples)
         out[:, j] = g_free[:, j] - (corr if f is None else corr * f)
     return out
+
+
+def _one_column_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, groups: GroupIndex,
+                    couples: bool) -> np.ndarray:
+    """:func:`projector_vjp` of one column, one attribute of a few groups (the usual
+    training batch): the same formulas with as few array passes as they allow."""
+    g = grad if free is None else grad * free
+    if not tight.any():
+        return g[:, None]
+    codes = groups.codes(0)
+    corr = np.take(_one_attribute_values(g, free, tight, codes, groups.counts, couples), codes, mode="clip")
+    if free is None:
+        return (g - corr)[:, None]
+    corr *= free
+    g -= corr  # g is this function's own array here
+    return g[:, None]
 
 
 def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, groups: GroupIndex,

@@ -42,6 +42,12 @@ class Criterion:
         """Largest violation (k, c) -> float; ``nan`` when a mean is not finite."""
         raise NotImplementedError
 
+    def violation_of_column(self, values: list[float], tol: float, r: list[float] | None) -> float:
+        """:meth:`violation` of one column of finite group means given as Python floats
+        (``r`` likewise): the certificate's question on a batch's usual shape, where a
+        few floats beat array reductions."""
+        return self.violation(np.array(values)[:, None], tol, None if r is None else np.array(r)[:, None])
+
     def active(self, means: np.ndarray, tol: float, r: np.ndarray | None, delta: float) -> np.ndarray:
         """Groups (k, c) whose constraint is active at ``means`` (within ``delta``)."""
         raise NotImplementedError

@@ -29,6 +29,9 @@ class EqualResiduals(Criterion):
     def violation(self, means, tol, r):
         return float(np.abs(means - r).max()) - tol if means.size else 0.0
 
+    def violation_of_column(self, values, tol, r):
+        return max(abs(v - t) for v, t in zip(values, r)) - tol if values else 0.0
+
     def active(self, means, tol, r, delta):
         return np.abs(means - r) >= tol - delta
 

@@ -62,6 +62,9 @@ class Parity(Criterion):
             return 0.0 if np.isfinite(means).all() else float("nan")
         return float((means.max(0) - means.min(0)).max()) - tol
 
+    def violation_of_column(self, values, tol, r):
+        return max(values) - min(values) - tol if len(values) >= 2 else 0.0
+
     def active(self, means, tol, r, delta):
         if means.shape[0] < 2:
             return np.zeros(means.shape, dtype=bool)
