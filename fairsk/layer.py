@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._groups import encode_groups
+from ._groups import GroupIndex, encode_groups, recode
 from .projection import CHECK_ATOL, SOLVERS, Spec, float32_margin, get_criterion, project
 from .projection import CRITERIA as _CRITERION_REGISTRY
 
@@ -140,13 +140,16 @@ class FairnessLayer(nn.Module):
         """
         tol, lb, ub = _validated(self.criterion, self.tolerance, self.solver, self.bounds)
         z2 = _as_output_matrix(z)
-        codes, top = _as_group_codes(groups, z2.shape[0])
+        gidx = _one_column_index(groups, z2.shape[0])
+        if gidx is None:
+            codes, top = _as_group_codes(groups, z2.shape[0])
         # the finiteness check (NaN propagates through max and min, an infinity is one of
         # them) and the scale of the float32 rule, from the same reductions
         scale = _max_abs(z2.detach()) if z2.numel() else 0.0
         if not math.isfinite(scale):
             raise ValueError("z contains NaN or infinite values")
-        gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
+        if gidx is None:
+            gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
         targets = None
         if get_criterion(self.criterion).needs_targets:
             yt = _as_targets(y, z2)
@@ -209,6 +212,25 @@ def _as_targets(y: Any, z2: Tensor) -> Tensor:
     if not bool(torch.isfinite(yt).all()):
         raise ValueError("y contains NaN or infinite values")
     return yt.expand(n, c).contiguous()
+
+
+def _one_column_index(groups: Any, n: int) -> GroupIndex | None:
+    """The groups of the usual training batch, a CPU int64 tensor of shape (n,) or
+    (n, 1) with small codes, indexed from one ``max`` and one ``bincount`` (a negative
+    code makes the bincount refuse); None for anything else, which
+    :func:`_as_group_codes` and :func:`encode_groups` check and index."""
+    if not (isinstance(groups, Tensor) and groups.dtype == torch.int64 and groups.device.type == "cpu"
+            and n > 0 and groups.shape in ((n,), (n, 1))):
+        return None
+    col = groups.detach().numpy().reshape(n)
+    top = int(col.max())
+    if top >= max(4 * n, 1024):  # sparse or huge codes: the general route's np.unique
+        return None
+    try:
+        codes, counts = recode(col, top)
+    except ValueError:  # raised by bincount on a negative code
+        raise ValueError("groups must hold non-negative integer codes") from None
+    return GroupIndex(codes.reshape(n, 1), counts, (counts.shape[0],))
 
 
 def _as_group_codes(groups: Any, n: int) -> tuple[np.ndarray, int]:

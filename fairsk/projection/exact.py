@@ -139,9 +139,7 @@ class _ExactProjection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         a = ctx.answer
-        g = to_host(grad)
-        res = projector_vjp(g if g.dtype == np.float64 else g.astype(np.float64), a.tight, a.free, ctx.groups,
-                            ctx.spec.criterion.couples_multipliers)
+        res = projector_vjp(to_host(grad), a.tight, a.free, ctx.groups, ctx.spec.criterion.couples_multipliers)
         return _to_device(res, grad.device, grad.dtype), None, None, None
 
 

@@ -483,10 +483,12 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
     are the group-mean functionals of the ``tight`` slots (K, c); with ``couples``
     (differences of means, as parity) their multipliers within an attribute sum to
     zero, so they span the zero-sum combinations of the tight slots' means.
-    ``free`` (n, c) marks the coordinates the box leaves free (None: all).
+    ``free`` (n, c) marks the coordinates the box leaves free (None: all). ``grad`` may
+    be float32; the product is float64.
     """
     if groups.n_attributes == 1 and grad.shape[1] == 1 and groups.n_slots <= _PYTHON_MAX_GROUPS:
         return _one_column_vjp(grad[:, 0], tight[:, 0], None if free is None else free[:, 0], groups, couples)
+    grad = grad.astype(np.float64, copy=False)
     g_free = grad if free is None else grad * free
     if groups.n_slots == 0 or not tight.any():
         return g_free
@@ -505,17 +507,17 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
 def _one_column_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, groups: GroupIndex,
                     couples: bool) -> np.ndarray:
     """:func:`projector_vjp` of one column, one attribute of a few groups (the usual
-    training batch): the same formulas with as few array passes as they allow."""
+    training batch): the same formulas with as few array passes as they allow. A
+    float32 ``grad`` needs no float64 copy: the sums are taken in float64 and the
+    subtraction promotes it exactly."""
     g = grad if free is None else grad * free
     if not tight.any():
-        return g[:, None]
+        return g.astype(np.float64)[:, None]
     codes = groups.codes(0)
     corr = np.take(_one_attribute_values(g, free, tight, codes, groups.counts, couples), codes, mode="clip")
-    if free is None:
-        return (g - corr)[:, None]
-    corr *= free
-    g -= corr  # g is this function's own array here
-    return g[:, None]
+    if free is not None:
+        corr *= free
+    return (g - corr)[:, None]
 
 
 def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, groups: GroupIndex,
