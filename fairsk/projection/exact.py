@@ -185,6 +185,21 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
     crit, tol = spec.criterion, spec.tolerance
     tight = np.zeros((groups.n_slots, z.shape[1]), dtype=bool)
     out = np.empty(z.shape)  # the one fresh (n, c) array: large temporaries cost page faults
+    if not spec.has_box and counts.shape[0] <= 64:
+        # a few groups (the usual batch): the means as Python floats, one array call per step
+        weights = counts.tolist()
+        for j in range(z.shape[1]):
+            values = (group_sums(z[:, j], codes, counts.shape[0]) / counts).tolist()
+            if not all(map(math.isfinite, values)):
+                raise SolverError("the group sums of z are not finite (overflow)")
+            delta = active_tolerance(max(map(abs, values)) + tol)
+            r = spec.targets_of(sl, j)
+            new, moved = crit.project_values(values, weights, tol, None if r is None else r.tolist(), delta)
+            tight[sl, j] = moved
+            col = out[:, j]
+            np.take(np.array([a - b for a, b in zip(new, values)]), codes, out=col, mode="clip")
+            col += z[:, j]
+        return ExactAnswer(out, tight, None)
     if not spec.has_box:
         for j in range(z.shape[1]):
             means = group_sums(z[:, j], codes, counts.shape[0]) / counts
@@ -252,27 +267,32 @@ def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, sp
     """
     lb, ub = spec.box
     k = counts.shape[0]
+    n = counts.tolist()
+    targets = None if r is None else r.tolist()
     lower, upper = col <= lb, col >= ub
     delta = None
     for _ in range(steps):
-        held = np.where(lower, lb, np.where(upper, ub, col))
-        free = ~(lower | upper)
-        n_free = group_sums(free, codes, k)
-        a = group_sums(held, codes, k) / counts
+        if delta is None and not (lower.any() or upper.any()):  # the usual start: nothing held
+            held, n_free = col, n
+        else:
+            held = np.where(lower, lb, np.where(upper, ub, col))
+            n_free = group_sums(~(lower | upper), codes, k).tolist()
+        a = (group_sums(held, codes, k) / counts).tolist()
         if delta is None:  # the first guess: a is the mean of clip(z), as in the sorted path
-            scale = _finite_scale(a)
-            if scale is None:
+            if not all(map(math.isfinite, a)):
                 return None
-            delta = active_tolerance(scale + spec.tolerance)
-        if not n_free.all():  # a group the guess holds whole cannot move its mean
+            delta = active_tolerance(max(map(abs, a)) + spec.tolerance)
+        if not all(n_free):  # a group the guess holds whole cannot move its mean
             return None
-        u, tight = spec.criterion.project_means(a, counts * counts / n_free, spec.tolerance, r, delta)
-        shifted = col - np.take(counts / n_free * (a - u), codes, mode="clip")
+        u, tight = spec.criterion.project_values(a, [ng * ng / f for ng, f in zip(n, n_free)], spec.tolerance,
+                                                 targets, delta)
+        shift = np.array([ng / f * (ag - ug) for ng, f, ag, ug in zip(n, n_free, a, u)])
+        shifted = col - shift.take(codes, mode="clip")
         new_lower, new_upper = shifted <= lb, shifted >= ub
         moved = (new_lower != lower) | (new_upper != upper)
         # a guess that changes only within rounding of a bound has settled
         if not moved.any() or not (moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
-            return shifted, tight, delta
+            return shifted, np.array(tight, dtype=bool), delta
         lower, upper = new_lower, new_upper
     return None
 

@@ -32,6 +32,13 @@ class Criterion:
         group sizes, ``r`` target means (k,)."""
         raise NotImplementedError
 
+    def project_values(self, m: list[float], w: list[float], tol: float, r: list[float] | None, delta: float
+                       ) -> tuple[list[float], list[bool]]:
+        """:meth:`project_means` of a few groups given as Python floats (lists in, lists
+        out), for the usual batch where array calls cost more than the arithmetic."""
+        new, tight = self.project_means(np.array(m), np.array(w), tol, None if r is None else np.array(r), delta)
+        return new.tolist(), tight.tolist()
+
     def box_means(self, m0: np.ndarray, w: np.ndarray, tol: float, r: np.ndarray | None, lb: float, ub: float,
                   shifts_for: Callable[[np.ndarray], np.ndarray], delta: float) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`project_means` with a box: ``m0`` are the means of the clipped

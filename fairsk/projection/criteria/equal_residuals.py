@@ -17,6 +17,10 @@ class EqualResiduals(Criterion):
     def project_means(self, m, w, tol, r, delta):
         return np.clip(m, r - tol, r + tol), np.abs(m - r) >= tol - delta
 
+    def project_values(self, m, w, tol, r, delta):
+        return ([min(max(x, t - tol), t + tol) for x, t in zip(m, r)],
+                [abs(x - t) >= tol - delta for x, t in zip(m, r)])
+
     def box_means(self, m0, w, tol, r, lb, ub, shifts_for, delta):
         lo, hi = np.maximum(r - tol, lb), np.minimum(r + tol, ub)
         if (lo > hi).any():

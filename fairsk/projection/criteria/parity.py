@@ -15,17 +15,21 @@ class Parity(Criterion):
     couples_multipliers = True
 
     def project_means(self, m, w, tol, r, delta):
-        # the closest means within one interval [c, c + tol]: clip to it (a few
-        # groups: Python floats beat array calls)
-        ml = m.tolist()
-        if len(ml) < 2 or max(ml) - min(ml) < tol - delta:
+        # the closest means within one interval [c, c + tol]: clip to it
+        if m.shape[0] <= _PYTHON_MAX_GROUPS:  # a few groups: Python floats beat array calls
+            new, tight = self.project_values(m.tolist(), w.tolist(), tol, r, delta)
+            return np.array(new), np.array(tight, dtype=bool)
+        if m.max() - m.min() < tol - delta:
             return m, np.zeros(m.shape, dtype=bool)
-        c = interval_start(ml, w.tolist(), tol)
+        c = interval_start(m, w, tol)
+        return np.clip(m, c, c + tol), (m <= c + delta) | (m >= c + tol - delta)
+
+    def project_values(self, m, w, tol, r, delta):
+        if len(m) < 2 or max(m) - min(m) < tol - delta:
+            return list(m), [False] * len(m)
+        c = interval_start(m, w, tol)
         top = c + tol
-        if len(ml) > _PYTHON_MAX_GROUPS:
-            return np.clip(m, c, top), (m <= c + delta) | (m >= top - delta)
-        return (np.array([top if x > top else c if x < c else x for x in ml]),
-                np.array([x <= c + delta or x >= top - delta for x in ml]))
+        return [top if x > top else c if x < c else x for x in m], [x <= c + delta or x >= top - delta for x in m]
 
     def box_means(self, m0, w, tol, r, lb, ub, shifts_for, delta):
         if m0.shape[0] < 2 or m0.max() - m0.min() < tol - delta:
