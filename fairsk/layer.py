@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ._groups import GroupIndex, encode_groups, recode
-from .projection import CHECK_ATOL, SOLVERS, Spec, float32_margin, get_criterion, project
+from .projection import CHECK_ATOL, SOLVERS, Spec, device, float32_margin, get_criterion, project
 from .projection import CRITERIA as _CRITERION_REGISTRY
 
 __all__ = ["FairnessLayer", "CRITERIA", "validate_layer_params"]
@@ -140,23 +140,28 @@ class FairnessLayer(nn.Module):
         """
         tol, lb, ub = _validated(self.criterion, self.tolerance, self.solver, self.bounds)
         z2 = _as_output_matrix(z)
-        gidx = _one_column_index(groups, z2.shape[0])
-        if gidx is None:
-            codes, top = _as_group_codes(groups, z2.shape[0])
+        needs_targets = get_criterion(self.criterion).needs_targets
+        if device.applies(z2, groups, self.solver, lb, ub):  # the batch stays on its accelerator
+            yt = _as_targets(y, z2) if needs_targets else None
+            out = device.project_on_device(z2, groups, yt, self.criterion, tol)
+            if out is not None:
+                return out if out.shape == z.shape else out.reshape(z.shape)
         # the finiteness check (NaN propagates through max and min, an infinity is one of
         # them) and the scale of the float32 rule, from the same reductions
         scale = _max_abs(z2.detach()) if z2.numel() else 0.0
         if not math.isfinite(scale):
             raise ValueError("z contains NaN or infinite values")
-        if gidx is None:
-            gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
-        targets = None
-        if get_criterion(self.criterion).needs_targets:
-            yt = _as_targets(y, z2)
-            targets = gidx.means(yt.detach().cpu().numpy()) if yt.shape[0] else None
         if z2.dtype == torch.float32 and tol > 0 and z2.numel():
             # the float32 rule (fairsk.projection.certificate): leave room for rounding
             tol = max(0.0, tol - float32_margin(scale))
+        gidx = _one_column_index(groups, z2.shape[0])
+        if gidx is None:
+            codes, top = _as_group_codes(groups, z2.shape[0])
+            gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
+        targets = None
+        if needs_targets:
+            yt = _as_targets(y, z2)
+            targets = gidx.means(yt.detach().cpu().numpy()) if yt.shape[0] else None
         spec = Spec(self.criterion, tol, lb, ub, targets)
         out = project(z2, gidx, spec, self.solver)
         return out if out.shape == z.shape else out.reshape(z.shape)
