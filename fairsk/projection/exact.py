@@ -6,9 +6,13 @@ box clips it: ``y_i = clip(z_i - t_g(i), lb, ub)``.
 * one attribute, no box: the criterion maps the ``k`` group means to their projected
   values in closed form (parity: clip into the interval of :func:`~.kernels.interval_start`);
   the batch is touched by one ``bincount`` and one gather per column;
-* one attribute, a box: each group's clipped sum is inverted exactly
-  (:class:`~.kernels.BoxSum`), and the criterion places the targets (parity: a
-  bisection on the interval to machine precision);
+* one attribute, a box: first a few closed-form active-set steps over the outputs
+  the box holds (:func:`_settle_attribute`: each step is the no-box projection of the
+  means with the held outputs fixed; one step when the projection crosses no bound);
+  where they do not settle, each group's clipped sum is inverted exactly
+  (:class:`~.kernels.GroupShifts`) and the criterion places the targets (parity: the
+  root of the piecewise-linear balance on its sorted breakpoints,
+  :func:`~.kernels.boundary_decreasing`);
 * several attributes, no box: the small QP over the group shifts whose matrix comes
   from the cell counts (:func:`~.kernels.shift_qp`), solved exactly;
 * several attributes and a box: an active-set iteration over the outputs the box
@@ -20,7 +24,9 @@ box clips it: ``y_i = clip(z_i - t_g(i), lb, ub)``.
 The forward pass records which constraints it made active and which outputs it
 clipped; the backward pass (:func:`~.kernels.projector_vjp`) uses exactly those, so
 forward and backward agree on the active set. Tensors on other devices are solved on
-the host and returned to their device.
+the host and returned to their device. The dispatcher takes the float64 answer
+(:func:`answer_of`), certifies it, and makes it one graph node in the input's dtype
+(:func:`output_of`).
 """
 
 from __future__ import annotations
