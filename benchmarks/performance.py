@@ -202,10 +202,9 @@ def layer_breakdown(n=128):
     import fairsk.projection.qpth_solver as qpth_solver
     from fairsk import FairnessLayer
     from fairsk._groups import encode_groups
-    from fairsk.layer import _as_group_codes
+    from fairsk.layer import _max_abs, _one_column_index
     from fairsk.projection import Spec, certify
-    from fairsk.projection.exact import solve_exact
-    from fairsk.projection.spec import to_host
+    from fairsk.projection.exact import answer_of, output_of
 
     print(f"\n5. one training batch (n = {n}, float32, 2 groups, tolerance 0.01): CPU microseconds per call")
     print(f"{'box':>4} {'solver':>6} {'fwd+bwd':>8} {'forward':>8} {'inputs+index':>12} {'exact solve':>11}"
@@ -217,13 +216,12 @@ def layer_breakdown(n=128):
         z = torch.sigmoid(z) if box else z
         spec = Spec("ecp", 0.01, *((0.0, 1.0) if box else (None, None)))
         gidx = encode_groups(groups.numpy())
-        z64 = z.double().requires_grad_(True)
-        out = to_host(solve_exact(z64, gidx, spec))
+        zg = z.clone().requires_grad_(True)
+        out = answer_of(zg, gidx, spec).out
 
         def inputs():
-            codes, top = _as_group_codes(groups, n)
-            float(z.abs().max())
-            encode_groups(codes, top)
+            _one_column_index(groups, n)
+            _max_abs(z)
 
         for solver in ("exact", "qpth"):
             layer = FairnessLayer("ecp", 0.01, solver, (0.0, 1.0) if box else None)
@@ -258,11 +256,12 @@ def layer_breakdown(n=128):
                     qpth_solver.QPFunction = real
                 qp = statistics.median(spent) * 1e6
             print(f"{'yes' if box else 'no':>4} {solver:>6} {total:8.0f} {forward:8.0f} {_cpu_us(inputs, 500):12.0f}"
-                  f" {_cpu_us(lambda: solve_exact(z64, gidx, spec), 500):11.0f}"
+                  f" {_cpu_us(lambda: output_of(zg, answer_of(zg, gidx, spec), gidx, spec), 500):11.0f}"
                   f" {_cpu_us(lambda: certify(out, gidx, spec, torch.float32), 500):11.0f}"
                   f" {'-' if qp != qp else f'{qp:.0f}':>11}")
     print("   inputs+index: the layer's checks of z and the codes, and the batch's GroupIndex (one bincount);")
-    print("   exact solve: the exact solver's forward with its autograd node; qpth QP fwd: qpth's own")
+    print("   exact solve: the exact solver's float64 answer and its autograd node (in z's dtype, float32);")
+    print("   certificate: the check of that answer; qpth QP fwd: qpth's own")
     print("   interior-point forward inside the qpth solver (the rest of a qpth batch is the wrapper: the")
     print("   exact projection it is checked against, its matrices, both certificates, the checked backward)")
 

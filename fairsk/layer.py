@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._groups import encode_groups
+from ._groups import GroupIndex, encode_groups, recode
 from .projection import CHECK_ATOL, SOLVERS, Spec, device, float32_margin, get_criterion, project
 from .projection import CRITERIA as _CRITERION_REGISTRY
 
@@ -146,22 +146,24 @@ class FairnessLayer(nn.Module):
             out = device.project_on_device(z2, groups, yt, self.criterion, tol, lb, ub)
             if out is not None:
                 return out if out.shape == z.shape else out.reshape(z.shape)
-        # one reduction gives both the finiteness check (NaN propagates through max, an
-        # infinity is the max) and the scale of the float32 rule; it cannot overflow
-        scale = float(z2.detach().abs().max()) if z2.numel() else 0.0
+        # the finiteness check (NaN propagates through max and min, an infinity is one of
+        # them) and the scale of the float32 rule, from the same reductions
+        scale = _max_abs(z2.detach()) if z2.numel() else 0.0
         if not math.isfinite(scale):
             raise ValueError("z contains NaN or infinite values")
         if z2.dtype == torch.float32 and tol > 0 and z2.numel():
             # the float32 rule (fairsk.projection.certificate): leave room for rounding
             tol = max(0.0, tol - float32_margin(scale))
-        codes, top = _as_group_codes(groups, z2.shape[0])
-        gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
+        gidx = _one_column_index(groups, z2.shape[0])
+        if gidx is None:
+            codes, top = _as_group_codes(groups, z2.shape[0])
+            gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
         targets = None
         if needs_targets:
             yt = _as_targets(y, z2)
             targets = gidx.means(yt.detach().cpu().numpy()) if yt.shape[0] else None
         spec = Spec(self.criterion, tol, lb, ub, targets)
-        out = project(z2.to(torch.float64), gidx, spec, self.solver, z2.dtype).to(z.dtype)
+        out = project(z2, gidx, spec, self.solver)
         return out if out.shape == z.shape else out.reshape(z.shape)
 
 
@@ -179,6 +181,16 @@ def _validated(criterion: Any, tolerance: Any, solver: Any, bounds: Any) -> tupl
 @functools.lru_cache(maxsize=64)
 def _validated_plain(criterion: str, tolerance: float, solver: str, bounds: tuple | None) -> tuple:
     return validate_layer_params(criterion, tolerance, solver, bounds)
+
+
+def _max_abs(z: Tensor) -> float:
+    """``max |z|`` (NaN when ``z`` holds one): on the host, two reductions of a NumPy
+    view (no temporary); on a device, one of ``|z|`` there."""
+    if z.device.type != "cpu":
+        return float(z.abs().max())
+    h = z.numpy()
+    high = float(h.max())  # NaN if any is (and then so is the min)
+    return high if high != high else max(high, -float(h.min()))
 
 
 def _as_output_matrix(z: Any) -> Tensor:
@@ -205,6 +217,25 @@ def _as_targets(y: Any, z2: Tensor) -> Tensor:
     if not bool(torch.isfinite(yt).all()):
         raise ValueError("y contains NaN or infinite values")
     return yt.expand(n, c).contiguous()
+
+
+def _one_column_index(groups: Any, n: int) -> GroupIndex | None:
+    """The groups of the usual training batch, a CPU int64 tensor of shape (n,) or
+    (n, 1) with small codes, indexed from one ``max`` and one ``bincount`` (a negative
+    code makes the bincount refuse); None for anything else, which
+    :func:`_as_group_codes` and :func:`encode_groups` check and index."""
+    if not (isinstance(groups, Tensor) and groups.dtype == torch.int64 and groups.device.type == "cpu"
+            and n > 0 and groups.shape in ((n,), (n, 1))):
+        return None
+    col = groups.detach().numpy().reshape(n)
+    top = int(col.max())
+    if top >= max(4 * n, 1024):  # sparse or huge codes: the general route's np.unique
+        return None
+    try:
+        codes, counts = recode(col, top)
+    except ValueError:  # raised by bincount on a negative code
+        raise ValueError("groups must hold non-negative integer codes") from None
+    return GroupIndex(codes.reshape(n, 1), counts, (counts.shape[0],))
 
 
 def _as_group_codes(groups: Any, n: int) -> tuple[np.ndarray, int]:

@@ -254,3 +254,26 @@ def test_gradient_matches_finite_differences_on_every_path(seed, n, k, a, criter
     vjp = float((z.grad.double() * w).sum())
     atol = 1e-6 if dtype == torch.float64 else 1e-4
     assert abs(vjp - d1) <= atol * (1 + abs(d1))
+
+
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 60), k=st.integers(1, 6), box=st.booleans(),
+       couples=st.booleans(), stuck=st.booleans())
+def test_one_attribute_backward_for_a_few_groups_equals_the_array_formulas(seed, n, k, box, couples, stuck):
+    """The backward's per-group values on Python floats (a few groups) against the same
+    formulas on arrays (many groups), tight groups without a free output included."""
+    from fairsk._groups import encode_groups
+    from fairsk.projection import kernels
+
+    rng = np.random.default_rng(seed)
+    gi = encode_groups(rng.integers(0, k, n))
+    K = gi.n_slots
+    g = rng.normal(size=(n, 1))
+    tight = rng.random((K, 1)) < 0.6
+    free = (rng.random((n, 1)) < 0.7) if box else None
+    if box and stuck:  # every output of a tight group held by the box
+        free[gi.codes(0) == int(np.flatnonzero(tight[:, 0])[0]) if tight.any() else 0] = False
+    few = kernels.projector_vjp(g, tight, free, gi, couples)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(kernels, "_PYTHON_MAX_GROUPS", 0)
+        many = kernels.projector_vjp(g, tight, free, gi, couples)
+    np.testing.assert_allclose(few, many, atol=1e-12, rtol=0)

@@ -112,3 +112,28 @@ def test_a_failing_exact_solver_falls_through_to_the_next(monkeypatch):
         out = FairnessLayer(tolerance=0.05, solver="exact")(Z, torch.as_tensor(CODES))
     torch.testing.assert_close(out, qpth_out, atol=1e-6, rtol=0)
     assert _gap(out.numpy(), CODES) <= 0.05 + 1e-6
+
+
+@pytest.mark.parametrize("shape", ["flat", "column"])
+@pytest.mark.parametrize("codes", [[0, 1, 1, 0, 2], [3, 3, 7, 0, 7], [5, 5, 5, 5, 5], [0, 2000, 1, 1, 0]])
+def test_the_one_column_index_equals_the_general_one(shape, codes):
+    """A CPU int64 tensor of one column is indexed by its own short route: the same slots
+    and counts as the general checks and encoding (absent codes, one group, and codes
+    too sparse for it, which it hands on)."""
+    from fairsk._groups import encode_groups
+    from fairsk.layer import _as_group_codes, _one_column_index
+
+    t = torch.tensor(codes) if shape == "flat" else torch.tensor(codes)[:, None]
+    general = encode_groups(*_as_group_codes(t, len(codes)))
+    short = _one_column_index(t, len(codes))
+    if max(codes) >= 1024:
+        assert short is None
+        return
+    np.testing.assert_array_equal(short.gid, general.gid)
+    np.testing.assert_array_equal(short.counts, general.counts)
+    assert short.sizes == general.sizes
+
+
+def test_a_negative_code_is_refused_on_the_one_column_route():
+    with pytest.raises(ValueError, match="non-negative integer codes"):
+        FairnessLayer("ecp", 0.1, "exact")(torch.zeros(4), torch.tensor([0, 1, -1, 0]))

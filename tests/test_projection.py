@@ -12,6 +12,8 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fairsk import FairnessLayer
 from fairsk._groups import encode_groups
@@ -492,3 +494,39 @@ def test_qpth_giving_no_answer_is_a_solver_failure_not_a_crash(monkeypatch):
     with pytest.warns(RuntimeWarning, match="no finite answer"):
         out = FairnessLayer("ecp", 0.1, "qpth")(z, torch.tensor(g))
     assert parity_gap(out.numpy(), g) <= 0.1 + 1e-9
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=70), st.floats(0, 10), st.sampled_from(["ecp", "eer"]))
+def test_a_criterion_on_python_floats_equals_it_on_arrays(values, tol, name):
+    """The certificate's few-group question (one column as Python floats) gives the
+    violation the array form gives."""
+    from fairsk.projection import get_criterion
+
+    crit = get_criterion(name)
+    r = [v * 0.5 - 1.0 for v in values] if crit.needs_targets else None
+    array = crit.violation(np.array(values)[:, None], tol, None if r is None else np.array(r)[:, None])
+    assert crit.violation_of_column(values, tol, r) == array
+
+
+@given(st.lists(st.tuples(st.floats(-50, 50), st.floats(1, 100)), min_size=1, max_size=80),
+       st.sampled_from([0.0, 1e-3, 0.5, 5.0]), st.sampled_from(["ecp", "eer"]))
+def test_a_criterion_projects_python_floats_as_arrays(groups, tol, name):
+    """The few-group projection of the means (lists) against the array formulas."""
+    from fairsk.projection import get_criterion
+
+    crit = get_criterion(name)
+    m = np.array([g[0] for g in groups])
+    w = np.array([g[1] for g in groups])
+    delta = kernels.active_tolerance(float(np.abs(m).max()) + tol)
+    r = m * 0.3 + 1.0 if crit.needs_targets else None
+    new, tight = crit.project_values(m.tolist(), w.tolist(), tol, None if r is None else r.tolist(), delta)
+    if name == "eer":
+        expected, active = np.clip(m, r - tol, r + tol), np.abs(m - r) >= tol - delta
+    elif m.shape[0] < 2 or m.max() - m.min() < tol - delta:
+        expected, active = m, np.zeros(m.shape, dtype=bool)
+    else:
+        c = kernels._interval_start_sorted(m, w, tol)
+        expected, active = np.clip(m, c, c + tol), (m <= c + delta) | (m >= c + tol - delta)
+    np.testing.assert_allclose(new, expected, atol=1e-9 * (1 + np.abs(m).max()), rtol=0)
+    if name == "eer":
+        np.testing.assert_array_equal(tight, active)

@@ -28,11 +28,27 @@ from .spec import SolverError, Spec, to_host
 SOLVERS = {"exact": solve_exact, "qpth": solve_qpth}
 
 
-def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch.dtype = torch.float64) -> Tensor:
-    """The certified projection of ``z`` (n, c) float64, to be returned in ``dtype``."""
+def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str) -> Tensor:
+    """The certified projection of ``z`` (n, c), float32 or float64, in ``z``'s dtype.
+
+    Solvers work in float64; the certificate holds the answer to the rule of ``z``'s
+    dtype (:mod:`.certificate`). A solver that offers ``answer_of`` and ``output_of``
+    (the exact one) is asked for its float64 answer first, which is certified before it
+    becomes a tensor in ``z``'s dtype; the others get ``z`` in float64.
+    """
+    dtype = z.dtype
     order = [solver] + [name for name in SOLVERS if name != solver]
     answers: dict[str, Tensor] = {}
     reasons: dict[str, str] = {}
+    first = SOLVERS[solver]
+    if getattr(first, "answer_of", None) is not None:
+        try:
+            answer = first.answer_of(z, groups, spec)
+            certify(answer.out, groups, spec, dtype)
+            return first.output_of(z, answer, groups, spec)
+        except SolverError as err:
+            reasons[solver] = str(err)
+    z = z if dtype == torch.float64 else z.to(torch.float64)
 
     def attempt(name: str) -> Tensor | None:
         if name not in answers and name not in reasons:  # each solver at most once
@@ -65,7 +81,7 @@ def project(z: Tensor, groups: GroupIndex, spec: Spec, solver: str, dtype: torch
             failed = "; ".join(f"{k!r}: {v}" for k, v in reasons.items())
             warnings.warn(f"the {solver!r} solver failed on this batch ({failed}); the {answered} solver's answer "
                           "is returned instead", RuntimeWarning, stacklevel=_caller_level())
-        return out
+        return out if out.dtype == dtype else out.to(dtype)
     failed = "; ".join(f"the {k!r} solver: {v}" for k, v in reasons.items())
     raise InfeasibleProjectionError(f"no solver produced an output that meets the {spec.criterion.name!r} "
                                     f"constraints ({failed}); the projection is refused rather than returned unfair")

@@ -6,9 +6,13 @@ box clips it: ``y_i = clip(z_i - t_g(i), lb, ub)``.
 * one attribute, no box: the criterion maps the ``k`` group means to their projected
   values in closed form (parity: clip into the interval of :func:`~.kernels.interval_start`);
   the batch is touched by one ``bincount`` and one gather per column;
-* one attribute, a box: each group's clipped sum is inverted exactly
-  (:class:`~.kernels.BoxSum`), and the criterion places the targets (parity: a
-  bisection on the interval to machine precision);
+* one attribute, a box: first a few closed-form active-set steps over the outputs
+  the box holds (:func:`_settle_attribute`: each step is the no-box projection of the
+  means with the held outputs fixed; one step when the projection crosses no bound);
+  where they do not settle, each group's clipped sum is inverted exactly
+  (:class:`~.kernels.GroupShifts`) and the criterion places the targets (parity: the
+  root of the piecewise-linear balance on its sorted breakpoints,
+  :func:`~.kernels.boundary_decreasing`);
 * several attributes, no box: the small QP over the group shifts whose matrix comes
   from the cell counts (:func:`~.kernels.shift_qp`), solved exactly;
 * several attributes and a box: an active-set iteration over the outputs the box
@@ -20,11 +24,14 @@ box clips it: ``y_i = clip(z_i - t_g(i), lb, ub)``.
 The forward pass records which constraints it made active and which outputs it
 clipped; the backward pass (:func:`~.kernels.projector_vjp`) uses exactly those, so
 forward and backward agree on the active set. Tensors on other devices are solved on
-the host and returned to their device.
+the host and returned to their device. The dispatcher takes the float64 answer
+(:func:`answer_of`), certifies it, and makes it one graph node in the input's dtype
+(:func:`output_of`).
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 
@@ -33,13 +40,16 @@ import torch
 from torch import Tensor
 
 from .._groups import GroupIndex, group_sums
-from .kernels import BoxSum, active_tolerance, dykstra, one_blas_thread, projector_vjp, shift_qp
+from .kernels import BoxSum, GroupShifts, active_tolerance, dykstra, one_blas_thread, projector_vjp, shift_qp
 from .spec import SolverError, Spec, to_host
 
 DYKSTRA_MAX_SWEEPS = 20000
 PDAS_MAX_STEPS = 50
 DYKSTRA_CHECK = 25
 DENSE_MAX_ROWS = 512
+#: closed-form active-set steps tried per column on the one-attribute box path before
+#: each group's clipped sum is inverted
+ONE_ATTRIBUTE_BOX_STEPS = 8
 
 
 @dataclass
@@ -56,17 +66,36 @@ def solve_exact(z: Tensor, groups: GroupIndex, spec: Spec) -> Tensor:
     answer = _take_remembered(z, groups, spec)
     if answer is None:
         answer = project(to_host(z), groups, spec)
+    return output_of(z, answer, groups, spec)
+
+
+def answer_of(z: Tensor, groups: GroupIndex, spec: Spec) -> ExactAnswer:
+    """The projection of ``z`` (n, c), float32 or float64 on any device, solved in
+    float64 on the host (the dispatcher certifies it before :func:`output_of`)."""
+    host = to_host(z)
+    return project(host if host.dtype == np.float64 else host.astype(np.float64), groups, spec)
+
+
+def output_of(z: Tensor, answer: ExactAnswer, groups: GroupIndex, spec: Spec) -> Tensor:
+    """``answer`` as a tensor in ``z``'s dtype and on its device, differentiable in
+    ``z`` when ``z`` requires grad (one graph node: the dtype conversions included)."""
     if z.requires_grad and torch.is_grad_enabled():
         return _ExactProjection.apply(z, answer, groups, spec)
-    return _to_device(answer.out, z.device)
+    return _to_device(answer.out, z.device, z.dtype)
 
 
-def _to_device(a: np.ndarray, device) -> Tensor:
-    t = torch.from_numpy(a)
+def _to_device(a: np.ndarray, device, dtype: torch.dtype = torch.float64) -> Tensor:
+    t = torch.from_numpy(a if dtype == torch.float64 else a.astype(_NUMPY[dtype]))
     return t if device.type == "cpu" else t.to(device)
 
 
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
 solve_exact.exact = True  # its answers are the projection by construction
+# the dispatcher takes the float64 answer (answer_of), certifies it, and builds one
+# graph node from z in its own dtype (output_of), instead of converting z to float64
+# and the output back in two more nodes
+solve_exact.answer_of, solve_exact.output_of = answer_of, output_of
 
 _MEMO = "exact answer"
 
@@ -111,14 +140,13 @@ class _ExactProjection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, answer, groups, spec):
         ctx.answer, ctx.groups, ctx.spec = answer, groups, spec
-        return _to_device(answer.out, z.device)
+        return _to_device(answer.out, z.device, z.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         a = ctx.answer
-        g = to_host(grad)
-        res = projector_vjp(g, a.tight, a.free, ctx.groups, ctx.spec.criterion.couples_multipliers)
-        return _to_device(res, grad.device), None, None, None
+        res = projector_vjp(to_host(grad), a.tight, a.free, ctx.groups, ctx.spec.criterion.couples_multipliers)
+        return _to_device(res, grad.device, grad.dtype), None, None, None
 
 
 def project(z: np.ndarray, groups: GroupIndex, spec: Spec) -> ExactAnswer:
@@ -163,12 +191,28 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
     crit, tol = spec.criterion, spec.tolerance
     tight = np.zeros((groups.n_slots, z.shape[1]), dtype=bool)
     out = np.empty(z.shape)  # the one fresh (n, c) array: large temporaries cost page faults
+    if not spec.has_box and counts.shape[0] <= 64:
+        # a few groups (the usual batch): the means as Python floats, one array call per step
+        weights = counts.tolist()
+        for j in range(z.shape[1]):
+            values = (group_sums(z[:, j], codes, counts.shape[0]) / counts).tolist()
+            if not all(map(math.isfinite, values)):
+                raise SolverError("the group sums of z are not finite (overflow)")
+            delta = active_tolerance(max(map(abs, values)) + tol)
+            r = spec.targets_of(sl, j)
+            new, moved = crit.project_values(values, weights, tol, None if r is None else r.tolist(), delta)
+            tight[sl, j] = moved
+            col = out[:, j]
+            np.take(np.array([a - b for a, b in zip(new, values)]), codes, out=col, mode="clip")
+            col += z[:, j]
+        return ExactAnswer(out, tight, None)
     if not spec.has_box:
         for j in range(z.shape[1]):
             means = group_sums(z[:, j], codes, counts.shape[0]) / counts
-            if not np.isfinite(means).all():
+            scale = _finite_scale(means)
+            if scale is None:
                 raise SolverError("the group sums of z are not finite (overflow)")
-            delta = active_tolerance(max(-float(means.min()), float(means.max())) + tol)
+            delta = active_tolerance(scale + tol)
             new, tight[sl, j] = crit.project_means(means, counts, tol, spec.targets_of(sl, j), delta)
             col = out[:, j]
             # mode="clip": the codes are in range by construction, and the default
@@ -177,11 +221,19 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
             col += z[:, j]
         return ExactAnswer(out, tight, None)
     lb, ub = spec.box
-    bounds = np.concatenate(([0], np.cumsum(counts.astype(np.int64))))
-    order = _by_group(codes, counts.shape[0])
+    order = bounds = None
     free = np.empty(z.shape, dtype=bool)
     for j in range(z.shape[1]):
         col = z[:, j]
+        settled = _settle_attribute(col, codes, counts, spec, spec.targets_of(sl, j), ONE_ATTRIBUTE_BOX_STEPS)
+        if settled is not None:
+            shifted, tight[sl, j], delta = settled
+            free[:, j] = (shifted > lb + delta) & (shifted < ub - delta)
+            np.clip(shifted, lb, ub, out=out[:, j])
+            continue
+        if order is None:
+            bounds = np.concatenate(([0], np.cumsum(counts.astype(np.int64))))
+            order = _by_group(codes, counts.shape[0])
         ranked = col[order]
         for g in range(counts.shape[0]):  # each group's values sorted in place
             ranked[bounds[g]: bounds[g + 1]].sort()
@@ -190,10 +242,7 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         if not np.isfinite(m0).all():
             raise SolverError("the group sums of z are not finite (overflow)")
 
-        def shifts_for(target, m0=m0, sums=sums):
-            return np.array([0.0 if tg == mg else s.shift_for(tg * ng)
-                             for s, tg, mg, ng in zip(sums, target.tolist(), m0.tolist(), counts.tolist())])
-
+        shifts_for = GroupShifts(sums, m0, counts)
         delta = active_tolerance(float(np.abs(m0).max()) + tol)
         target, tight[sl, j] = crit.box_means(m0, counts, tol, spec.targets_of(sl, j), lb, ub, shifts_for, delta)
         shifted = col - np.take(shifts_for(target), codes, mode="clip")
@@ -202,6 +251,67 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         free[:, j] = (shifted > lb + delta) & (shifted < ub - delta)
         np.clip(shifted, lb, ub, out=out[:, j])
     return ExactAnswer(out, tight, free)
+
+
+def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, spec: Spec, r: np.ndarray | None,
+                      steps: int) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """One attribute and a box, one column: the primal-dual active-set iteration over
+    which outputs the box holds, each step in closed form; ``(z - shift, tight groups,
+    delta)`` once the guess reproduces itself, or None (the caller then inverts each
+    group's clipped sum, which always answers).
+
+    For a guess of the held outputs, the free outputs of group g move together by
+    ``t_g`` and the held ones stay at their bounds, so the group's mean is ``a_g -
+    (f_g / n_g) t_g`` (``a_g`` the mean with the guess applied, ``f_g`` its free
+    outputs) and the cost is ``sum_g f_g t_g^2``: in terms of the means ``u``, the
+    criterion's projection of ``a`` with weights ``n_g^2 / f_g``
+    (:meth:`~.criteria.Criterion.project_means`), then ``t_g = (n_g / f_g)(a_g - u_g)``.
+    When ``clip(z - t)`` holds the outputs the guess held, it meets every optimality
+    condition of the boxed problem (the reasoning of :func:`_settle`): it is the
+    projection. The first guess holds what ``clip(z)`` holds: when the projection moves
+    no output across a bound, one step answers.
+    """
+    lb, ub = spec.box
+    k = counts.shape[0]
+    n = counts.tolist()
+    targets = None if r is None else r.tolist()
+    lower, upper = col <= lb, col >= ub
+    delta = None
+    for _ in range(steps):
+        if delta is None and not (lower.any() or upper.any()):  # the usual start: nothing held
+            held, n_free = col, n
+        else:
+            held = np.where(lower, lb, np.where(upper, ub, col))
+            n_free = group_sums(~(lower | upper), codes, k).tolist()
+        a = (group_sums(held, codes, k) / counts).tolist()
+        if delta is None:  # the first guess: a is the mean of clip(z), as in the sorted path
+            if not all(map(math.isfinite, a)):
+                return None
+            delta = active_tolerance(max(map(abs, a)) + spec.tolerance)
+        if not all(n_free):  # a group the guess holds whole cannot move its mean
+            return None
+        u, tight = spec.criterion.project_values(a, [ng * ng / f for ng, f in zip(n, n_free)], spec.tolerance,
+                                                 targets, delta)
+        shift = np.array([ng / f * (ag - ug) for ng, f, ag, ug in zip(n, n_free, a, u)])
+        shifted = col - shift.take(codes, mode="clip")
+        new_lower, new_upper = shifted <= lb, shifted >= ub
+        moved = (new_lower != lower) | (new_upper != upper)
+        # a guess that changes only within rounding of a bound has settled
+        if not moved.any() or not (moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
+            return shifted, np.array(tight, dtype=bool), delta
+        lower, upper = new_lower, new_upper
+    return None
+
+
+def _finite_scale(means: np.ndarray) -> float | None:
+    """``max |means|`` of a few group means, or None when one is not finite (a few
+    groups: Python floats beat array reductions)."""
+    if means.shape[0] > 64:
+        return float(np.abs(means).max()) if np.isfinite(means).all() else None
+    values = means.tolist()
+    if not all(map(math.isfinite, values)):
+        return None
+    return max(map(abs, values), default=0.0)
 
 
 def _by_group(codes: np.ndarray, k: int) -> np.ndarray:

@@ -7,6 +7,9 @@ with ``bincount``/gather; the solvers and the streaming predictor call them.
 * :func:`interval_start`: the interval ``[c, c + tol]`` closest to weighted means;
 * :func:`bisect_decreasing`: the root of a non-increasing function, to machine precision;
 * :class:`BoxSum`: one group's clipped sum as a function of its shift, and its inverse;
+  :class:`GroupShifts`: those of one attribute's groups together;
+* :func:`boundary_decreasing`: the root of a non-increasing piecewise-linear function
+  whose breakpoints are known, in one or two array evaluations;
 * :func:`dykstra`: Dykstra's algorithm over a list of projections;
 * :func:`shift_qp`: the projection onto group-mean constraints of several attributes,
   solved exactly in the space of group shifts (a dual active-set method);
@@ -24,8 +27,8 @@ import numpy as np
 
 from .._groups import GroupIndex, group_sums
 
-__all__ = ["BoxSum", "active_tolerance", "bisect_decreasing", "dykstra", "interval_start", "one_blas_thread",
-           "projector_vjp", "shift_qp"]
+__all__ = ["BoxSum", "GroupShifts", "active_tolerance", "bisect_decreasing", "boundary_decreasing", "dykstra",
+           "interval_start", "one_blas_thread", "projector_vjp", "shift_qp"]
 
 
 _BLAS = []
@@ -249,6 +252,118 @@ class BoxSum:
             return b0
         return b0 + (s0 - total) * (b1 - b0) / (s0 - s1)
 
+    def shifts_for(self, totals: np.ndarray) -> np.ndarray:
+        """:meth:`shift_for` of every entry of ``totals`` (the same pieces; each piece's
+        slope is computed once, so the last bits may differ)."""
+        if self.bps.shape[0] == 0:
+            return np.zeros(totals.shape)
+        base, start, slope = self._pieces()
+        j = np.searchsorted(self.neg_sums, -totals, side="left")
+        return base[j] + (start[j] - totals) * slope[j]
+
+    def _pieces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per piece of the inverse (``searchsorted`` position ``j`` in ``neg_sums``,
+        ``0..B``): the shift and the sum at its start, and ``-dt/dS`` (0 on a flat)."""
+        pieces = self.__dict__.get("_pieces_")
+        if pieces is None:
+            bps, s = self.bps, -self.neg_sums
+            n = self.z.shape[0]
+            db, ds = np.diff(bps), -np.diff(s)
+            inner = np.divide(db, ds, out=np.zeros(db.shape), where=(ds != 0) & (db != 0))
+            # beyond the first / last breakpoint: flat, or linear without that bound
+            first, last = (0.0 if np.isfinite(self.ub) else 1.0 / n), (0.0 if np.isfinite(self.lb) else 1.0 / n)
+            pieces = (np.concatenate((bps[:1], bps)), np.concatenate((s[:1], s)),
+                      np.concatenate(([first], inner, [last])))
+            self._pieces_ = pieces
+        return pieces
+
+    def kinks(self) -> np.ndarray:
+        """The group means (totals divided by the group's size) at which :meth:`shift_for`
+        changes slope or jumps, ascending."""
+        return (self.neg_sums / -self.z.shape[0])[::-1]
+
+
+class GroupShifts:
+    """The shifts that bring the groups of one attribute (one :class:`BoxSum` each) to
+    target means, with the convention of the box path: a group whose target is its
+    current mean ``m0`` (the mean of the clipped column) does not move.
+
+    Calling it on targets (k,) gives the shifts (k,); :meth:`many` does the same for
+    many sets of targets at once, and :meth:`kinks` lists, per group, the target means
+    where its shift is not linear (between them and ``m0`` it is: the criterion's root
+    finding relies on that, :func:`boundary_decreasing`).
+    """
+
+    def __init__(self, sums: Sequence[BoxSum], m0: np.ndarray, counts: np.ndarray):
+        self.sums, self.m0, self.counts = sums, m0, counts
+
+    def __call__(self, target: np.ndarray) -> np.ndarray:
+        return np.array([0.0 if tg == mg else s.shift_for(tg * ng)
+                         for s, tg, mg, ng in zip(self.sums, target.tolist(), self.m0.tolist(),
+                                                  self.counts.tolist())])
+
+    def many(self, targets: np.ndarray) -> np.ndarray:
+        """Shifts (k, P) for targets (k, P): column p as ``self(targets[:, p])``."""
+        out = np.empty(targets.shape)
+        for g, (s, mg, ng) in enumerate(zip(self.sums, self.m0.tolist(), self.counts.tolist())):
+            row = targets[g]
+            out[g] = s.shifts_for(row * ng)
+            out[g, row == mg] = 0.0
+        return out
+
+    def kinks(self) -> list[np.ndarray]:
+        """Per group, the target means (ascending) where its shift is not linear, but for
+        the group's own mean ``m0`` (where the convention above sets it to 0)."""
+        return [s.kinks() for s in self.sums]
+
+
+def boundary_decreasing(f: Callable[[np.ndarray], np.ndarray], runs: Sequence[np.ndarray], lo: float, hi: float,
+                        max_points: int = 1024) -> float:
+    """Boundary between ``f > 0`` and ``f <= 0`` of a non-increasing ``f`` on ``[lo, hi]``,
+    to rounding, when ``f`` is linear between the points of the ascending arrays
+    ``runs`` (its kinks and jumps: any superset of them will do).
+
+    ``f`` takes an array of points. The points inside the bracket are evaluated at once
+    (at most ``max_points`` of them, every s-th of each run, per round: each round
+    leaves at most ``s`` points of a run inside the bracket); once no point is left
+    inside, ``f`` is linear on the open bracket, and the root of the line through two
+    of its inner points, kept within the bracket (where ``f`` jumps at an end), is the
+    boundary. Where :func:`bisect_decreasing` evaluates a scalar ``f`` some 30 times,
+    this takes one or two array evaluations for a few thousand breakpoints.
+    """
+    runs = [r for r in runs if r.shape[0]]
+    first = True
+    while True:
+        inside = [r[np.searchsorted(r, lo, side="right"):np.searchsorted(r, hi, side="left")] for r in runs]
+        count = sum(r.shape[0] for r in inside)
+        if count == 0 and not first:
+            break
+        step = max(1, -(-count // max_points))
+        ends = [np.array([lo, hi])] if first else []
+        points = np.unique(np.concatenate([r[step - 1::step] if step > 1 else r for r in inside] + ends))
+        values = f(points)
+        if first:  # the points lie within [lo, hi], which are among them
+            if not values[0] > 0:
+                return lo
+            if values[-1] > 0:
+                return hi
+            first = False
+        positive = np.flatnonzero(values > 0)
+        # f is non-increasing up to rounding: the last point where it is positive and
+        # the next one bracket the boundary
+        after = int(positive[-1]) + 1 if positive.shape[0] else 0
+        if positive.shape[0]:
+            lo = float(points[after - 1])
+        if after < points.shape[0]:
+            hi = float(points[after])
+    p = np.array([lo + (hi - lo) / 3.0, hi - (hi - lo) / 3.0])
+    if not lo < p[0] < p[1] < hi:  # a bracket a few floats wide
+        return 0.5 * (lo + hi)
+    f1, f2 = (float(v) for v in f(p))
+    if f1 > f2:
+        return min(max(float(p[0]) + f1 * float(p[1] - p[0]) / (f1 - f2), lo), hi)
+    return hi if f1 > 0 else lo
+
 
 def dykstra(x0: np.ndarray, projections: Sequence[Callable[[np.ndarray], np.ndarray]], max_sweeps: int = 20000,
             rtol: float = 1e-13, check: Callable[[np.ndarray], np.ndarray | None] | None = None,
@@ -368,8 +483,12 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
     are the group-mean functionals of the ``tight`` slots (K, c); with ``couples``
     (differences of means, as parity) their multipliers within an attribute sum to
     zero, so they span the zero-sum combinations of the tight slots' means.
-    ``free`` (n, c) marks the coordinates the box leaves free (None: all).
+    ``free`` (n, c) marks the coordinates the box leaves free (None: all). ``grad`` may
+    be float32; the product is float64.
     """
+    if groups.n_attributes == 1 and grad.shape[1] == 1 and groups.n_slots <= _PYTHON_MAX_GROUPS:
+        return _one_column_vjp(grad[:, 0], tight[:, 0], None if free is None else free[:, 0], groups, couples)
+    grad = grad.astype(np.float64, copy=False)
     g_free = grad if free is None else grad * free
     if groups.n_slots == 0 or not tight.any():
         return g_free
@@ -383,6 +502,22 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
                 corr = _general_correction(g_free[:, j], f, tight[:, j], groups, couples)
         out[:, j] = g_free[:, j] - (corr if f is None else corr * f)
     return out
+
+
+def _one_column_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, groups: GroupIndex,
+                    couples: bool) -> np.ndarray:
+    """:func:`projector_vjp` of one column, one attribute of a few groups (the usual
+    training batch): the same formulas with as few array passes as they allow. A
+    float32 ``grad`` needs no float64 copy: the sums are taken in float64 and the
+    subtraction promotes it exactly."""
+    g = grad if free is None else grad * free
+    if not tight.any():
+        return g.astype(np.float64)[:, None]
+    codes = groups.codes(0)
+    corr = np.take(_one_attribute_values(g, free, tight, codes, groups.counts, couples), codes, mode="clip")
+    if free is not None:
+        corr *= free
+    return (g - corr)[:, None]
 
 
 def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, groups: GroupIndex,
@@ -400,6 +535,8 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
     codes, n = groups.codes(0), groups.counts
     if not tight.any():  # nothing active in this column
         return np.zeros_like(g)
+    if n.shape[0] <= _PYTHON_MAX_GROUPS:
+        return np.take(_one_attribute_values(g, free, tight, codes, n, couples), codes, mode="clip")
     if free is None:  # every sample free: v_g = m_g - lam with lam the n-weighted mean of m over tight groups
         m = group_sums(g, codes, n.shape[0]) / n
         v = np.where(tight, m, 0.0)
@@ -415,6 +552,23 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
         lam = float(np.sum(n * m)) / den if den > 0 else 0.0
         v = m - lam * n / np.maximum(f, 1)
     return np.take(np.where(has_free, v, 0.0), codes)
+
+
+def _one_attribute_values(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, codes: np.ndarray,
+                          n: np.ndarray, couples: bool) -> np.ndarray:
+    """The values ``v_g`` of :func:`_one_attribute_correction` (zero off the span), for
+    a few groups: the same formulas on Python floats."""
+    k = n.shape[0]
+    nl, tl = n.tolist(), tight.tolist()
+    sums = group_sums(g, codes, k).tolist()
+    fl = nl if free is None else group_sums(free, codes, k).tolist()
+    live = [t and f > 0 for t, f in zip(tl, fl)]
+    v = [s / f if on else 0.0 for s, f, on in zip(sums, fl, live)]
+    if couples and not any(t and f == 0 for t, f in zip(tl, fl)):
+        den = sum(ng * ng / f for ng, f, on in zip(nl, fl, live) if on)
+        lam = sum(ng * vg for ng, vg in zip(nl, v)) / den if den > 0 else 0.0
+        v = [vg - lam * ng / f if on else 0.0 for vg, ng, f, on in zip(v, nl, fl, live)]
+    return np.array(v)
 
 
 def _general_correction(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, groups: GroupIndex,

@@ -32,6 +32,13 @@ class Criterion:
         group sizes, ``r`` target means (k,)."""
         raise NotImplementedError
 
+    def project_values(self, m: list[float], w: list[float], tol: float, r: list[float] | None, delta: float
+                       ) -> tuple[list[float], list[bool]]:
+        """:meth:`project_means` of a few groups given as Python floats (lists in, lists
+        out), for the usual batch where array calls cost more than the arithmetic."""
+        new, tight = self.project_means(np.array(m), np.array(w), tol, None if r is None else np.array(r), delta)
+        return new.tolist(), tight.tolist()
+
     def box_means(self, m0: np.ndarray, w: np.ndarray, tol: float, r: np.ndarray | None, lb: float, ub: float,
                   shifts_for: Callable[[np.ndarray], np.ndarray], delta: float) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`project_means` with a box: ``m0`` are the means of the clipped
@@ -41,6 +48,12 @@ class Criterion:
     def violation(self, means: np.ndarray, tol: float, r: np.ndarray | None) -> float:
         """Largest violation (k, c) -> float; ``nan`` when a mean is not finite."""
         raise NotImplementedError
+
+    def violation_of_column(self, values: list[float], tol: float, r: list[float] | None) -> float:
+        """:meth:`violation` of one column of finite group means given as Python floats
+        (``r`` likewise): the certificate's question on a batch's usual shape, where a
+        few floats beat array reductions."""
+        return self.violation(np.array(values)[:, None], tol, None if r is None else np.array(r)[:, None])
 
     def active(self, means: np.ndarray, tol: float, r: np.ndarray | None, delta: float) -> np.ndarray:
         """Groups (k, c) whose constraint is active at ``means`` (within ``delta``)."""

@@ -17,6 +17,10 @@ class EqualResiduals(Criterion):
     def project_means(self, m, w, tol, r, delta):
         return np.clip(m, r - tol, r + tol), np.abs(m - r) >= tol - delta
 
+    def project_values(self, m, w, tol, r, delta):
+        return ([min(max(x, t - tol), t + tol) for x, t in zip(m, r)],
+                [abs(x - t) >= tol - delta for x, t in zip(m, r)])
+
     def box_means(self, m0, w, tol, r, lb, ub, shifts_for, delta):
         lo, hi = np.maximum(r - tol, lb), np.minimum(r + tol, ub)
         if (lo > hi).any():
@@ -28,6 +32,9 @@ class EqualResiduals(Criterion):
 
     def violation(self, means, tol, r):
         return float(np.abs(means - r).max()) - tol if means.size else 0.0
+
+    def violation_of_column(self, values, tol, r):
+        return max(abs(v - t) for v, t in zip(values, r)) - tol if values else 0.0
 
     def active(self, means, tol, r, delta):
         return np.abs(means - r) >= tol - delta
