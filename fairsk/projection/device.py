@@ -41,7 +41,7 @@ from torch import Tensor
 
 from .certificate import CHECK_ATOL, float32_margin
 from .criteria import get_criterion
-from .kernels import active_tolerance, one_blas_thread, shift_qp
+from .kernels import active_basis, active_tolerance, one_blas_thread, shift_qp
 
 #: codes up to this value index the group table directly (absent codes are empty slots)
 _DIRECT_SLOTS = 1 << 16
@@ -370,7 +370,7 @@ def _shift_step(m: np.ndarray, cross: np.ndarray, inv_n: np.ndarray, blocks: lis
         tight[sl] = crit.active(out_means[sl, None], tol, rb, delta)[:, 0]
     P = np.zeros((m.shape[0], m.shape[0]))
     if tight.any():
-        V = _basis(tight, blocks, crit.couples_multipliers)
+        V = active_basis(tight, blocks, crit.couples_multipliers)
         gram = V.T @ metric @ V
         P = (V * inv_n[:, None]) @ np.linalg.pinv(gram, rcond=1e-10, hermitian=True) @ V.T
     return w * inv_n, P
@@ -431,22 +431,6 @@ def _slot_sums(v: Tensor, slots: Tensor, K: int) -> Tensor:
     for p in range(slots.shape[1]):
         out.index_add_(0, slots[:, p], v)
     return out
-
-
-def _basis(tight: np.ndarray, blocks: list, couples: bool) -> np.ndarray:
-    """Columns spanning the active rows in slot space: ``e_g`` per tight slot, or
-    (coupled) ``e_g - e_g0`` within each attribute (``g0`` its first tight slot)."""
-    K = tight.shape[0]
-    cols = []
-    for sl in blocks:
-        idx = sl.start + np.flatnonzero(tight[sl])
-        for g in (idx[1:] if couples else idx):
-            col = np.zeros(K)
-            col[g] = 1.0
-            if couples:
-                col[idx[0]] = -1.0
-            cols.append(col)
-    return np.stack(cols, 1) if cols else np.zeros((K, 0))
 
 
 class _SeveralProjection(torch.autograd.Function):

@@ -27,8 +27,8 @@ import numpy as np
 
 from .._groups import GroupIndex, group_sums
 
-__all__ = ["BoxSum", "GroupShifts", "active_tolerance", "bisect_decreasing", "boundary_decreasing", "dykstra",
-           "interval_start", "one_blas_thread", "projector_vjp", "shift_qp"]
+__all__ = ["BoxSum", "GroupShifts", "active_basis", "active_tolerance", "bisect_decreasing", "boundary_decreasing",
+           "dykstra", "interval_start", "one_blas_thread", "projector_vjp", "shift_qp"]
 
 
 _BLAS = []
@@ -574,7 +574,7 @@ def _one_attribute_values(g: np.ndarray, free: np.ndarray | None, tight: np.ndar
 def _general_correction(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, groups: GroupIndex,
                         couples: bool) -> np.ndarray:
     """Projection of ``g`` onto the active span via a ``K x K`` pseudo-inverse."""
-    V = _active_basis(tight, groups, couples)  # (K, r)
+    V = active_basis(tight, [groups.attribute(a) for a in range(groups.n_attributes)], couples)  # (K, r)
     inv_n = 1.0 / groups.counts
     W = groups.cross_counts(free) * inv_n[:, None] * inv_n[None, :]
     gram = V.T @ W @ V
@@ -583,22 +583,18 @@ def _general_correction(g: np.ndarray, free: np.ndarray | None, tight: np.ndarra
     return groups.expand(((V @ beta) * inv_n)[:, None])[:, 0]
 
 
-def _active_basis(tight: np.ndarray, groups: GroupIndex, couples: bool) -> np.ndarray:
+def active_basis(tight: np.ndarray, blocks: Sequence[slice], couples: bool) -> np.ndarray:
     """Columns (K, r) spanning the active rows in slot space: ``e_g`` for each tight
-    slot, or (coupled) ``e_g - e_g0`` within each attribute (g0 its first tight slot)."""
-    K = groups.n_slots
+    slot, or (coupled) ``e_g - e_g0`` within each attribute's block of slots (g0 its
+    first tight slot)."""
+    K = tight.shape[0]
     cols = []
-    for a in range(groups.n_attributes):
-        sl = groups.attribute(a)
+    for sl in blocks:
         slots = sl.start + np.flatnonzero(tight[sl])
-        if couples:
-            for g in slots[1:]:
-                col = np.zeros(K)
-                col[g], col[slots[0]] = 1.0, -1.0
-                cols.append(col)
-        else:
-            for g in slots:
-                col = np.zeros(K)
-                col[g] = 1.0
-                cols.append(col)
+        for g in (slots[1:] if couples else slots):
+            col = np.zeros(K)
+            col[g] = 1.0
+            if couples:
+                col[slots[0]] = -1.0
+            cols.append(col)
     return np.stack(cols, 1) if cols else np.zeros((K, 0))
