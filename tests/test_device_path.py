@@ -26,6 +26,7 @@ def everywhere(monkeypatch):
         return True
 
     monkeypatch.setattr(device, "_on_accelerator", on)
+    monkeypatch.setattr(device, "_BOX_MIN_ROWS", 0)
     return calls
 
 
@@ -52,6 +53,7 @@ def _host_and_device(z, g, y, crit, tol, w, box, atol):
     inner = device.project_on_device
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(device, "_on_accelerator", lambda t: True)
+        mp.setattr(device, "_BOX_MIN_ROWS", 0)
         mp.setattr(device, "project_on_device", lambda *a: answered.append(inner(*a)) or answered[-1])
         out, grad = _host(z, g, y, crit, tol, w, box)
     assert answered, "the device path was not tried"
@@ -293,3 +295,14 @@ def test_several_attributes_with_a_box_gradcheck():
     g = torch.stack([torch.randint(0, 3, (40,), generator=gen), torch.randint(0, 2, (40,), generator=gen)], 1)
     assert device.project_on_device(z.detach(), g, None, "ecp", 0.02, 0.1, 0.9) is not None
     assert torch.autograd.gradcheck(lambda v: device.project_on_device(v, g, None, "ecp", 0.02, 0.1, 0.9), (z,))
+
+
+def test_small_boxed_calls_go_to_the_host(monkeypatch):
+    """With a box, calls under ``_BOX_MIN_ROWS`` rows take the host path (measured
+    faster there); larger ones and calls without a box stay on the device."""
+    monkeypatch.setattr(device, "_on_accelerator", lambda t: True)
+    g = torch.zeros(1024, dtype=torch.int64)
+    small, large = torch.zeros(1024, 1), torch.zeros(device._BOX_MIN_ROWS, 1)
+    assert not device.applies(small, g, "exact", "ecp", 0.0, 1.0)
+    assert device.applies(small, g, "exact", "ecp")
+    assert device.applies(large, torch.zeros(device._BOX_MIN_ROWS, dtype=torch.int64), "exact", "ecp", 0.0, 1.0)
