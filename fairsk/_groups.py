@@ -295,10 +295,26 @@ class GroupIndex:
 
     def expand(self, t):
         """Per-sample sum over attributes of slot values ``t`` (K, c) -> (n, c)."""
-        gid = self.gid_on(t.device) if isinstance(t, Tensor) else self.gid
-        out = t[gid[:, 0]]
-        for a in range(1, self.n_attributes):
-            out = out + t[gid[:, a]]
+        if isinstance(t, Tensor):
+            gid = self.gid_on(t.device)
+            out = t[gid[:, 0]]
+            for a in range(1, self.n_attributes):
+                out = out + t[gid[:, a]]
+            return out
+        # per attribute and column, a gather of the attribute's own slots by its
+        # contiguous codes, summed in place (no (n, c) temporaries per attribute)
+        n, c = self.gid.shape[0], t.shape[1]
+        out = np.empty((n, c))
+        part = np.empty(n) if self.n_attributes > 1 else None
+        for j in range(c):
+            col = out[:, j] if c > 1 else out.reshape(n)
+            for a in range(self.n_attributes):
+                values = np.ascontiguousarray(t[self.attribute(a), j])
+                if a == 0:
+                    np.take(values, self.codes(a), out=col, mode="clip")  # codes in range by construction
+                else:
+                    np.take(values, self.codes(a), out=part, mode="clip")
+                    col += part
         return out
 
     def cross_counts(self, w: np.ndarray | None = None) -> np.ndarray:
@@ -374,12 +390,18 @@ def encode_groups(groups, top: int | None = None) -> GroupIndex:
     if groups.shape[1] == 1:  # the usual case: no copy when every code is present
         codes, counts = recode(groups[:, 0], top)
         return GroupIndex(codes.reshape(-1, 1), counts, (counts.shape[0],))
-    gids, counts, sizes = [], [], []
+    n, n_attr = groups.shape
+    columns = np.ascontiguousarray(groups.T)  # one copy: each attribute's codes contiguous
+    gid = np.empty((n, n_attr), dtype=np.int64)
+    counts, sizes, local = [], [], {}
     offset = 0
-    for a in range(groups.shape[1]):
-        codes, cnt = recode(groups[:, a])
-        gids.append(codes + offset)
+    for a in range(n_attr):
+        codes, cnt = recode(columns[a])
+        local[("codes", a)] = codes  # the attribute's own codes 0..k_a-1, kept for GroupIndex.codes
+        np.add(codes, offset, out=gid[:, a])
         counts.append(cnt)
         sizes.append(cnt.shape[0])
         offset += cnt.shape[0]
-    return GroupIndex(np.stack(gids, 1), np.concatenate(counts), tuple(sizes))
+    index = GroupIndex(gid, np.concatenate(counts), tuple(sizes))
+    index._cache.update(local)
+    return index
