@@ -117,12 +117,16 @@ def _interval_start_sorted(m, w, tol: float, e=None) -> float:
     """:func:`interval_start` for many groups: ``F`` at all breakpoints by prefix sums."""
     m = np.asarray(m, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
-    e = np.zeros_like(m) if e is None else np.asarray(e, dtype=np.float64)
-    up, down = m - tol - e, m + e  # F gains w (up - c) for up > c, loses w (c - down) for down < c
-    ou, od = np.argsort(up, kind="stable"), np.argsort(down, kind="stable")
+    if e is None:  # both ends follow the order of the means: one sort serves both
+        up, down = m - tol, m  # F gains w (up - c) for up > c, loses w (c - down) for down < c
+        ou = od = np.argsort(m, kind="stable")
+    else:
+        e = np.asarray(e, dtype=np.float64)
+        up, down = m - tol - e, m + e
+        ou, od = np.argsort(up, kind="stable"), np.argsort(down, kind="stable")
     up_s, wu = up[ou], w[ou]
     down_s, wd = down[od], w[od]
-    bps = np.sort(np.concatenate([up, down]), kind="stable")
+    bps = np.sort(np.concatenate([up_s, down_s]), kind="stable")  # a merge of two sorted runs
     # above c: the ups strictly greater than c; below c: the downs strictly less than c
     iu = np.searchsorted(up_s, bps, side="right")
     id_ = np.searchsorted(down_s, bps, side="left")
@@ -500,7 +504,10 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
         else:
             with one_blas_thread():
                 corr = _general_correction(g_free[:, j], f, tight[:, j], groups, couples)
-        out[:, j] = g_free[:, j] - (corr if f is None else corr * f)
+        if f is not None:
+            corr *= f
+        # in place: at large n a fresh temporary costs page faults on top of the pass
+        np.subtract(g_free[:, j], corr, out=out[:, j])
     return out
 
 
@@ -542,7 +549,7 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
         v = np.where(tight, m, 0.0)
         if couples:
             v = np.where(tight, v - float(n @ v) / float(n @ tight), 0.0)
-        return np.take(v, codes)
+        return np.take(v, codes, mode="clip")  # codes in range by construction
     f = group_sums(free, codes, n.shape[0])
     has_free = tight & (f > 0)
     m = np.where(has_free, group_sums(g, codes, n.shape[0]) / np.maximum(f, 1), 0.0)
@@ -551,7 +558,7 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
         den = float(np.sum(np.where(has_free, n**2 / np.maximum(f, 1), 0.0)))
         lam = float(np.sum(n * m)) / den if den > 0 else 0.0
         v = m - lam * n / np.maximum(f, 1)
-    return np.take(np.where(has_free, v, 0.0), codes)
+    return np.take(np.where(has_free, v, 0.0), codes, mode="clip")
 
 
 def _one_attribute_values(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, codes: np.ndarray,
