@@ -119,17 +119,22 @@ def _interval_start_sorted(m, w, tol: float, e=None) -> float:
     w = np.asarray(w, dtype=np.float64)
     if e is None:  # both ends follow the order of the means: one sort serves both
         up, down = m - tol, m  # F gains w (up - c) for up > c, loses w (c - down) for down < c
-        ou = od = np.argsort(m, kind="stable")
+        ou = od = np.argsort(m)
     else:
         e = np.asarray(e, dtype=np.float64)
         up, down = m - tol - e, m + e
-        ou, od = np.argsort(up, kind="stable"), np.argsort(down, kind="stable")
+        ou, od = np.argsort(up), np.argsort(down)
     up_s, wu = up[ou], w[ou]
     down_s, wd = down[od], w[od]
-    bps = np.sort(np.concatenate([up_s, down_s]), kind="stable")  # a merge of two sorted runs
-    # above c: the ups strictly greater than c; below c: the downs strictly less than c
-    iu = np.searchsorted(up_s, bps, side="right")
-    id_ = np.searchsorted(down_s, bps, side="left")
+    both = np.concatenate([up_s, down_s])
+    order = np.argsort(both, kind="stable")  # a merge of two sorted runs
+    bps = both[order]
+    # at each breakpoint, the ups counted above c are those after it in the merged order
+    # and the downs counted below c those before it: a term whose end equals c is zero
+    # either way, so the order among ties does not change F
+    is_down = order >= up_s.shape[0]
+    iu = np.cumsum(~is_down)
+    id_ = np.cumsum(is_down) - is_down
     cw_u = np.concatenate(([0.0], np.cumsum(wu[::-1])))[::-1]  # sum of w over up_s[i:]
     cwu_u = np.concatenate(([0.0], np.cumsum((wu * up_s)[::-1])))[::-1]
     cw_d = np.concatenate(([0.0], np.cumsum(wd)))  # sum of w over down_s[:i]
