@@ -626,6 +626,10 @@ def fair_labels(proba: Any, groups: Any, tolerance: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- streaming
+#: a stream's labeler with at most this many cells checks each row on Python numbers
+_FEW_CELLS = 64
+
+
 class StreamingLabeler:
     """Binary labels for a stream, with the pooled selection rates kept at parity.
 
@@ -755,6 +759,12 @@ class StreamingLabeler:
         return ok
 
     def _keeps_invariant(self, cell: int, a_new: int, n_new: int) -> bool:
+        """Whether ``a_new`` accepted of ``n_new`` in ``cell`` keeps every pair of cells
+        within the bound (:meth:`_within`). A stream decides row by row: with a few
+        cells, the same comparisons on Python ints and floats cost a fraction of the
+        array calls (:meth:`_keeps_invariant_few`)."""
+        if self.counts_.shape[0] <= _FEW_CELLS:
+            return self._keeps_invariant_few(cell, a_new, n_new)
         others = self.counts_ > 0
         others[cell] = False
         n_h = self.counts_[others]
@@ -762,6 +772,25 @@ class StreamingLabeler:
             return True
         cross = np.abs(a_new * n_h - self.accepted_[others] * n_new)
         return bool(self._within(cross, np.full_like(n_h, n_new), n_h).all())
+
+    def _keeps_invariant_few(self, cell: int, a_new: int, n_new: int) -> bool:
+        """:meth:`_keeps_invariant` on Python numbers, the same operations in the same
+        order as :meth:`_within` (the float products included), so the same answers."""
+        tol = self.tol_
+        for h, (n_h, a_h) in enumerate(zip(self.counts_.tolist(), self.accepted_.tolist())):
+            if n_h == 0 or h == cell:
+                continue
+            cross = abs(a_new * n_h - a_h * n_new)
+            if cross <= max(n_new, n_h):
+                continue
+            rhs = tol * float(n_new) * float(n_h)
+            lhs = float(cross)
+            if lhs < rhs * (1 - 1e-9):
+                continue
+            if lhs <= rhs * (1 + 1e-9) and Fraction(cross) <= Fraction(tol) * n_new * n_h:
+                continue
+            return False
+        return True
 
     def partial_labels(self, proba: Any, groups: Any) -> np.ndarray:
         """Labels (0/1) for the next rows of the stream, in order.
