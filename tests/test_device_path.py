@@ -306,3 +306,10 @@ def test_small_boxed_calls_go_to_the_host(monkeypatch):
     assert not device.applies(small, g, "exact", "ecp", 0.0, 1.0)
     assert device.applies(small, g, "exact", "ecp")
     assert device.applies(large, torch.zeros(device._BOX_MIN_ROWS, dtype=torch.int64), "exact", "ecp", 0.0, 1.0)
+
+
+def test_only_cuda_takes_the_device_path():
+    """The path computes in float64 on the device: CUDA has it, MPS does not, so only
+    CUDA tensors take it (others go to the host path)."""
+    assert not device._on_accelerator(torch.zeros(1))
+    assert not device._on_accelerator(torch.zeros(1, device="meta"))

@@ -1,6 +1,6 @@
-"""The exact projection kept on the outputs' device.
+"""The exact projection kept on the outputs' CUDA device.
 
-On an accelerator, the host solvers (:mod:`.exact`, :mod:`.qpth_solver`) copy the
+On a GPU, the host solvers (:mod:`.exact`, :mod:`.qpth_solver`) copy the
 batch to the host and back. The projection only needs per-group statistics, so here
 the batch never leaves its device; the host sees ``O(k)`` or ``O(K^2)`` numbers:
 
@@ -55,7 +55,7 @@ _MAX_STEPS = 30
 
 def applies(z: Tensor, groups, solver: str, criterion: str, lb: float | None = None,
             ub: float | None = None) -> bool:
-    """Whether the call takes the device path: outputs on an accelerator, the exact
+    """Whether the call takes the device path: outputs on a CUDA device, the exact
     solver, a criterion on group means, group codes (one column per attribute) as a
     tensor on the same device, and with a box at least ``_BOX_MIN_ROWS`` rows."""
     if not (_on_accelerator(z) and solver == "exact" and isinstance(groups, Tensor) and groups.device == z.device
@@ -67,7 +67,9 @@ def applies(z: Tensor, groups, solver: str, criterion: str, lb: float | None = N
 
 
 def _on_accelerator(z: Tensor) -> bool:
-    return z.device.type != "cpu"
+    # CUDA only: the path computes in float64 on the device, which MPS does not have;
+    # other devices take the host path
+    return z.device.type == "cuda"
 
 
 def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: str, tol: float,
