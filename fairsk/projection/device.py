@@ -84,16 +84,20 @@ def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: st
     dtype, crit = z.dtype, get_criterion(criterion)
     lo = -math.inf if lb is None else float(lb)
     hi = math.inf if ub is None else float(ub)
-    if groups.dim() == 2 and groups.shape[1] > 1:
-        return _project_several(z, groups.long(), y, crit, tol, lo, hi)
-    codes = groups.reshape(n).long()
-    scale, low, top = torch.stack([z.detach().abs().max().double(), codes.min().double(), codes.max().double()]
-                                  ).tolist()
-    if not math.isfinite(scale) or low < 0:
+    slots = groups.reshape(n, -1).long()
+    a = slots.shape[1]
+    # the one read before solving: the outputs' scale (NaN and inf propagate) and the codes' range
+    first = torch.cat([z.detach().abs().max().double().reshape(1), slots.min(0).values.double(),
+                       slots.max(0).values.double()]).tolist()
+    scale, low, tops = first[0], first[1:1 + a], first[1 + a:]
+    if not math.isfinite(scale) or min(low) < 0:
         return None
     if dtype == torch.float32 and tol > 0:  # the float32 rule of the certificate
         tol = max(0.0, tol - float32_margin(scale))
     z64 = z.to(torch.float64)
+    if a > 1:
+        return _project_several(z64, slots, tops, scale, y, crit, tol, lo, hi, dtype)
+    codes, top = slots[:, 0], tops[0]
     if top + 1 > max(2 * n, _DIRECT_SLOTS):  # sparse codes: renumber (one more read)
         _, codes = torch.unique(codes, return_inverse=True)
         top = float(codes.max())
@@ -112,19 +116,28 @@ def project_on_device(z: Tensor, groups: Tensor, y: Tensor | None, criterion: st
     counts = stats.counts.clamp(min=1)
     out = _DeviceProjection.apply(z64, torch.from_numpy(shifts).to(dev), codes, counts,
                                   torch.from_numpy(tight).to(dev), free, crit.couples_multipliers, lo, hi)
-    out = out.to(dtype)
-    # the check reads the returned values (float32 rounding included): group means and range
+    return _certified(out.to(dtype), codes.unsqueeze(1), counts, stats.present, [slice(None)], stats.targets, crit,
+                      tol, lo, hi)
+
+
+def _certified(out: Tensor, slots: Tensor, counts: Tensor, present: np.ndarray, blocks: list,
+               targets: np.ndarray | None, crit, tol: float, lo: float, hi: float) -> Tensor | None:
+    """``out`` if the values as returned (float32 rounding included) meet every
+    attribute's constraints and the box (:mod:`.certificate`'s rule), else None. One
+    read: the slots' means of ``out`` and, with a box, its range. ``present`` selects
+    the slots that have rows, ``blocks`` each attribute's among them."""
     o = out.detach().to(torch.float64)
-    table = _group_sums(o, codes, k) / counts.unsqueeze(1)
+    table = _slot_sums(o, slots, counts.shape[0]) / counts.unsqueeze(1)
+    boxed = math.isfinite(lo) or math.isfinite(hi)
     if boxed:
         table = torch.cat([table, torch.stack([o.min(0).values, o.max(0).values])])
     check = table.cpu().numpy()
-    worst = crit.violation(check[:k][stats.present], tol, stats.targets)
+    means = check[:counts.shape[0]][present]
+    worst = [crit.violation(means[sl], tol, None if targets is None else targets[sl]) for sl in blocks]
     if boxed:
-        worst = max(worst, lo - float(check[k].min()), float(check[k + 1].max()) - hi)
-    if not np.isfinite(worst) or worst > CHECK_ATOL[dtype]:
-        return None
-    return out
+        worst += [lo - float(check[-2].min()), float(check[-1].max()) - hi]
+    worst = float(np.max(worst))  # NaN propagates
+    return out if np.isfinite(worst) and worst <= CHECK_ATOL[out.dtype] else None
 
 
 class _Stats:
@@ -277,33 +290,25 @@ class _DeviceProjection(torch.autograd.Function):
 _MAX_SLOTS = 2048
 
 
-def _project_several(z: Tensor, groups: Tensor, y: Tensor | None, crit, tol: float, lo: float = -math.inf,
-                     hi: float = math.inf) -> Tensor | None:
+def _project_several(z64: Tensor, groups: Tensor, tops: list, scale: float, y: Tensor | None, crit, tol: float,
+                     lo: float, hi: float, dtype: torch.dtype) -> Tensor | None:
     """Several attributes: the shift QP (:func:`~.kernels.shift_qp`) on the host from
     the slots' means and cross counts built on the device, the output and the backward
     (the projector, through a ``K x K`` matrix per column) on the device. With a box,
     per column, the active-set iteration over the outputs it holds: each step the
     shift QP of the free outputs (their cross counts, the held outputs' values in the
-    means), until the held set reproduces itself."""
-    n, c = z.shape
+    means), until the held set reproduces itself. ``z64`` is ``z`` in float64, ``tops``
+    each attribute's largest code and ``scale`` the largest ``|z|`` (the first read)."""
+    n, c = z64.shape
     a = groups.shape[1]
-    dtype = z.dtype
     boxed = math.isfinite(lo) or math.isfinite(hi)
-    first = torch.cat([z.detach().abs().max().double().reshape(1), groups.min(0).values.double(),
-                       groups.max(0).values.double()]).tolist()
-    scale, low, top = first[0], first[1:1 + a], first[1 + a:]
-    if not math.isfinite(scale) or min(low) < 0:
-        return None
-    sizes = [int(t) + 1 for t in top]
+    sizes = [int(t) + 1 for t in tops]
     K = sum(sizes)
     if K > (_MAX_BOX_SLOTS if boxed else _MAX_SLOTS):
         return None
-    if dtype == torch.float32 and tol > 0:
-        tol = max(0.0, tol - float32_margin(scale))
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    slots = groups + torch.as_tensor(offsets, device=z.device)  # (n, a) slot of each row per attribute
-    z64 = z.to(torch.float64)
-    parts = [z64.detach(), z64.new_ones(n, 1)] + ([] if y is None else [y.to(device=z.device, dtype=torch.float64)
+    slots = groups + torch.as_tensor(offsets, device=z64.device)  # (n, a) slot of each row per attribute
+    parts = [z64.detach(), z64.new_ones(n, 1)] + ([] if y is None else [y.to(device=z64.device, dtype=torch.float64)
                                                                           .reshape(n, -1).expand(n, c)])
     table = _slot_sums(torch.cat(parts, 1), slots, K)
     host = torch.cat([table.reshape(-1), _cross(slots, None, K).reshape(-1)]).cpu().numpy()
@@ -320,7 +325,7 @@ def _project_several(z: Tensor, groups: Tensor, y: Tensor | None, crit, tol: flo
     blocks = [slice(int(bounds[i]), int(bounds[i + 1])) for i in range(a)]
     delta = active_tolerance(scale + tol)
     shifts, project = np.zeros((K, c)), np.zeros((c, K, K))
-    free = torch.ones((n, c), dtype=torch.bool, device=z.device) if boxed else None
+    free = torch.ones((n, c), dtype=torch.bool, device=z64.device) if boxed else None
     with one_blas_thread():
         for j in range(c):
             r = None if targets is None else targets[:, j]
@@ -334,23 +339,11 @@ def _project_several(z: Tensor, groups: Tensor, y: Tensor | None, crit, tol: flo
             project[j][np.ix_(present, present)] = P
             if boxed:
                 free[:, j] = step[2]
-    dev = z.device
+    dev = z64.device
     counts_d = torch.from_numpy(np.maximum(counts, 1.0)).to(dev)
     out = _SeveralProjection.apply(z64, torch.from_numpy(shifts).to(dev), slots, counts_d,
                                    torch.from_numpy(project).to(dev), free, lo, hi).to(dtype)
-    o = out.detach().to(torch.float64)
-    check = _slot_sums(o, slots, K) / counts_d.unsqueeze(1)
-    if boxed:
-        check = torch.cat([check, torch.stack([o.min(0).values, o.max(0).values])])
-    check = check.cpu().numpy()
-    worst = 0.0
-    for sl in blocks:
-        worst = max(worst, crit.violation(check[present][sl], tol, None if targets is None else targets[sl]))
-    if boxed:
-        worst = max(worst, lo - float(check[K].min()), float(check[K + 1].max()) - hi)
-    if not np.isfinite(worst) or worst > CHECK_ATOL[dtype]:
-        return None
-    return out
+    return _certified(out, slots, counts_d, present, blocks, targets, crit, tol, lo, hi)
 
 
 #: several attributes with a box: largest number of group slots (each active-set step
