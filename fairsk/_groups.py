@@ -9,12 +9,13 @@
 Every sensitive attribute is recoded to the groups present in the batch, and all
 attributes share one numbering of "group slots" ``0..K-1``. Group sums and means are
 then one ``bincount`` (or ``index_add`` on a device) per attribute and column, never a
-Python loop over samples.
+Python loop over samples; several attributes with few intersections (cells) take one
+``bincount`` over the cells for all attributes at once (:class:`Cells`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from numbers import Number
 from typing import Any
 
@@ -221,6 +222,47 @@ def group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Cells:
+    """The cells of several attributes (the intersections of their groups), when they
+    are few: each sample's cell as one code, so that a statistic of every attribute's
+    groups is one ``bincount`` over the cells followed by sums over a small table.
+
+    Attributes
+    ----------
+    code : ndarray of shape (n,)
+        ``sum_a raw_a * stride_a``: the sample's raw codes as one index into the table
+        (int64).
+    shape : tuple of int
+        The table's shape: each attribute's raw codes lie in ``0..shape[a]-1``.
+    present : tuple of ndarray
+        Per attribute, its raw codes present in the batch, ascending: slot ``s`` of the
+        attribute is raw code ``present[a][s]`` (the numbering :func:`recode` gives).
+    table : ndarray of shape ``shape``
+        The number of samples in each cell (float64).
+    """
+
+    code: np.ndarray
+    shape: tuple[int, ...]
+    present: tuple[np.ndarray, ...]
+    table: np.ndarray
+
+    def marginals(self, table: np.ndarray) -> list[np.ndarray]:
+        """Per attribute, the sums of ``table`` (shaped as the cells) over its present
+        groups, in slot order."""
+        axes = range(len(self.shape))
+        return [table.sum(axis=tuple(b for b in axes if b != a))[p] for a, p in enumerate(self.present)]
+
+    def spread(self, values: list[np.ndarray]) -> np.ndarray:
+        """The table (flat) whose cell holds the sum over attributes of its groups'
+        ``values`` (one array per attribute, in slot order)."""
+        out = np.zeros(self.shape)
+        for a, (p, v) in enumerate(zip(self.present, values)):
+            full = np.zeros(self.shape[a])
+            full[p] = v
+            out += full.reshape([-1 if b == a else 1 for b in range(len(self.shape))])
+        return out.reshape(-1)
+
+
 class GroupIndex:
     """The groups of one batch, held in NumPy (group statistics are small and live on
     the host; sums of device tensors are computed on their device).
@@ -228,18 +270,37 @@ class GroupIndex:
     Attributes
     ----------
     gid : ndarray of shape (n, a)
-        Global slot of each sample's group, per attribute (int64).
+        Global slot of each sample's group, per attribute (int64; built on first use
+        when the index holds cells).
     counts : ndarray of shape (K,)
         Number of samples in each slot (float64).
     sizes : tuple of int
         Number of groups present in each attribute (sums to K).
+    cells : Cells or None
+        Several attributes with few cells: the statistics of the host path go through
+        the cells, one pass over the batch for all attributes at once.
     """
 
-    gid: np.ndarray
-    counts: np.ndarray
-    sizes: tuple[int, ...]
-    # per-batch memo: codes per attribute, the cross counts, gid on each device
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+    def __init__(self, gid: np.ndarray | None, counts: np.ndarray, sizes: tuple[int, ...],
+                 cells: Cells | None = None) -> None:
+        self._gid = gid
+        self.counts = counts
+        self.sizes = tuple(sizes)
+        self.cells = cells
+        # per-batch memo: codes per attribute, the cross counts, gid on each device
+        self._cache: dict = {}
+
+    def __repr__(self) -> str:
+        return f"GroupIndex(n={self.counts.sum():g}, sizes={self.sizes}, cells={self.cells is not None})"
+
+    @property
+    def gid(self) -> np.ndarray:
+        if self._gid is None:  # from the cells: each attribute's slots, offset
+            gid = np.empty((self.cells.code.shape[0], self.n_attributes), dtype=np.int64)
+            for a in range(self.n_attributes):
+                np.add(self.codes(a), self.attribute(a).start, out=gid[:, a])
+            self._gid = gid
+        return self._gid
 
     @property
     def n_slots(self) -> int:
@@ -258,10 +319,25 @@ class GroupIndex:
         """Codes ``0..k_a-1`` of attribute ``a`` (n,), contiguous (cached)."""
         key = ("codes", a)
         if key not in self._cache:
-            start = self.attribute(a).start
-            col = self.gid[:, a]
-            self._cache[key] = np.ascontiguousarray(col if start == 0 else col - start)
+            if self._gid is None:
+                self._cache[key] = self._codes_from_cells(a)
+            else:
+                start = self.attribute(a).start
+                col = self._gid[:, a]
+                self._cache[key] = np.ascontiguousarray(col if start == 0 else col - start)
         return self._cache[key]
+
+    def _codes_from_cells(self, a: int) -> np.ndarray:
+        cells = self.cells
+        stride = int(np.prod(cells.shape[a + 1:], dtype=np.int64))
+        raw = cells.code // stride if stride > 1 else cells.code.copy()
+        if a > 0:
+            raw %= cells.shape[a]
+        if cells.present[a].shape[0] == cells.shape[a]:  # every code present: slots are the codes
+            return raw
+        slot = np.zeros(cells.shape[a], dtype=np.int64)
+        slot[cells.present[a]] = np.arange(cells.present[a].shape[0])
+        return slot[raw]
 
     def gid_on(self, device) -> Tensor:
         """``gid`` as a long tensor on ``device`` (cached)."""
@@ -281,9 +357,14 @@ class GroupIndex:
             return out
         K = self.n_slots
         out = np.empty((K, v.shape[1]))
-        for a in range(self.n_attributes):
-            sl = self.attribute(a)
-            for j in range(v.shape[1]):
+        cells = self.cells
+        for j in range(v.shape[1]):
+            if cells is not None:  # one pass for every attribute
+                table = np.bincount(cells.code, weights=v[:, j], minlength=cells.table.size).reshape(cells.shape)
+                out[:, j] = np.concatenate(cells.marginals(table))
+                continue
+            for a in range(self.n_attributes):
+                sl = self.attribute(a)
                 out[sl, j] = group_sums(v[:, j], self.codes(a), sl.stop - sl.start)
         return out
 
@@ -303,11 +384,15 @@ class GroupIndex:
             return out
         # per attribute and column, a gather of the attribute's own slots by its
         # contiguous codes, summed in place (no (n, c) temporaries per attribute)
-        n, c = self.gid.shape[0], t.shape[1]
+        n, c = (self.cells.code if self._gid is None else self._gid).shape[0], t.shape[1]
         out = np.empty((n, c))
-        part = np.empty(n) if self.n_attributes > 1 else None
+        part = np.empty(n) if self.n_attributes > 1 and self.cells is None else None
         for j in range(c):
             col = out[:, j] if c > 1 else out.reshape(n)
+            if self.cells is not None:  # the cells' sums of the attributes' values, one gather
+                values = [t[self.attribute(a), j] for a in range(self.n_attributes)]
+                np.take(self.cells.spread(values), self.cells.code, out=col, mode="clip")
+                continue
             for a in range(self.n_attributes):
                 values = np.ascontiguousarray(t[self.attribute(a), j])
                 if a == 0:
@@ -331,22 +416,17 @@ class GroupIndex:
             return self._cache["cross"]
         K, sizes = self.n_slots, self.sizes
         out = np.zeros((K, K))
-        cells = int(np.prod(sizes, dtype=np.float64))
-        if self.n_attributes > 1 and cells <= max(4 * self.gid.shape[0], 1 << 16):
+        if self.cells is not None:
+            cells = self.cells
+            table = cells.table if w is None else np.bincount(cells.code, weights=w, minlength=cells.table.size)
+            _cross_blocks(self, table.reshape(cells.shape), cells.present, out)
+        elif self.n_attributes > 1 and int(np.prod(sizes, dtype=np.float64)) <= max(4 * self.gid.shape[0], 1 << 16):
             cell = self.codes(0).copy()
             for a in range(1, self.n_attributes):
                 cell *= sizes[a]
                 cell += self.codes(a)
-            table = np.bincount(cell, weights=w, minlength=cells).reshape(sizes)
-            for a in range(self.n_attributes):
-                for b in range(a, self.n_attributes):
-                    others = tuple(x for x in range(self.n_attributes) if x not in (a, b))
-                    block = table.sum(axis=others) if others else table
-                    sa, sb = self.attribute(a), self.attribute(b)
-                    if a == b:
-                        out[sa, sa] = np.diag(block)
-                    else:
-                        out[sa, sb], out[sb, sa] = block, block.T
+            table = np.bincount(cell, weights=w, minlength=int(np.prod(sizes))).reshape(sizes)
+            _cross_blocks(self, table, [np.arange(k) for k in sizes], out)
         else:
             flat = out.reshape(-1)
             for a in range(self.n_attributes):
@@ -355,6 +435,22 @@ class GroupIndex:
         if w is None:
             self._cache["cross"] = out
         return out
+
+
+def _cross_blocks(index: GroupIndex, table: np.ndarray, present, out: np.ndarray) -> None:
+    """Fill the (K, K) cross counts ``out`` from a table over the cells (axes: the
+    attributes' raw codes, ``present[a]`` those present, in slot order)."""
+    n_attr = index.n_attributes
+    for a in range(n_attr):
+        for b in range(a, n_attr):
+            others = tuple(x for x in range(n_attr) if x not in (a, b))
+            block = table.sum(axis=others) if others else table
+            sa, sb = index.attribute(a), index.attribute(b)
+            if a == b:
+                out[sa, sa] = np.diag(block[present[a]])
+            else:
+                block = block[np.ix_(present[a], present[b])]
+                out[sa, sb], out[sb, sa] = block, block.T
 
 
 def recode(codes: np.ndarray, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -379,7 +475,12 @@ def recode(codes: np.ndarray, top: int | None = None) -> tuple[np.ndarray, np.nd
 
 def encode_groups(groups, top: int | None = None) -> GroupIndex:
     """Recode integer group codes (n,) or (n, a) (array or tensor, any device) to the
-    slots of the present groups. ``top``: the largest code, when already known."""
+    slots of the present groups. ``top``: the largest code, when already known (the
+    caller has then also checked that no code is negative).
+
+    Several attributes whose cells are few (``(top + 1) ** a`` at most ``max(n,
+    1024)``) are indexed by their cells (:class:`Cells`): one code per sample, one
+    ``bincount`` for the counts of every attribute."""
     if isinstance(groups, Tensor):
         groups = groups.detach().cpu().numpy()
     groups = np.asarray(groups)
@@ -391,6 +492,10 @@ def encode_groups(groups, top: int | None = None) -> GroupIndex:
         codes, counts = recode(groups[:, 0], top)
         return GroupIndex(codes.reshape(-1, 1), counts, (counts.shape[0],))
     n, n_attr = groups.shape
+    if n and top is None and int(groups.min()) >= 0:
+        top = int(groups.max())
+    if n and top is not None and float(top + 1) ** n_attr <= max(n, 1024):
+        return _index_cells(groups, top + 1)
     columns = np.ascontiguousarray(groups.T)  # one copy: each attribute's codes contiguous
     gid = np.empty((n, n_attr), dtype=np.int64)
     counts, sizes, local = [], [], {}
@@ -405,3 +510,20 @@ def encode_groups(groups, top: int | None = None) -> GroupIndex:
     index = GroupIndex(gid, np.concatenate(counts), tuple(sizes))
     index._cache.update(local)
     return index
+
+
+def _index_cells(groups: np.ndarray, m: int) -> GroupIndex:
+    """:func:`encode_groups` of non-negative codes (n, a) below ``m``, by their cells."""
+    n_attr = groups.shape[1]
+    shape = (m,) * n_attr
+    strides = np.array([m ** (n_attr - 1 - a) for a in range(n_attr)], dtype=np.int64)
+    # one integer matrix-vector product: the cheapest single pass that reads every
+    # column (torch's integer kernel measured faster than NumPy's)
+    code = torch.mv(torch.from_numpy(groups.astype(np.int64, copy=False)), torch.from_numpy(strides)).numpy()
+    table = np.bincount(code, minlength=m**n_attr).astype(np.float64).reshape(shape)
+    axes = range(n_attr)
+    marg = [table.sum(axis=tuple(b for b in axes if b != a)) for a in axes]
+    present = tuple(np.flatnonzero(c) for c in marg)
+    cells = Cells(code, shape, present, table)
+    counts = np.concatenate([c[p] for c, p in zip(marg, present)])
+    return GroupIndex(None, counts, tuple(p.shape[0] for p in present), cells)

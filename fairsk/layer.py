@@ -259,6 +259,9 @@ def _as_group_codes(groups: Any, n: int) -> tuple[np.ndarray, int]:
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and int(arr.max()) > np.iinfo(np.int64).max:
         raise ValueError("groups holds codes too large for int64")
     arr = arr.astype(np.int64, copy=False)
-    if int(arr.min()) < 0:
+    # one reduction for both checks: read as unsigned, a negative code is above every
+    # non-negative one
+    top = int(arr.view(np.uint64).max())
+    if top > np.iinfo(np.int64).max:
         raise ValueError("groups must hold non-negative integer codes")
-    return arr, int(arr.max())
+    return arr, top

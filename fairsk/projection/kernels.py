@@ -389,7 +389,7 @@ def dykstra(x0: np.ndarray, projections: Sequence[Callable[[np.ndarray], np.ndar
     """
     x = x0
     incr = [np.zeros_like(x0) for _ in projections]
-    tol = rtol * (1.0 + _max_abs(x0))
+    tol = rtol * (1.0 + max_abs(x0))
     for sweep in range(1, max_sweeps + 1):
         if check is not None and sweep % check_every == 0:
             answer = check(x)
@@ -400,7 +400,7 @@ def dykstra(x0: np.ndarray, projections: Sequence[Callable[[np.ndarray], np.ndar
             shifted = x + incr[a]
             new = project(shifted)
             incr[a] = shifted - new
-            moved = max(moved, _max_abs(new - x))
+            moved = max(moved, max_abs(new - x))
             x = new
         if moved <= tol:
             answer = None if check is None else check(x)
@@ -408,7 +408,7 @@ def dykstra(x0: np.ndarray, projections: Sequence[Callable[[np.ndarray], np.ndar
     return x, False
 
 
-def _max_abs(a: np.ndarray) -> float:
+def max_abs(a: np.ndarray) -> float:
     # two reductions beat abs() + max() on large arrays (no temporary), not on small ones
     if a.size == 0:
         return 0.0
@@ -501,7 +501,7 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
     g_free = grad if free is None else grad * free
     if groups.n_slots == 0 or not tight.any():
         return g_free
-    out = np.empty_like(grad)
+    out = None if grad.shape[1] == 1 else np.empty_like(grad)
     for j in range(grad.shape[1]):
         f = None if free is None else free[:, j].astype(np.float64)
         if groups.n_attributes == 1:
@@ -511,7 +511,10 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
                 corr = _general_correction(g_free[:, j], f, tight[:, j], groups, couples)
         if f is not None:
             corr *= f
-        # in place: at large n a fresh temporary costs page faults on top of the pass
+        # in place (into the correction itself for one column): at large n a fresh
+        # array costs page faults on top of the pass
+        if out is None:
+            return np.subtract(g_free[:, 0], corr, out=corr)[:, None]
         np.subtract(g_free[:, j], corr, out=out[:, j])
     return out
 
