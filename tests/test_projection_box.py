@@ -157,6 +157,19 @@ def test_one_attribute_box_routes_equal_the_bisection(inst, ends, rounded):
         np.testing.assert_array_equal(answer.free, bisected.free)
 
 
+@pytest.mark.parametrize("seed", [24851, 1, 2, 3])
+def test_one_group_steps_equal_the_bisection(seed):
+    """One group with targets: a later step can find no shift at all (the guess already
+    balances the group), which is not the first guess's "nothing moves"; the steps must
+    still check that guess against the outputs."""
+    inst = make_instance(seed=seed, n=200, k=1, a=1, c=1, criterion="eer", tolerance=0.125, box=True)
+    settled, root, bisected = _one_attribute_answers(inst, "both", False)
+    scale = max(1.0, float(np.abs(bisected.out).max()))
+    for answer in (settled, root):
+        np.testing.assert_allclose(answer.out, bisected.out, atol=1e-9 * scale, rtol=0)
+        np.testing.assert_array_equal(answer.free, bisected.free)
+
+
 def test_the_active_set_steps_settle_on_an_easy_batch_and_give_way_on_a_hard_one():
     """The steps answer alone when the projection moves no output across a bound, and
     hand over (None) when a guess holds a whole group, where the sorted path answers."""

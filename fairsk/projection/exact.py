@@ -40,7 +40,17 @@ import torch
 from torch import Tensor
 
 from .._groups import GroupIndex, group_sums
-from .kernels import BoxSum, GroupShifts, active_tolerance, dykstra, max_abs, one_blas_thread, projector_vjp, shift_qp
+from .kernels import (
+    BoxSum,
+    GroupShifts,
+    active_tolerance,
+    clip,
+    dykstra,
+    max_abs,
+    one_blas_thread,
+    projector_vjp,
+    shift_qp,
+)
 from .spec import SolverError, Spec, to_host
 
 DYKSTRA_MAX_SWEEPS = 20000
@@ -233,7 +243,7 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         if settled is not None:
             shifted, tight[sl, j], delta = settled
             free[:, j] = (shifted > lb + delta) & (shifted < ub - delta)
-            np.clip(shifted, lb, ub, out=out[:, j])
+            clip(shifted, lb, ub, out=out[:, j])
             continue
         if order is None:
             bounds = np.concatenate(([0], np.cumsum(counts.astype(np.int64))))
@@ -281,14 +291,14 @@ def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, sp
     targets = None if r is None else r.tolist()
     lower, upper = col <= lb, col >= ub
     delta = None
-    for _ in range(steps):
-        if delta is None and not (lower.any() or upper.any()):  # the usual start: nothing held
-            held, n_free = col, n
+    for step in range(steps):
+        if step == 0:  # the first guess holds what clip(z) holds: held = clip(z)
+            held = clip(col, lb, ub)
         else:
             held = np.where(lower, lb, np.where(upper, ub, col))
-            n_free = group_sums(~(lower | upper), codes, k).tolist()
+        n_free = group_sums(~(lower | upper), codes, k).tolist()
         a = (group_sums(held, codes, k) / counts).tolist()
-        if delta is None:  # the first guess: a is the mean of clip(z), as in the sorted path
+        if step == 0:  # the first guess: a is the mean of clip(z), as in the sorted path
             if not all(map(math.isfinite, a)):
                 return None
             delta = active_tolerance(max(map(abs, a)) + spec.tolerance)
@@ -296,12 +306,16 @@ def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, sp
             return None
         u, tight = spec.criterion.project_values(a, [ng * ng / f for ng, f in zip(n, n_free)], spec.tolerance,
                                                  targets, delta)
-        shift = np.array([ng / f * (ag - ug) for ng, f, ag, ug in zip(n, n_free, a, u)])
-        shifted = col - shift.take(codes, mode="clip")
+        shift = [ng / f * (ag - ug) for ng, f, ag, ug in zip(n, n_free, a, u)]
+        if step == 0 and not any(shift):  # nothing moves: z keeps the first guess, its own (exactly)
+            return col, np.array(tight, dtype=bool), delta
+        shifted = np.take(np.array(shift), codes, mode="clip")
+        np.subtract(col, shifted, out=shifted)
         new_lower, new_upper = shifted <= lb, shifted >= ub
-        moved = (new_lower != lower) | (new_upper != upper)
+        moved = np.flatnonzero((new_lower != lower) | (new_upper != upper))
         # a guess that changes only within rounding of a bound has settled
-        if not moved.any() or not (moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
+        near = shifted[moved]
+        if not (np.minimum(np.abs(near - lb), np.abs(near - ub)) > delta).any():
             return shifted, np.array(tight, dtype=bool), delta
         lower, upper = new_lower, new_upper
     return None
