@@ -173,11 +173,7 @@ class GroupEncoder:
     def transform(self, sensitive: Any, n: int | None = None) -> np.ndarray:
         """Codes (n, a) of ``sensitive`` in the fitted numbering."""
         codes, labels = encode_sensitive(sensitive, n)
-        if codes.shape[1] != len(self.labels_):
-            raise ValueError(
-                f"sensitive_features has {codes.shape[1]} attributes but the model was fitted with "
-                f"{len(self.labels_)}"
-            )
+        check_attribute_count(codes.shape[1], len(self.labels_))
         out = np.empty_like(codes)
         for a, known in enumerate(self.labels_):
             labels_a = np.asarray(labels[a], dtype=object)
@@ -200,6 +196,13 @@ class GroupEncoder:
                     known.extend(labels_a[unseen].tolist())
             out[:, a] = mapped[codes[:, a]]
         return out
+
+
+def check_attribute_count(got: int, expected: int, fitted: str = "the model was fitted with") -> None:
+    """Raise ``ValueError`` unless ``sensitive_features`` has the ``expected`` number of
+    attributes (the one message for estimators, calibrators, streams and Dask)."""
+    if got != expected:
+        raise ValueError(f"sensitive_features has {got} attributes but {fitted} {expected}")
 
 
 def _warn_near_duplicates(unseen: np.ndarray, known: list, a: int) -> None:

@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._groups import encode_sensitive
+from ._groups import check_attribute_count, encode_sensitive
 from .metrics import equal_opportunity_gap, equalized_odds_gap
 
 __all__ = ["ErrorRateCalibrator", "error_rate_gap"]
@@ -355,11 +355,7 @@ class ErrorRateCalibrator(BaseEstimator):
 
     def _cells(self, sensitive_features: Any, n: int) -> np.ndarray:
         codes, labels = encode_sensitive(sensitive_features, n)
-        if codes.shape[1] != len(self.group_labels_[0]):
-            raise ValueError(
-                f"sensitive_features has {codes.shape[1]} attributes but the calibrator was fitted with "
-                f"{len(self.group_labels_[0])}"
-            )
+        check_attribute_count(codes.shape[1], len(self.group_labels_[0]), "the calibrator was fitted with")
         index = {g: i for i, g in enumerate(self.group_labels_)}
         keys = [tuple(_plain(labels[a][c]) for a, c in enumerate(row)) for row in codes]
         unseen = sorted({str(k) for k in keys if k not in index})

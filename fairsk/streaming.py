@@ -52,7 +52,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from ._groups import GroupEncoder, encode_sensitive
+from ._groups import GroupEncoder, check_attribute_count, encode_sensitive
 from ._proba import logit
 from .decisions import StreamingLabeler
 from .projection.kernels import BoxSum, bisect_decreasing, dykstra
@@ -865,10 +865,7 @@ class StreamingFairPredictor(BaseEstimator):
         fitted_labels = getattr(self._final(), "group_labels_", None)
         if not state.labels:
             fitted = fitted_labels or [[] for _ in labels_local]
-            if len(fitted) != len(labels_local):  # fitted with another number of attributes
-                raise ValueError(
-                    f"sensitive_features has {len(labels_local)} attributes but the model was fitted with {len(fitted)}"
-                )
+            check_attribute_count(len(labels_local), len(fitted))  # fitted with another number of attributes
             for known in fitted:
                 state.labels.append({label: i for i, label in enumerate(known)})
                 k = len(known)
@@ -878,10 +875,7 @@ class StreamingFairPredictor(BaseEstimator):
                 for name, value in state.rule.items():
                     if isinstance(value, list):
                         value.append(np.full((k, c), np.inf if name == "slack" else 0.0))
-        if len(labels_local) != state.n_attributes:
-            raise ValueError(
-                f"sensitive_features has {len(labels_local)} attributes but the stream has {state.n_attributes}"
-            )
+        check_attribute_count(len(labels_local), state.n_attributes, "the stream has")
         codes = np.empty_like(codes_local)
         for a, labels in enumerate(labels_local):
             lookup = state.labels[a]

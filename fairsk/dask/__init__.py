@@ -58,7 +58,7 @@ import warnings
 
 import numpy as np
 
-from .._groups import _check_one_kind, _kind, encode_sensitive
+from .._groups import _check_one_kind, _kind, check_attribute_count, encode_sensitive
 from .._proba import logit
 from ..exceptions import InfeasibleProjectionError
 from . import _labels, _shifts
@@ -588,8 +588,8 @@ def _check_attributes(cells: list, known: list | None) -> None:
     """The rules of the in-memory encoding, over all partitions: as many attributes as
     in fit, and one kind of value per attribute (each partition checks only its own)."""
     n_attr = len(cells[0])
-    if known is not None and n_attr != len(known):
-        raise ValueError(f"sensitive_features has {n_attr} attributes but the model was fitted with {len(known)}")
+    if known is not None:
+        check_attribute_count(n_attr, len(known))
     for a in range(n_attr):
         fitted = None if known is None else {_kind(v) for v in known[a]}
         _check_one_kind([c[a] for c in cells], a, fitted)
