@@ -258,7 +258,22 @@ def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, sp
     """One attribute and a box, one column: the primal-dual active-set iteration over
     which outputs the box holds, each step in closed form; ``(z - shift, tight groups,
     delta)`` once the guess reproduces itself, or None (the caller then inverts each
-    group's clipped sum, which always answers).
+    group's clipped sum, which always answers). See :func:`settle_column`."""
+    lb, ub = spec.box
+    settled = settle_column(col, codes, counts, spec.criterion, spec.tolerance, lb, ub, r, steps)
+    if settled is None:
+        return None
+    shifted, tight, delta, _, _ = settled
+    return shifted, np.array(tight, dtype=bool), delta
+
+
+def settle_column(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, crit, tol: float, lb: float, ub: float,
+                  r: np.ndarray | None, steps: int, low: float | None = None, high: float | None = None
+                  ) -> tuple[np.ndarray, list, float, float, float] | None:
+    """The active-set iteration of :func:`_settle_attribute` on the box ``[lb, ub]``
+    (infinite ends where there is none): ``(z - shift, tight groups (list), delta,
+    min, max of z - shift)``, or None. ``low``/``high``: ``min``/``max`` of ``col``
+    when the caller has them.
 
     For a guess of the held outputs, the free outputs of group g move together by
     ``t_g`` and the held ones stay at their bounds, so the group's mean is ``a_g -
@@ -271,14 +286,19 @@ def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, sp
     projection. The first guess holds what ``clip(z)`` holds: when the projection moves
     no output across a bound, one step answers.
     """
-    lb, ub = spec.box
     k = counts.shape[0]
     n = counts.tolist()
     targets = None if r is None else r.tolist()
-    lower, upper = col <= lb, col >= ub
+    if low is None:
+        low, high = float(col.min()), float(col.max())
+    # the guess as two masks; None while it holds nothing (the usual start): the
+    # min and max of the outputs then answer the masks' questions
+    lower = upper = None
+    if low <= lb or high >= ub:
+        lower, upper = col <= lb, col >= ub
     delta = None
     for _ in range(steps):
-        if delta is None and not (lower.any() or upper.any()):  # the usual start: nothing held
+        if lower is None:
             held, n_free = col, n
         else:
             held = np.where(lower, lb, np.where(upper, ub, col))
@@ -287,18 +307,24 @@ def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, sp
         if delta is None:  # the first guess: a is the mean of clip(z), as in the sorted path
             if not all(map(math.isfinite, a)):
                 return None
-            delta = active_tolerance(max(map(abs, a)) + spec.tolerance)
+            delta = active_tolerance(max(map(abs, a)) + tol)
         if not all(n_free):  # a group the guess holds whole cannot move its mean
             return None
-        u, tight = spec.criterion.project_values(a, [ng * ng / f for ng, f in zip(n, n_free)], spec.tolerance,
-                                                 targets, delta)
+        u, tight = crit.project_values(a, [ng * ng / f for ng, f in zip(n, n_free)], tol, targets, delta)
         shift = np.array([ng / f * (ag - ug) for ng, f, ag, ug in zip(n, n_free, a, u)])
         shifted = col - shift.take(codes, mode="clip")
-        new_lower, new_upper = shifted <= lb, shifted >= ub
-        moved = (new_lower != lower) | (new_upper != upper)
+        s_low, s_high = float(shifted.min()), float(shifted.max())
+        if s_low > lb and s_high < ub:  # the new guess holds nothing
+            if lower is None:
+                return shifted, tight, delta, s_low, s_high
+            new_lower = new_upper = None
+            moved = lower | upper
+        else:
+            new_lower, new_upper = shifted <= lb, shifted >= ub
+            moved = (new_lower | new_upper) if lower is None else (new_lower != lower) | (new_upper != upper)
         # a guess that changes only within rounding of a bound has settled
         if not moved.any() or not (moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
-            return shifted, np.array(tight, dtype=bool), delta
+            return shifted, tight, delta, s_low, s_high
         lower, upper = new_lower, new_upper
     return None
 
