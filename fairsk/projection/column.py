@@ -95,7 +95,7 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
         return None  # the general route tries the next solver, or refuses
     res = torch.from_numpy(out if z.dtype == torch.float64 else out.astype(_NUMPY[z.dtype])).view(n, 1)
     if z.requires_grad and torch.is_grad_enabled():
-        return _ColumnProjection.apply(z, res, codes, counts, tight, free, criterion.couples_multipliers)
+        return _ColumnProjection.apply(z, res, _Batch(codes, counts, tight, free, criterion.couples_multipliers))
     return res
 
 
@@ -130,31 +130,40 @@ def _boxed(col, codes, counts, criterion, tol, lb, ub, low, high):
     return np.clip(shifted, lb, ub), tight, free, (o_low, o_high), max(o_high, -o_low)
 
 
+class _Batch:
+    """What the backward of one batch reads (one argument: the autograd call stays cheap)."""
+
+    __slots__ = ("codes", "counts", "tight", "free", "couples")
+
+    def __init__(self, codes, counts, tight, free, couples):
+        self.codes, self.counts, self.tight, self.free, self.couples = codes, counts, tight, free, couples
+
+
 class _ColumnProjection(torch.autograd.Function):
     """The certified output as a graph node; backward: the projector of
-    :func:`~.kernels.projector_vjp` (one column, one attribute), in the same operations."""
+    :func:`~.kernels.projector_vjp` for one column and one attribute
+    (:func:`~.kernels._one_attribute_values`), in the same operations."""
 
     @staticmethod
-    def forward(ctx, z, out, codes, counts, tight, free, couples):
-        ctx.codes, ctx.counts, ctx.tight, ctx.free, ctx.couples = codes, counts, tight, free, couples
+    def forward(ctx, z, out, batch):
+        ctx.batch = batch
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        free = ctx.free
-        if free is None and not any(ctx.tight):
-            return grad, None, None, None, None, None, None
+        b = ctx.batch
+        free = b.free
+        if free is None and not any(b.tight):
+            return grad, None, None  # the identity
         g = grad.detach().numpy().reshape(-1)
         if free is not None:
             g = g * free
-        if not any(ctx.tight):
-            res = g
-        else:
-            corr = np.take(_one_attribute_values(g, free, np.array(ctx.tight, dtype=bool), ctx.codes, ctx.counts,
-                                                 ctx.couples), ctx.codes, mode="clip")
+        if any(b.tight):
+            corr = np.take(_one_attribute_values(g, free, np.array(b.tight, dtype=bool), b.codes, b.counts, b.couples),
+                           b.codes, mode="clip")
             if free is not None:
                 corr *= free
-            res = g - corr
-        if res.dtype != _NUMPY[grad.dtype]:
-            res = res.astype(_NUMPY[grad.dtype])
-        return torch.from_numpy(res).view(grad.shape), None, None, None, None, None, None
+            g = g - corr
+        if g.dtype != _NUMPY[grad.dtype]:
+            g = g.astype(_NUMPY[grad.dtype])
+        return torch.from_numpy(g).view(grad.shape), None, None
