@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .certificate import CHECK_ATOL, float32_margin
 from .exact import ONE_ATTRIBUTE_BOX_STEPS, settle_column
-from .kernels import _one_attribute_values, active_tolerance
+from .kernels import active_tolerance
 
 #: the most groups this route takes (the general route's Python-float threshold)
 MAX_GROUPS = 64
@@ -58,10 +58,12 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
     if z.dtype == torch.float32 and tol > 0:  # the float32 rule (certificate)
         tol = max(0.0, tol - float32_margin(scale))
     codes = groups.detach().numpy().reshape(n)
-    top = int(codes.max())
-    if top >= MAX_GROUPS or int(codes.min()) < 0:
+    if int(codes.max()) >= MAX_GROUPS:
         return None
-    counts = np.bincount(codes)
+    try:
+        counts = np.bincount(codes)
+    except ValueError:  # a negative code
+        return None
     if not counts.all():  # a group absent from the batch: the codes of the present ones
         present = counts > 0
         codes = (np.cumsum(present) - 1)[codes]
@@ -93,7 +95,7 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
             return None  # the general route checks the float32 values themselves
     if not worst <= atol:
         return None  # the general route tries the next solver, or refuses
-    res = torch.from_numpy(out if z.dtype == torch.float64 else out.astype(_NUMPY[z.dtype])).view(n, 1)
+    res = torch.from_numpy((out if z.dtype == torch.float64 else out.astype(_NUMPY[z.dtype])).reshape(n, 1))
     if z.requires_grad and torch.is_grad_enabled():
         return _ColumnProjection.apply(z, res, _Batch(codes, counts, tight, free, criterion.couples_multipliers))
     return res
@@ -159,11 +161,26 @@ class _ColumnProjection(torch.autograd.Function):
         if free is not None:
             g = g * free
         if any(b.tight):
-            corr = np.take(_one_attribute_values(g, free, np.array(b.tight, dtype=bool), b.codes, b.counts, b.couples),
-                           b.codes, mode="clip")
+            corr = np.take(np.array(_span_values(g, free, b.tight, b.codes, b.counts, b.couples)), b.codes, mode="clip")
             if free is not None:
                 corr *= free
             g = g - corr
         if g.dtype != _NUMPY[grad.dtype]:
             g = g.astype(_NUMPY[grad.dtype])
-        return torch.from_numpy(g).view(grad.shape), None, None
+        return torch.from_numpy(g.reshape(grad.shape)), None, None
+
+
+def _span_values(g, free, tight, codes, counts, couples) -> list:
+    """:func:`~.kernels._one_attribute_values` with the tight flags as a list (the
+    same formulas, on the same Python floats)."""
+    k = counts.shape[0]
+    nl = counts.tolist()
+    sums = np.bincount(codes, weights=g, minlength=k).tolist()
+    fl = nl if free is None else np.bincount(codes, weights=free, minlength=k).tolist()
+    live = [t and f > 0 for t, f in zip(tight, fl)]
+    v = [s / f if on else 0.0 for s, f, on in zip(sums, fl, live)]
+    if couples and not any(t and f == 0 for t, f in zip(tight, fl)):
+        den = sum(ng * ng / f for ng, f, on in zip(nl, fl, live) if on)
+        lam = sum(ng * vg for ng, vg in zip(nl, v)) / den if den > 0 else 0.0
+        v = [vg - lam * ng / f if on else 0.0 for vg, ng, f, on in zip(v, nl, fl, live)]
+    return v
