@@ -14,7 +14,11 @@
    unconstrained net's predict;
 4. streaming: partial_predict latency at batch size 1 and throughput at 16 and 256,
    against calling the fitted net's body directly on the same batches;
-5. breakdown: CPU time of one training batch's layer (n = 128), step by step.
+5. breakdown: CPU time of one training batch's layer (n = 128), step by step;
+6. overhead (``--sections overhead``, not in the default run): where an epoch's
+   overhead over the plain net goes, by ablation in the training loop itself: the
+   sensitive features carried with the layer replaced by the identity, then by a
+   trivial autograd node (the cost of any custom backward), then the real layer.
 """
 
 from __future__ import annotations
@@ -266,6 +270,67 @@ def layer_breakdown(n=128):
     print("   exact projection it is checked against, its matrices, both certificates, the checked backward)")
 
 
+class _Identity(torch.autograd.Function):
+    """A graph node that does nothing: the fixed cost of a custom backward."""
+
+    @staticmethod
+    def forward(ctx, z):
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def overhead_ablation(rows, batch, epochs, repeats):
+    """Per-batch CPU time over the plain net of: the groups carried (layer = identity),
+    a trivial autograd node in place of the layer, and the layer; interleaved fits."""
+    import fairsk.layer as layer_module
+    from fairsk import FairLayerClassifier, FairLayerRegressor
+
+    A, y, s = adult_arrays(rows)
+    real = layer_module.FairnessLayer.forward
+    variants = {
+        "groups carried, layer = identity": lambda self, z, groups, y=None: z,
+        "groups carried, a trivial autograd node": lambda self, z, groups, y=None: _Identity.apply(z),
+        "the layer (exact)": real,
+    }
+    print(f"\n6. overhead: CPU microseconds per batch over the plain net ({len(y)} Adult rows, batch {batch},")
+    print(f"   median of {repeats} fits x {epochs} epochs, interleaved; the layer's forward replaced in the loop)")
+    target = {"FairLayerClassifier": y, "FairLayerRegressor": y.astype(float)}
+    n_batches = -(-len(y) // batch)
+    try:
+        for Base in (FairLayerClassifier, FairLayerRegressor):
+            Est, yt = _timed_class(Base), target[Base.__name__]
+
+            def epoch_cpu(name, n_epochs):
+                est = Est(max_epochs=n_epochs, random_state=0, batch_size=batch, solver="exact")
+                if name is None:
+                    est.fit(A, yt)
+                else:
+                    layer_module.FairnessLayer.forward = variants[name]
+                    try:
+                        est.fit(A, yt, sensitive_features=s)
+                    finally:
+                        layer_module.FairnessLayer.forward = real
+                return list(est.net_.history[:, "cpu"])
+
+            names = [None, *variants]
+            for name in names:  # warm-up
+                epoch_cpu(name, 1)
+            times = {name: [] for name in names}
+            for _ in range(repeats):
+                for name in names:
+                    times[name] += epoch_cpu(name, epochs)
+            plain = statistics.median(times[None])
+            print(f"   {Base.__name__}: plain net {plain * 1e3:.1f} ms/epoch ({plain / n_batches * 1e6:.0f} us/batch)")
+            for name in variants:
+                t = statistics.median(times[name])
+                print(f"     {name:<42} {(t - plain) / n_batches * 1e6:7.0f} us/batch  ({t / plain:.2f}x)")
+    finally:
+        layer_module.FairnessLayer.forward = real
+
+
 def inference(n_rows):
     from fairsk import FairLayerClassifier
 
@@ -338,7 +403,7 @@ def main() -> None:
     # a small MLP's step gains nothing from a second thread, and on shared cores its
     # timings swing with the other processes' load: the per-batch sections run on one
     torch.set_num_threads(args.training_threads)
-    if run & {"training", "breakdown"}:
+    if run & {"training", "breakdown", "overhead"}:
         print(f"\n(training and breakdown: {args.training_threads} torch thread(s))")
     if "training" in run:
         rows = args.training_rows or (3000 if args.quick else None)
@@ -346,6 +411,8 @@ def main() -> None:
                           args.training_solvers)
     if "breakdown" in run:
         layer_breakdown()
+    if "overhead" in run:
+        overhead_ablation(args.training_rows or (3000 if args.quick else None), 128, args.epochs, args.repeats)
     torch.set_num_threads(threads)
     if "inference" in run:
         inference(100_000 if args.quick else 1_000_000)

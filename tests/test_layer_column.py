@@ -158,3 +158,60 @@ def test_the_route_backward_matches_finite_differences(bounds):
     layer = FairnessLayer("ecp", 0.05, "exact", bounds)
     assert column.project_column(z, groups, get_criterion("ecp"), 0.05, *(bounds or (None, None))) is not None
     torch.autograd.gradcheck(lambda v: layer(v, groups), (z.clone().requires_grad_(True),), eps=1e-7, atol=1e-6)
+
+
+def _plain_settle(col, codes, counts, crit, tol, lb, ub, steps):
+    """The box's active-set iteration written plainly (masks at every step, the full
+    settle test): the reference for the shortcuts of ``settle_column``."""
+    from fairsk.projection.kernels import active_tolerance
+
+    k, n = counts.shape[0], counts.tolist()
+    lower, upper = col <= lb, col >= ub
+    delta = None
+    for _ in range(steps):
+        if delta is None and not (lower.any() or upper.any()):
+            held, n_free = col, n
+        else:
+            held = np.where(lower, lb, np.where(upper, ub, col))
+            n_free = np.bincount(codes, weights=~(lower | upper), minlength=k).tolist()
+        a = (np.bincount(codes, weights=held, minlength=k) / counts).tolist()
+        if delta is None:
+            if not all(np.isfinite(a)):
+                return None
+            delta = active_tolerance(max(map(abs, a)) + tol)
+        if not all(n_free):
+            return None
+        u, tight = crit.project_values(a, [ng * ng / f for ng, f in zip(n, n_free)], tol, None, delta)
+        shift = np.array([ng / f * (ag - ug) for ng, f, ag, ug in zip(n, n_free, a, u)])
+        shifted = col - shift.take(codes)
+        new_lower, new_upper = shifted <= lb, shifted >= ub
+        moved = (new_lower != lower) | (new_upper != upper)
+        if not moved.any() or not (moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
+            return shifted, list(tight), delta
+        lower, upper = new_lower, new_upper
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 150), k=st.integers(1, 5),
+       tolerance=st.sampled_from([0.0, 1e-3, 0.05, 0.3]), saturate=st.booleans(),
+       bounds=st.sampled_from([(0.0, 1.0), (-0.3, 0.4), (-np.inf, 0.5), (0.2, np.inf)]),
+       steps=st.integers(1, 8))
+def test_the_box_iteration_equals_the_plain_iteration(seed, n, k, tolerance, saturate, bounds, steps):
+    from fairsk.projection.exact import settle_column
+
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, k, n)
+    codes = (np.cumsum(np.bincount(codes, minlength=k) > 0) - 1)[codes]  # every group present
+    counts = np.bincount(codes).astype(np.float64)
+    col = 1 / (1 + np.exp(-(rng.normal(size=n) * 2 + rng.normal(size=k)[codes] * 2)))
+    if saturate:
+        col[rng.random(n) < 0.2] = 1.0
+    crit = get_criterion("ecp")
+    ours = settle_column(col, codes, counts, crit, tolerance, *bounds, None, steps)
+    ref = _plain_settle(col, codes, counts, crit, tolerance, *bounds, steps)
+    assert (ours is None) == (ref is None)
+    if ours is not None:
+        np.testing.assert_array_equal(ours[0], ref[0])
+        assert list(ours[1]) == ref[1] and ours[2] == ref[2]
+        assert (ours[3], ours[4]) == (float(ours[0].min()), float(ours[0].max()))

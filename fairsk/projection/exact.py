@@ -321,6 +321,13 @@ def settle_column(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, crit, 
             moved = lower | upper
         else:
             new_lower, new_upper = shifted <= lb, shifted >= ub
+            if lower is None and ((s_low <= lb and min(abs(s_low - lb), abs(s_low - ub)) > delta)
+                                  or (s_high >= ub and min(abs(s_high - lb), abs(s_high - ub)) > delta)):
+                # from a guess holding nothing, the extreme output beyond a bound has
+                # moved, and it is farther than rounding from both bounds: the test
+                # below would say "not settled" (the same floats, without the arrays)
+                lower, upper = new_lower, new_upper
+                continue
             moved = (new_lower | new_upper) if lower is None else (new_lower != lower) | (new_upper != upper)
         # a guess that changes only within rounding of a bound has settled
         if not moved.any() or not (moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
