@@ -207,12 +207,13 @@ def layer_breakdown(n=128):
     from fairsk import FairnessLayer
     from fairsk._groups import encode_groups
     from fairsk.layer import _max_abs, _one_column_index
-    from fairsk.projection import Spec, certify
+    from fairsk.projection import Spec, certify, get_criterion
+    from fairsk.projection.column import project_column
     from fairsk.projection.exact import answer_of, output_of
 
     print(f"\n5. one training batch (n = {n}, float32, 2 groups, tolerance 0.01): CPU microseconds per call")
-    print(f"{'box':>4} {'solver':>6} {'fwd+bwd':>8} {'forward':>8} {'inputs+index':>12} {'exact solve':>11}"
-          f" {'certificate':>11} {'qpth QP fwd':>11}")
+    print(f"{'box':>4} {'solver':>6} {'fwd+bwd':>8} {'forward':>8} {'column route':>12} {'inputs+index':>12}"
+          f" {'exact solve':>11} {'certificate':>11} {'qpth QP fwd':>11}")
     gen = torch.Generator().manual_seed(0)
     groups = torch.randint(0, 2, (n, 1), generator=gen)
     for box in (False, True):
@@ -259,13 +260,20 @@ def layer_breakdown(n=128):
                 finally:
                     qpth_solver.QPFunction = real
                 qp = statistics.median(spent) * 1e6
-            print(f"{'yes' if box else 'no':>4} {solver:>6} {total:8.0f} {forward:8.0f} {_cpu_us(inputs, 500):12.0f}"
+            route = "-"
+            if solver == "exact":
+                lb_ub = (0.0, 1.0) if box else (None, None)
+                route = f"{_cpu_us(lambda: project_column(z, groups, get_criterion('ecp'), 0.01, *lb_ub), 500):.0f}"
+            print(f"{'yes' if box else 'no':>4} {solver:>6} {total:8.0f} {forward:8.0f} {route:>12}"
+                  f" {_cpu_us(inputs, 500):12.0f}"
                   f" {_cpu_us(lambda: output_of(zg, answer_of(zg, gidx, spec), gidx, spec), 500):11.0f}"
                   f" {_cpu_us(lambda: certify(out, gidx, spec, torch.float32), 500):11.0f}"
                   f" {'-' if qp != qp else f'{qp:.0f}':>11}")
-    print("   inputs+index: the layer's checks of z and the codes, and the batch's GroupIndex (one bincount);")
-    print("   exact solve: the exact solver's float64 answer and its autograd node (in z's dtype, float32);")
-    print("   certificate: the check of that answer; qpth QP fwd: qpth's own")
+    print("   exact fwd+bwd and forward take the one-column route (fairsk.projection.column): column route =")
+    print("   its solve and certificate without autograd. The general route's steps, which qpth's batches")
+    print("   take: inputs+index: the layer's checks of z and the codes, and the batch's GroupIndex (one")
+    print("   bincount); exact solve: the exact solver's float64 answer and its autograd node (in z's dtype,")
+    print("   float32); certificate: the check of that answer; qpth QP fwd: qpth's own")
     print("   interior-point forward inside the qpth solver (the rest of a qpth batch is the wrapper: the")
     print("   exact projection it is checked against, its matrices, both certificates, the checked backward)")
 
