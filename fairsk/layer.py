@@ -144,16 +144,16 @@ class FairnessLayer(nn.Module):
         z2 = _as_output_matrix(z)
         criterion = get_criterion(self.criterion)
         needs_targets = criterion.needs_targets
+        if device.applies(z2, groups, self.solver, self.criterion, lb, ub):  # the batch stays on its accelerator
+            yt = _as_targets(y, z2) if needs_targets else None
+            out = device.project_on_device(z2, groups, yt, self.criterion, tol, lb, ub)
+            if out is not None:
+                return out if out.shape == z.shape else out.reshape(z.shape)
         if (self.solver == "exact" and z2.shape[1] == 1 and z2.device.type == "cpu" and not needs_targets
                 and not getattr(criterion, "label_strata", False) and SOLVERS["exact"] is solve_exact):
             # the usual training batch: the same projection and certificate with fewer
             # array calls (None: anything else, which the general route answers)
             out = project_column(z2, groups, criterion, tol, lb, ub)
-            if out is not None:
-                return out if out.shape == z.shape else out.reshape(z.shape)
-        if device.applies(z2, groups, self.solver, self.criterion, lb, ub):  # the batch stays on its accelerator
-            yt = _as_targets(y, z2) if needs_targets else None
-            out = device.project_on_device(z2, groups, yt, self.criterion, tol, lb, ub)
             if out is not None:
                 return out if out.shape == z.shape else out.reshape(z.shape)
         # the finiteness check (NaN propagates through max and min, an infinity is one of
