@@ -80,7 +80,7 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
         return None
     out, tight, free, extremes, bound = answer
     # the certificate: the rule of fairsk.projection.certificate, on the same values
-    check = (np.bincount(codes, weights=out, minlength=k) / counts).tolist()
+    check = [s / c for s, c in zip(np.bincount(codes, weights=out, minlength=k).tolist(), counts.tolist())]
     if not all(map(math.isfinite, check)):
         return None
     worst = 0.0
@@ -104,7 +104,7 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
 def _unboxed(col, codes, counts, k, criterion, tol, scale):
     """:func:`~.exact._project_attribute` without a box (a few groups, one column):
     ``(out, tight, None, None, bound on max |out|)``."""
-    values = (np.bincount(codes, weights=col, minlength=k) / counts).tolist()
+    values = [s / c for s, c in zip(np.bincount(codes, weights=col, minlength=k).tolist(), counts.tolist())]
     if not all(map(math.isfinite, values)):
         return None
     delta = active_tolerance(max(map(abs, values)) + tol)

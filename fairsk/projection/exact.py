@@ -302,8 +302,9 @@ def settle_column(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, crit, 
             held, n_free = col, n
         else:
             held = np.where(lower, lb, np.where(upper, ub, col))
-            n_free = group_sums(~(lower | upper), codes, k).tolist()
-        a = (group_sums(held, codes, k) / counts).tolist()
+            n_free = [ng - h for ng, h in zip(n, group_sums(lower | upper, codes, k).tolist())]
+        # the means as Python floats (the same divisions as NumPy's, one array call fewer)
+        a = [s / ng for s, ng in zip(group_sums(held, codes, k).tolist(), n)]
         if delta is None:  # the first guess: a is the mean of clip(z), as in the sorted path
             if not all(map(math.isfinite, a)):
                 return None
