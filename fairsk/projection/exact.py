@@ -291,18 +291,23 @@ def settle_column(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, crit, 
     targets = None if r is None else r.tolist()
     if low is None:
         low, high = float(col.min()), float(col.max())
-    # the guess as two masks; None while it holds nothing (the usual start): the
-    # min and max of the outputs then answer the masks' questions
-    lower = upper = None
-    if low <= lb or high >= ub:
-        lower, upper = col <= lb, col >= ub
+    # the guess as two masks, each None while it holds nothing (the usual start, and
+    # the usual side of a box that holds outputs at one bound only): the min and max
+    # of the outputs answer that mask's questions, and its array calls are skipped
+    lower = (col <= lb) if low <= lb else None
+    upper = (col >= ub) if high >= ub else None
     delta = None
     for _ in range(steps):
-        if lower is None:
+        if lower is None and upper is None:
             held, n_free = col, n
         else:
-            held = np.where(lower, lb, np.where(upper, ub, col))
-            n_free = [ng - h for ng, h in zip(n, group_sums(lower | upper, codes, k).tolist())]
+            if upper is None:
+                held, held_mask = np.where(lower, lb, col), lower
+            elif lower is None:
+                held, held_mask = np.where(upper, ub, col), upper
+            else:
+                held, held_mask = np.where(lower, lb, np.where(upper, ub, col)), lower | upper
+            n_free = [ng - h for ng, h in zip(n, group_sums(held_mask, codes, k).tolist())]
         # the means as Python floats (the same divisions as NumPy's, one array call fewer)
         a = [s / ng for s, ng in zip(group_sums(held, codes, k).tolist(), n)]
         if delta is None:  # the first guess: a is the mean of clip(z), as in the sorted path
@@ -315,23 +320,25 @@ def settle_column(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, crit, 
         shift = np.array([ng / f * (ag - ug) for ng, f, ag, ug in zip(n, n_free, a, u)])
         shifted = col - shift.take(codes, mode="clip")
         s_low, s_high = float(shifted.min()), float(shifted.max())
-        if s_low > lb and s_high < ub:  # the new guess holds nothing
-            if lower is None:
-                return shifted, tight, delta, s_low, s_high
-            new_lower = new_upper = None
-            moved = lower | upper
-        else:
-            new_lower, new_upper = shifted <= lb, shifted >= ub
-            if lower is None and ((s_low <= lb and min(abs(s_low - lb), abs(s_low - ub)) > delta)
-                                  or (s_high >= ub and min(abs(s_high - lb), abs(s_high - ub)) > delta)):
-                # from a guess holding nothing, the extreme output beyond a bound has
-                # moved, and it is farther than rounding from both bounds: the test
-                # below would say "not settled" (the same floats, without the arrays)
-                lower, upper = new_lower, new_upper
-                continue
-            moved = (new_lower | new_upper) if lower is None else (new_lower != lower) | (new_upper != upper)
+        new_lower = (shifted <= lb) if s_low <= lb else None
+        new_upper = (shifted >= ub) if s_high >= ub else None
+        if lower is None and upper is None and (
+                (s_low <= lb and min(abs(s_low - lb), abs(s_low - ub)) > delta)
+                or (s_high >= ub and min(abs(s_high - lb), abs(s_high - ub)) > delta)):
+            # from a guess holding nothing, the extreme output beyond a bound has
+            # moved, and it is farther than rounding from both bounds: the test below
+            # would say "not settled" (the same floats, without the arrays)
+            lower, upper = new_lower, new_upper
+            continue
+        # the outputs whose side changed (a None mask holds nothing)
+        moved = None
+        for old, new in ((lower, new_lower), (upper, new_upper)):
+            change = old if new is None else new if old is None else new != old
+            if change is not None:
+                moved = change if moved is None else moved | change
         # a guess that changes only within rounding of a bound has settled
-        if not moved.any() or not (moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
+        if moved is None or not moved.any() or not (
+                moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
             return shifted, tight, delta, s_low, s_high
         lower, upper = new_lower, new_upper
     return None
