@@ -57,7 +57,7 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
     scale = max(high, -low)
     if z.dtype == torch.float32 and tol > 0:  # the float32 rule (certificate)
         tol = max(0.0, tol - float32_margin(scale))
-    codes = groups.detach().numpy().reshape(n)
+    codes = groups.numpy().reshape(n)  # integer tensors never require grad
     if int(codes.max()) >= MAX_GROUPS:
         return None
     try:
