@@ -14,7 +14,11 @@
    unconstrained net's predict;
 4. streaming: partial_predict latency at batch size 1 and throughput at 16 and 256,
    against calling the fitted net's body directly on the same batches;
-5. breakdown: CPU time of one training batch's layer (n = 128), step by step.
+5. breakdown: CPU time of one training batch's layer (n = 128), step by step;
+6. overhead (``--sections overhead``, not in the default run): where an epoch's
+   overhead over the plain net goes, by ablation in the training loop itself: the
+   sensitive features carried with the layer replaced by the identity, then by a
+   trivial autograd node (the cost of any custom backward), then the real layer.
 """
 
 from __future__ import annotations
@@ -203,12 +207,13 @@ def layer_breakdown(n=128):
     from fairsk import FairnessLayer
     from fairsk._groups import encode_groups
     from fairsk.layer import _max_abs, _one_column_index
-    from fairsk.projection import Spec, certify
+    from fairsk.projection import Spec, certify, get_criterion
+    from fairsk.projection.column import project_column
     from fairsk.projection.exact import answer_of, output_of
 
     print(f"\n5. one training batch (n = {n}, float32, 2 groups, tolerance 0.01): CPU microseconds per call")
-    print(f"{'box':>4} {'solver':>6} {'fwd+bwd':>8} {'forward':>8} {'inputs+index':>12} {'exact solve':>11}"
-          f" {'certificate':>11} {'qpth QP fwd':>11}")
+    print(f"{'box':>4} {'solver':>6} {'fwd+bwd':>8} {'forward':>8} {'column route':>12} {'inputs+index':>12}"
+          f" {'exact solve':>11} {'certificate':>11} {'qpth QP fwd':>11}")
     gen = torch.Generator().manual_seed(0)
     groups = torch.randint(0, 2, (n, 1), generator=gen)
     for box in (False, True):
@@ -255,15 +260,83 @@ def layer_breakdown(n=128):
                 finally:
                     qpth_solver.QPFunction = real
                 qp = statistics.median(spent) * 1e6
-            print(f"{'yes' if box else 'no':>4} {solver:>6} {total:8.0f} {forward:8.0f} {_cpu_us(inputs, 500):12.0f}"
+            route = "-"
+            if solver == "exact":
+                lb_ub = (0.0, 1.0) if box else (None, None)
+                route = f"{_cpu_us(lambda: project_column(z, groups, get_criterion('ecp'), 0.01, *lb_ub), 500):.0f}"
+            print(f"{'yes' if box else 'no':>4} {solver:>6} {total:8.0f} {forward:8.0f} {route:>12}"
+                  f" {_cpu_us(inputs, 500):12.0f}"
                   f" {_cpu_us(lambda: output_of(zg, answer_of(zg, gidx, spec), gidx, spec), 500):11.0f}"
                   f" {_cpu_us(lambda: certify(out, gidx, spec, torch.float32), 500):11.0f}"
                   f" {'-' if qp != qp else f'{qp:.0f}':>11}")
-    print("   inputs+index: the layer's checks of z and the codes, and the batch's GroupIndex (one bincount);")
-    print("   exact solve: the exact solver's float64 answer and its autograd node (in z's dtype, float32);")
-    print("   certificate: the check of that answer; qpth QP fwd: qpth's own")
+    print("   exact fwd+bwd and forward take the one-column route (fairsk.projection.column): column route =")
+    print("   its solve and certificate without autograd. The general route's steps, which qpth's batches")
+    print("   take: inputs+index: the layer's checks of z and the codes, and the batch's GroupIndex (one")
+    print("   bincount); exact solve: the exact solver's float64 answer and its autograd node (in z's dtype,")
+    print("   float32); certificate: the check of that answer; qpth QP fwd: qpth's own")
     print("   interior-point forward inside the qpth solver (the rest of a qpth batch is the wrapper: the")
     print("   exact projection it is checked against, its matrices, both certificates, the checked backward)")
+
+
+class _Identity(torch.autograd.Function):
+    """A graph node that does nothing: the fixed cost of a custom backward."""
+
+    @staticmethod
+    def forward(ctx, z):
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def overhead_ablation(rows, batch, epochs, repeats):
+    """Per-batch CPU time over the plain net of: the groups carried (layer = identity),
+    a trivial autograd node in place of the layer, and the layer; interleaved fits."""
+    import fairsk.layer as layer_module
+    from fairsk import FairLayerClassifier, FairLayerRegressor
+
+    A, y, s = adult_arrays(rows)
+    real = layer_module.FairnessLayer.forward
+    variants = {
+        "groups carried, layer = identity": lambda self, z, groups, y=None: z,
+        "groups carried, a trivial autograd node": lambda self, z, groups, y=None: _Identity.apply(z),
+        "the layer (exact)": real,
+    }
+    print(f"\n6. overhead: CPU microseconds per batch over the plain net ({len(y)} Adult rows, batch {batch},")
+    print(f"   median of {repeats} fits x {epochs} epochs, interleaved; the layer's forward replaced in the loop)")
+    target = {"FairLayerClassifier": y, "FairLayerRegressor": y.astype(float)}
+    n_batches = -(-len(y) // batch)
+    try:
+        for Base in (FairLayerClassifier, FairLayerRegressor):
+            Est, yt = _timed_class(Base), target[Base.__name__]
+
+            def epoch_cpu(name, n_epochs):
+                est = Est(max_epochs=n_epochs, random_state=0, batch_size=batch, solver="exact")
+                if name is None:
+                    est.fit(A, yt)
+                else:
+                    layer_module.FairnessLayer.forward = variants[name]
+                    try:
+                        est.fit(A, yt, sensitive_features=s)
+                    finally:
+                        layer_module.FairnessLayer.forward = real
+                return list(est.net_.history[:, "cpu"])
+
+            names = [None, *variants]
+            for name in names:  # warm-up
+                epoch_cpu(name, 1)
+            times = {name: [] for name in names}
+            for _ in range(repeats):
+                for name in names:
+                    times[name] += epoch_cpu(name, epochs)
+            plain = statistics.median(times[None])
+            print(f"   {Base.__name__}: plain net {plain * 1e3:.1f} ms/epoch ({plain / n_batches * 1e6:.0f} us/batch)")
+            for name in variants:
+                t = statistics.median(times[name])
+                print(f"     {name:<42} {(t - plain) / n_batches * 1e6:7.0f} us/batch  ({t / plain:.2f}x)")
+    finally:
+        layer_module.FairnessLayer.forward = real
 
 
 def inference(n_rows):
@@ -338,7 +411,7 @@ def main() -> None:
     # a small MLP's step gains nothing from a second thread, and on shared cores its
     # timings swing with the other processes' load: the per-batch sections run on one
     torch.set_num_threads(args.training_threads)
-    if run & {"training", "breakdown"}:
+    if run & {"training", "breakdown", "overhead"}:
         print(f"\n(training and breakdown: {args.training_threads} torch thread(s))")
     if "training" in run:
         rows = args.training_rows or (3000 if args.quick else None)
@@ -346,6 +419,8 @@ def main() -> None:
                           args.training_solvers)
     if "breakdown" in run:
         layer_breakdown()
+    if "overhead" in run:
+        overhead_ablation(args.training_rows or (3000 if args.quick else None), 128, args.epochs, args.repeats)
     torch.set_num_threads(threads)
     if "inference" in run:
         inference(100_000 if args.quick else 1_000_000)

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 from ._groups import GroupIndex, encode_groups, recode
 from .projection import CHECK_ATOL, SOLVERS, Spec, device, float32_margin, get_criterion, project
 from .projection import CRITERIA as _CRITERION_REGISTRY
+from .projection.column import project_column
+from .projection.exact import solve_exact
 
 __all__ = ["FairnessLayer", "CRITERIA", "validate_layer_params"]
 
@@ -140,10 +142,18 @@ class FairnessLayer(nn.Module):
         """
         tol, lb, ub = _validated(self.criterion, self.tolerance, self.solver, self.bounds)
         z2 = _as_output_matrix(z)
-        needs_targets = get_criterion(self.criterion).needs_targets
+        criterion = get_criterion(self.criterion)
+        needs_targets = criterion.needs_targets
         if device.applies(z2, groups, self.solver, self.criterion, lb, ub):  # the batch stays on its accelerator
             yt = _as_targets(y, z2) if needs_targets else None
             out = device.project_on_device(z2, groups, yt, self.criterion, tol, lb, ub)
+            if out is not None:
+                return out if out.shape == z.shape else out.reshape(z.shape)
+        if (self.solver == "exact" and z2.shape[1] == 1 and z2.device.type == "cpu" and not needs_targets
+                and not getattr(criterion, "label_strata", False) and SOLVERS["exact"] is solve_exact):
+            # the usual training batch: the same projection and certificate with fewer
+            # array calls (None: anything else, which the general route answers)
+            out = project_column(z2, groups, criterion, tol, lb, ub)
             if out is not None:
                 return out if out.shape == z.shape else out.reshape(z.shape)
         # the finiteness check (NaN propagates through max and min, an infinity is one of

@@ -272,7 +272,22 @@ def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, sp
     """One attribute and a box, one column: the primal-dual active-set iteration over
     which outputs the box holds, each step in closed form; ``(z - shift, tight groups,
     delta)`` once the guess reproduces itself, or None (the caller then inverts each
-    group's clipped sum, which always answers).
+    group's clipped sum, which always answers). See :func:`settle_column`."""
+    lb, ub = spec.box
+    settled = settle_column(col, codes, counts, spec.criterion, spec.tolerance, lb, ub, r, steps)
+    if settled is None:
+        return None
+    shifted, tight, delta, _, _ = settled
+    return shifted, np.array(tight, dtype=bool), delta
+
+
+def settle_column(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, crit, tol: float, lb: float, ub: float,
+                  r: np.ndarray | None, steps: int, low: float | None = None, high: float | None = None
+                  ) -> tuple[np.ndarray, list, float, float, float] | None:
+    """The active-set iteration of :func:`_settle_attribute` on the box ``[lb, ub]``
+    (infinite ends where there is none): ``(z - shift, tight groups (list), delta,
+    min, max of z - shift)``, or None; ``z - shift`` is ``col`` itself when nothing
+    moves. ``low``/``high``: ``min``/``max`` of ``col`` when the caller has them.
 
     For a guess of the held outputs, the free outputs of group g move together by
     ``t_g`` and the held ones stay at their bounds, so the group's mean is ``a_g -
@@ -285,38 +300,69 @@ def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, sp
     projection. The first guess holds what ``clip(z)`` holds: when the projection moves
     no output across a bound, one step answers.
     """
-    lb, ub = spec.box
     k = counts.shape[0]
     n = counts.tolist()
     targets = None if r is None else r.tolist()
-    lower, upper = col <= lb, col >= ub
+    if low is None:
+        low, high = float(col.min()), float(col.max())
+    # the guess as two masks, each None while it holds nothing (the usual start, and
+    # the usual side of a box that holds outputs at one bound only): the min and max
+    # of the outputs answer that mask's questions, and its array calls are skipped
+    lower = (col <= lb) if low <= lb else None
+    upper = (col >= ub) if high >= ub else None
     delta = None
     for step in range(steps):
-        if step == 0:  # the first guess holds what clip(z) holds: held = clip(z)
-            held = clip(col, lb, ub)
+        if lower is None and upper is None:
+            held, n_free = col, n
         else:
-            held = np.where(lower, lb, np.where(upper, ub, col))
-        n_free = group_sums(~(lower | upper), codes, k).tolist()
-        a = (group_sums(held, codes, k) / counts).tolist()
+            if step == 0:  # the first guess holds what clip(z) holds: held = clip(z), one pass
+                held = clip(col, lb, ub)
+                held_mask = lower if upper is None else upper if lower is None else lower | upper
+            elif upper is None:
+                held, held_mask = np.where(lower, lb, col), lower
+            elif lower is None:
+                held, held_mask = np.where(upper, ub, col), upper
+            else:
+                held, held_mask = np.where(lower, lb, np.where(upper, ub, col)), lower | upper
+            n_free = [ng - h for ng, h in zip(n, group_sums(held_mask, codes, k).tolist())]
+        # the means as Python floats (the same divisions as NumPy's, one array call fewer)
+        a = [s / ng for s, ng in zip(group_sums(held, codes, k).tolist(), n)]
         if step == 0:  # the first guess: a is the mean of clip(z), as in the sorted path
             if not all(map(math.isfinite, a)):
                 return None
-            delta = active_tolerance(max(map(abs, a)) + spec.tolerance)
+            delta = active_tolerance(max(map(abs, a)) + tol)
         if not all(n_free):  # a group the guess holds whole cannot move its mean
             return None
-        u, tight = spec.criterion.project_values(a, [ng * ng / f for ng, f in zip(n, n_free)], spec.tolerance,
-                                                 targets, delta)
+        u, tight = crit.project_values(a, [ng * ng / f for ng, f in zip(n, n_free)], tol, targets, delta)
         shift = [ng / f * (ag - ug) for ng, f, ag, ug in zip(n, n_free, a, u)]
         if step == 0 and not any(shift):  # nothing moves: z keeps the first guess, its own (exactly)
-            return col, np.array(tight, dtype=bool), delta
+            return col, tight, delta, low, high
         shifted = np.take(np.array(shift), codes, mode="clip")
         np.subtract(col, shifted, out=shifted)
-        new_lower, new_upper = shifted <= lb, shifted >= ub
-        moved = np.flatnonzero((new_lower != lower) | (new_upper != upper))
-        # a guess that changes only within rounding of a bound has settled
-        near = shifted[moved]
+        s_low, s_high = float(shifted.min()), float(shifted.max())
+        new_lower = (shifted <= lb) if s_low <= lb else None
+        new_upper = (shifted >= ub) if s_high >= ub else None
+        if lower is None and upper is None and (
+                (s_low <= lb and min(abs(s_low - lb), abs(s_low - ub)) > delta)
+                or (s_high >= ub and min(abs(s_high - lb), abs(s_high - ub)) > delta)):
+            # from a guess holding nothing, the extreme output beyond a bound has
+            # moved, and it is farther than rounding from both bounds: the test below
+            # would say "not settled" (the same floats, without the arrays)
+            lower, upper = new_lower, new_upper
+            continue
+        # the outputs whose side changed (a None mask holds nothing)
+        moved = None
+        for old, new in ((lower, new_lower), (upper, new_upper)):
+            change = old if new is None else new if old is None else new != old
+            if change is not None:
+                moved = change if moved is None else moved | change
+        if moved is None:
+            return shifted, tight, delta, s_low, s_high
+        # a guess that changes only within rounding of a bound has settled (only the
+        # moved outputs are read)
+        near = shifted[np.flatnonzero(moved)]
         if not (np.minimum(np.abs(near - lb), np.abs(near - ub)) > delta).any():
-            return shifted, np.array(tight, dtype=bool), delta
+            return shifted, tight, delta, s_low, s_high
         lower, upper = new_lower, new_upper
     return None
 
