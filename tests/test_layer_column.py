@@ -109,8 +109,8 @@ def test_the_route_certifies_its_answer(monkeypatch):
     hands the batch to the general route, whose answer is fair)."""
     real = column._unboxed
 
-    def unfair(col, codes, counts, k, criterion, tol, scale):
-        out, tight, free, extremes, bound = real(col, codes, counts, k, criterion, tol, scale)
+    def unfair(col, codes, counts, criterion, tol, scale):
+        out, tight, free, extremes, bound = real(col, codes, counts, criterion, tol, scale)
         out = out.copy()
         out[codes == 0] += 1.0
         return out, tight, free, extremes, bound + 1.0

@@ -52,12 +52,9 @@ def _violation(y: np.ndarray, groups: GroupIndex, spec: Spec) -> tuple[float, fl
     # group mean non-finite (so does a sum that overflows); refused before the
     # criteria, whose max() could drop a NaN
     if groups.n_attributes == 1 and y.shape[1] == 1 and groups.n_slots <= 64:
-        # the usual batch: one bincount, and the criterion on a few Python floats
-        values = (group_sums(y[:, 0], groups.codes(0), groups.n_slots) / groups.counts).tolist()
-        if not all(map(math.isfinite, values)):
-            return float("nan"), None
         r = None if spec.targets is None else spec.targets[:, 0].tolist()
-        return max(worst, spec.criterion.violation_of_column(values, spec.tolerance, r)), scale
+        v = column_violation(y[:, 0], groups.codes(0), groups.counts, spec.criterion, spec.tolerance, r)
+        return (max(worst, v), scale) if math.isfinite(v) else (v, None)
     means = groups.means(y)
     if not np.isfinite(means).all():
         return float("nan"), None
@@ -66,6 +63,17 @@ def _violation(y: np.ndarray, groups: GroupIndex, spec: Spec) -> tuple[float, fl
         r = None if spec.targets is None else spec.targets[sl]
         worst = max(worst, spec.criterion.violation(means[sl], spec.tolerance, r))
     return worst, scale
+
+
+def column_violation(y: np.ndarray, codes: np.ndarray, counts: np.ndarray, criterion, tol: float,
+                     r: list | None) -> float:
+    """Largest violation of the constraints of one attribute of a few groups by one
+    column ``y`` (n,) (nan when a group mean is not finite): one ``bincount``, and the
+    criterion on the means as Python floats (the usual batch)."""
+    values = [s / c for s, c in zip(group_sums(y, codes, counts.shape[0]).tolist(), counts.tolist())]
+    if not all(map(math.isfinite, values)):
+        return float("nan")
+    return criterion.violation_of_column(values, tol, r)
 
 
 def certify(out: np.ndarray, groups: GroupIndex, spec: Spec, dtype: torch.dtype) -> None:

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .certificate import CHECK_ATOL, float32_margin
-from .exact import ONE_ATTRIBUTE_BOX_STEPS, settle_column
-from .kernels import active_tolerance
+from .._groups import recode
+from .certificate import CHECK_ATOL, column_violation, float32_margin
+from .exact import ONE_ATTRIBUTE_BOX_STEPS, settle_column, shift_column
+from .kernels import _one_attribute_values
 
 #: the most groups this route takes (the general route's Python-float threshold)
 MAX_GROUPS = 64
@@ -58,35 +59,28 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
     if z.dtype == torch.float32 and tol > 0:  # the float32 rule (certificate)
         tol = max(0.0, tol - float32_margin(scale))
     codes = groups.numpy().reshape(n)  # integer tensors never require grad
-    if int(codes.max()) >= MAX_GROUPS:
+    top = int(codes.max())
+    if top >= MAX_GROUPS:
         return None
     try:
-        counts = np.bincount(codes)
-    except ValueError:  # a negative code
+        codes, counts = recode(codes, top)
+    except ValueError:  # a negative code: the general route's message
         return None
-    if not counts.all():  # a group absent from the batch: the codes of the present ones
-        present = counts > 0
-        codes = (np.cumsum(present) - 1)[codes]
-        counts = counts[present]
-    counts = counts.astype(np.float64)
-    k = counts.shape[0]
     boxed = lb is not None or ub is not None
     if boxed:
         lb, ub = -math.inf if lb is None else float(lb), math.inf if ub is None else float(ub)
         answer = _boxed(col, codes, counts, criterion, tol, lb, ub, low, high)
     else:
-        answer = _unboxed(col, codes, counts, k, criterion, tol, scale)
+        answer = _unboxed(col, codes, counts, criterion, tol, scale)
     if answer is None:
         return None
     out, tight, free, extremes, bound = answer
     # the certificate: the rule of fairsk.projection.certificate, on the same values
-    check = [s / c for s, c in zip(np.bincount(codes, weights=out, minlength=k).tolist(), counts.tolist())]
-    if not all(map(math.isfinite, check)):
+    worst = column_violation(out, codes, counts, criterion, tol, None)
+    if not math.isfinite(worst):
         return None
-    worst = 0.0
     if boxed:
         worst = max(worst, lb - extremes[0], extremes[1] - ub)
-    worst = max(worst, criterion.violation_of_column(check, tol, None))
     atol = CHECK_ATOL[z.dtype]
     # ``bound`` is max |out| (with a box) or a bound above it: when the margin of the
     # bound passes, so does the margin of the maximum
@@ -101,17 +95,13 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
     return res
 
 
-def _unboxed(col, codes, counts, k, criterion, tol, scale):
+def _unboxed(col, codes, counts, criterion, tol, scale):
     """:func:`~.exact._project_attribute` without a box (a few groups, one column):
     ``(out, tight, None, None, bound on max |out|)``."""
-    values = [s / c for s, c in zip(np.bincount(codes, weights=col, minlength=k).tolist(), counts.tolist())]
-    if not all(map(math.isfinite, values)):
+    shifted = shift_column(col, codes, counts, criterion, tol, None)
+    if shifted is None:
         return None
-    delta = active_tolerance(max(map(abs, values)) + tol)
-    new, tight = criterion.project_values(values, counts.tolist(), tol, None, delta)
-    shift = [a - b for a, b in zip(new, values)]
-    out = np.take(np.array(shift), codes, mode="clip")
-    out += col
+    out, tight, shift = shifted
     # |z_i + shift_g| <= max |z| + max |shift|, and rounding keeps the order
     return out, tight, None, None, scale + max(map(abs, shift))
 
@@ -163,26 +153,10 @@ class _ColumnProjection(torch.autograd.Function):
         if free is not None:
             g = g * free
         if any(b.tight):
-            corr = np.take(np.array(_span_values(g, free, b.tight, b.codes, b.counts, b.couples)), b.codes, mode="clip")
+            corr = np.take(_one_attribute_values(g, free, b.tight, b.codes, b.counts, b.couples), b.codes, mode="clip")
             if free is not None:
                 corr *= free
             g = g - corr
         if g.dtype != _NUMPY[grad.dtype]:
             g = g.astype(_NUMPY[grad.dtype])
         return torch.from_numpy(g.reshape(grad.shape)), None, None
-
-
-def _span_values(g, free, tight, codes, counts, couples) -> list:
-    """:func:`~.kernels._one_attribute_values` with the tight flags as a list (the
-    same formulas, on the same Python floats)."""
-    k = counts.shape[0]
-    nl = counts.tolist()
-    sums = np.bincount(codes, weights=g, minlength=k).tolist()
-    fl = nl if free is None else np.bincount(codes, weights=free, minlength=k).tolist()
-    live = [t and f > 0 for t, f in zip(tight, fl)]
-    v = [s / f if on else 0.0 for s, f, on in zip(sums, fl, live)]
-    if couples and not any(t and f == 0 for t, f in zip(tight, fl)):
-        den = sum(ng * ng / f for ng, f, on in zip(nl, fl, live) if on)
-        lam = sum(ng * vg for ng, vg in zip(nl, v)) / den if den > 0 else 0.0
-        v = [vg - lam * ng / f if on else 0.0 for vg, ng, f, on in zip(v, nl, fl, live)]
-    return v

@@ -207,18 +207,12 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
     out = np.empty(z.shape)  # the one fresh (n, c) array: large temporaries cost page faults
     if not spec.has_box and counts.shape[0] <= 64:
         # a few groups (the usual batch): the means as Python floats, one array call per step
-        weights = counts.tolist()
         for j in range(z.shape[1]):
-            values = (group_sums(z[:, j], codes, counts.shape[0]) / counts).tolist()
-            if not all(map(math.isfinite, values)):
-                raise SolverError("the group sums of z are not finite (overflow)")
-            delta = active_tolerance(max(map(abs, values)) + tol)
             r = spec.targets_of(sl, j)
-            new, moved = crit.project_values(values, weights, tol, None if r is None else r.tolist(), delta)
-            tight[sl, j] = moved
-            col = out[:, j]
-            np.take(np.array([a - b for a, b in zip(new, values)]), codes, out=col, mode="clip")
-            col += z[:, j]
+            shifted = shift_column(z[:, j], codes, counts, crit, tol, None if r is None else r.tolist(), out[:, j])
+            if shifted is None:
+                raise SolverError("the group sums of z are not finite (overflow)")
+            tight[sl, j] = shifted[1]
         return ExactAnswer(out, tight, None)
     if not spec.has_box:
         for j in range(z.shape[1]):
@@ -265,6 +259,24 @@ def _project_attribute(z: np.ndarray, groups: GroupIndex, a: int, spec: Spec) ->
         free[:, j] = (shifted > lb + delta) & (shifted < ub - delta)
         np.clip(shifted, lb, ub, out=out[:, j])
     return ExactAnswer(out, tight, free)
+
+
+def shift_column(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, crit, tol: float, r: list | None,
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, list, list] | None:
+    """One column, one attribute of a few groups, no box: the projection in closed
+    form on the group means as Python floats (one ``bincount``, one gather);
+    ``(outputs, tight groups, shifts)``, or None when a group sum is not finite.
+    ``out``: where to write the outputs (else a fresh array)."""
+    n = counts.tolist()
+    values = [s / c for s, c in zip(group_sums(col, codes, len(n)).tolist(), n)]
+    if not all(map(math.isfinite, values)):
+        return None
+    delta = active_tolerance(max(map(abs, values)) + tol)
+    new, tight = crit.project_values(values, n, tol, r, delta)
+    shift = [a - b for a, b in zip(new, values)]
+    out = np.take(np.array(shift), codes, out=out, mode="clip")
+    out += col
+    return out, tight, shift
 
 
 def _settle_attribute(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, spec: Spec, r: np.ndarray | None,

@@ -586,7 +586,7 @@ def _one_attribute_values(g: np.ndarray, free: np.ndarray | None, tight: np.ndar
     """The values ``v_g`` of :func:`_one_attribute_correction` (zero off the span), for
     a few groups: the same formulas on Python floats."""
     k = n.shape[0]
-    nl, tl = n.tolist(), tight.tolist()
+    nl, tl = n.tolist(), tight if isinstance(tight, list) else tight.tolist()
     sums = group_sums(g, codes, k).tolist()
     fl = nl if free is None else group_sums(free, codes, k).tolist()
     live = [t and f > 0 for t, f in zip(tl, fl)]
