@@ -167,7 +167,7 @@ class FairnessLayer(nn.Module):
         gidx = _one_column_index(groups, z2.shape[0])
         if gidx is None:
             codes, top = _as_group_codes(groups, z2.shape[0])
-            gidx = encode_groups(codes, top if codes.shape[1] == 1 else None)
+            gidx = encode_groups(codes, top)  # codes checked non-negative, top their largest
         targets = None
         if needs_targets:
             yt = _as_targets(y, z2)

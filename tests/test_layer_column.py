@@ -230,3 +230,19 @@ def test_output_never_aliases_the_input(bounds):
     torch.testing.assert_close(out, before)  # nothing moved
     out.add_(1.0)
     torch.testing.assert_close(z, before)
+
+
+def test_large_batches_take_the_general_route(monkeypatch):
+    """Above MAX_ROWS the route declines at once (the general route reads the batch),
+    and the layer's answer is still fair."""
+    from fairsk import FairnessLayer
+
+    monkeypatch.setattr(column, "MAX_ROWS", 8)
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(9, 1, dtype=torch.float64, generator=gen)
+    groups = torch.tensor([0, 1] * 4 + [0])
+    assert column.project_column(z, groups, get_criterion("ecp"), 0.05, None, None) is None
+    assert column.project_column(z[:8], groups[:8], get_criterion("ecp"), 0.05, None, None) is not None
+    out = FairnessLayer("ecp", 0.05, "exact")(z, groups).numpy()[:, 0]
+    g = groups.numpy()
+    assert abs(out[g == 0].mean() - out[g == 1].mean()) <= 0.05 + 1e-9

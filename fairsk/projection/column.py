@@ -34,6 +34,10 @@ from .kernels import _one_attribute_values
 
 #: the most groups this route takes (the general route's Python-float threshold)
 MAX_GROUPS = 64
+#: the most rows this route takes: it saves a fixed cost per call, which matters for
+#: training batches; larger batches go straight to the general route (whose passes
+#: over the data are the same), so that a batch the route declines is not read twice
+MAX_ROWS = 1 << 16
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -47,8 +51,8 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
     takes it); ``criterion`` a :class:`~.criteria.Criterion` without targets.
     """
     n = z.shape[0]
-    if not (n and isinstance(groups, Tensor) and groups.dtype == torch.int64 and groups.device.type == "cpu"
-            and groups.shape in ((n,), (n, 1))):
+    if not (0 < n <= MAX_ROWS and isinstance(groups, Tensor) and groups.dtype == torch.int64
+            and groups.device.type == "cpu" and groups.shape in ((n,), (n, 1))):
         return None
     col = z.detach().numpy().reshape(n)
     high = float(col.max())
