@@ -30,7 +30,7 @@ from torch import Tensor
 from .._groups import recode
 from .certificate import CHECK_ATOL, column_violation, float32_margin
 from .exact import ONE_ATTRIBUTE_BOX_STEPS, settle_column, shift_column
-from .kernels import _one_attribute_values
+from .kernels import one_attribute_values
 
 #: the most groups this route takes (the general route's Python-float threshold)
 MAX_GROUPS = 64
@@ -140,7 +140,7 @@ class _Batch:
 class _ColumnProjection(torch.autograd.Function):
     """The certified output as a graph node; backward: the projector of
     :func:`~.kernels.projector_vjp` for one column and one attribute
-    (:func:`~.kernels._one_attribute_values`), in the same operations."""
+    (:func:`~.kernels.one_attribute_values`), in the same operations."""
 
     @staticmethod
     def forward(ctx, z, out, batch):
@@ -157,7 +157,7 @@ class _ColumnProjection(torch.autograd.Function):
         if free is not None:
             g = g * free
         if any(b.tight):
-            corr = np.take(_one_attribute_values(g, free, b.tight, b.codes, b.counts, b.couples), b.codes, mode="clip")
+            corr = np.take(one_attribute_values(g, free, b.tight, b.codes, b.counts, b.couples), b.codes, mode="clip")
             if free is not None:
                 corr *= free
             g = g - corr

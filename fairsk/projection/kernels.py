@@ -541,7 +541,7 @@ def _one_column_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None
         # a copy when g is the incoming gradient itself (never hand autograd an alias of it)
         return g.astype(np.float64, copy=free is None)[:, None]
     codes = groups.codes(0)
-    corr = np.take(_one_attribute_values(g, free, tight, codes, groups.counts, couples), codes, mode="clip")
+    corr = np.take(one_attribute_values(g, free, tight, codes, groups.counts, couples), codes, mode="clip")
     if free is not None:
         corr *= free
     return np.subtract(g, corr, out=corr)[:, None]  # in place: no fresh (n,) array
@@ -563,7 +563,7 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
     if not tight.any():  # nothing active in this column
         return np.zeros_like(g)
     if n.shape[0] <= _PYTHON_MAX_GROUPS:
-        return np.take(_one_attribute_values(g, free, tight, codes, n, couples), codes, mode="clip")
+        return np.take(one_attribute_values(g, free, tight, codes, n, couples), codes, mode="clip")
     if free is None:  # every sample free: v_g = m_g - lam with lam the n-weighted mean of m over tight groups
         m = group_sums(g, codes, n.shape[0]) / n
         v = np.where(tight, m, 0.0)
@@ -581,10 +581,10 @@ def _one_attribute_correction(g: np.ndarray, free: np.ndarray | None, tight: np.
     return np.take(np.where(has_free, v, 0.0), codes, mode="clip")
 
 
-def _one_attribute_values(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, codes: np.ndarray,
-                          n: np.ndarray, couples: bool) -> np.ndarray:
+def one_attribute_values(g: np.ndarray, free: np.ndarray | None, tight: np.ndarray, codes: np.ndarray,
+                         n: np.ndarray, couples: bool) -> np.ndarray:
     """The values ``v_g`` of :func:`_one_attribute_correction` (zero off the span), for
-    a few groups: the same formulas on Python floats."""
+    a few groups: the same formulas on Python floats (``tight``: an array or a list)."""
     k = n.shape[0]
     nl, tl = n.tolist(), tight if isinstance(tight, list) else tight.tolist()
     sums = group_sums(g, codes, k).tolist()
