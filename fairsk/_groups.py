@@ -523,9 +523,11 @@ def _index_cells(groups: np.ndarray, m: int) -> GroupIndex:
     # one integer matrix-vector product: the cheapest single pass that reads every
     # column (torch's integer kernel measured faster than NumPy's), into an array
     # NumPy allocates (it asks for huge pages: fewer page faults on a fresh array)
+    codes = groups.astype(np.int64, copy=False)
+    if any(s < 0 for s in codes.strides):  # a reversed view (torch takes no negative strides)
+        codes = np.ascontiguousarray(codes)
     code = np.empty(groups.shape[0], dtype=np.int64)
-    torch.mv(torch.from_numpy(groups.astype(np.int64, copy=False)), torch.from_numpy(strides),
-             out=torch.from_numpy(code))
+    torch.mv(torch.from_numpy(codes), torch.from_numpy(strides), out=torch.from_numpy(code))
     table = np.bincount(code, minlength=m**n_attr).astype(np.float64).reshape(shape)
     axes = range(n_attr)
     marg = [table.sum(axis=tuple(b for b in axes if b != a)) for a in axes]

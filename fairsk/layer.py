@@ -264,6 +264,9 @@ def _as_group_codes(groups: Any, n: int) -> tuple[np.ndarray, int]:
         raise ValueError(f"groups must have shape ({n},) or ({n}, a) to match z, got {tuple(arr.shape)}")
     if arr.ndim == 1:
         arr = arr[:, None]
+    if arr.shape[1] == 0:  # nothing to be fair about: most likely a column selection gone wrong
+        raise ValueError(f"groups has no attribute columns (shape {tuple(arr.shape)}): pass at least one column "
+                         "of group codes")
     if not arr.size:
         return arr.astype(np.int64), -1
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and int(arr.max()) > np.iinfo(np.int64).max:

@@ -313,3 +313,20 @@ def test_only_cuda_takes_the_device_path():
     CUDA tensors take it (others go to the host path)."""
     assert not device._on_accelerator(torch.zeros(1))
     assert not device._on_accelerator(torch.zeros(1, device="meta"))
+
+
+def test_several_attributes_an_output_leaving_one_bound_for_the_other():
+    """Two rows, tolerance 0, one output exactly at a bound and the other beyond the
+    other bound: the device path's answer (when it gives one) and the layer's put both
+    rows at clip(mean(z)). (A wrong settle on the device could only cost a fallback: its
+    answers are certified before they are returned.)"""
+    z = torch.tensor([[-1.028689036909565], [1.0]], dtype=torch.float64)
+    g = torch.tensor([[0, 0], [1, 0]])
+    got = device.project_on_device(z.clone(), g, None, "ecp", 0.0, 0.0, 1.0)
+    if got is not None:
+        np.testing.assert_allclose(got.numpy()[:, 0], [0.0, 0.0], atol=1e-9)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(device, "_on_accelerator", lambda t: True)
+        mp.setattr(device, "_BOX_MIN_ROWS", 0)
+        out = FairnessLayer("ecp", 0.0, "exact", (0.0, 1.0))(z, g)
+    np.testing.assert_allclose(out.numpy()[:, 0], [0.0, 0.0], atol=1e-9)

@@ -152,7 +152,9 @@ class _ColumnProjection(torch.autograd.Function):
         b = ctx.batch
         free = b.free
         if free is None and not any(b.tight):
-            return grad, None, None  # the identity
+            # the identity, as a new tensor: never hand autograd the incoming gradient's
+            # memory (z.grad would share it with the caller's grad_output)
+            return grad.clone(), None, None
         g = grad.detach().numpy().reshape(-1)
         if free is not None:
             g = g * free

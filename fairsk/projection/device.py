@@ -397,10 +397,11 @@ def _boxed_column(zj: Tensor, slots: Tensor, K: int, present: np.ndarray, inv_n:
         full[torch.from_numpy(present).to(zj.device)] = torch.from_numpy(step[0]).to(zj.device)
         shifted = zj - _expand(full[:, None], slots)[:, 0]
         new_lower, new_upper = shifted <= lo, shifted >= hi
-        # a guess that changes only within rounding of a bound has settled
-        moved = (new_lower != lower) | (new_upper != upper)
-        near = torch.minimum((shifted - lo).abs(), (shifted - hi).abs()) <= delta
-        if not bool((moved & ~near).any()):
+        # a guess that changes only within rounding of the bound an output left or
+        # reached has settled (leaving one bound for the other is a move)
+        moved = (((new_lower != lower) & ((shifted - lo).abs() > delta))
+                 | ((new_upper != upper) & ((shifted - hi).abs() > delta)))
+        if not bool(moved.any()):
             return step[0], step[1], free
         lower, upper = new_lower, new_upper
     return None

@@ -355,28 +355,33 @@ def settle_column(col: np.ndarray, codes: np.ndarray, counts: np.ndarray, crit, 
         new_lower = (shifted <= lb) if s_low <= lb else None
         new_upper = (shifted >= ub) if s_high >= ub else None
         if lower is None and upper is None and (
-                (s_low <= lb and min(abs(s_low - lb), abs(s_low - ub)) > delta)
-                or (s_high >= ub and min(abs(s_high - lb), abs(s_high - ub)) > delta)):
-            # from a guess holding nothing, the extreme output beyond a bound has
-            # moved, and it is farther than rounding from both bounds: the test below
-            # would say "not settled" (the same floats, without the arrays)
+                (s_low <= lb and s_low < lb - delta) or (s_high >= ub and s_high > ub + delta)):
+            # from a guess holding nothing, the extreme output beyond a bound went
+            # beyond it by more than rounding: the test below would say "not settled"
+            # (the same floats, without the arrays)
             lower, upper = new_lower, new_upper
             continue
-        # the outputs whose side changed (a None mask holds nothing)
-        moved = None
-        for old, new in ((lower, new_lower), (upper, new_upper)):
-            change = old if new is None else new if old is None else new != old
-            if change is not None:
-                moved = change if moved is None else moved | change
-        if moved is None:
-            return shifted, tight, delta, s_low, s_high
-        # a guess that changes only within rounding of a bound has settled (only the
-        # moved outputs are read)
-        near = shifted[np.flatnonzero(moved)]
-        if not (np.minimum(np.abs(near - lb), np.abs(near - ub)) > delta).any():
+        if _keeps_guess(shifted, lower, upper, new_lower, new_upper, lb, ub, delta):
             return shifted, tight, delta, s_low, s_high
         lower, upper = new_lower, new_upper
     return None
+
+
+def _keeps_guess(shifted: np.ndarray, lower, upper, new_lower, new_upper, lb: float, ub: float,
+                 delta: float) -> bool:
+    """Whether the outputs ``shifted`` keep the guess of the held ones (``lower`` /
+    ``upper``: the guess, ``new_lower`` / ``new_upper``: where ``shifted`` lies; a None
+    mask holds nothing): every output whose side changed must lie within rounding
+    (``delta``) of the bound it left or reached. An output that leaves one bound for
+    the other, or goes beyond a bound by more than rounding, has moved."""
+    for old, new, bound in ((lower, new_lower, lb), (upper, new_upper, ub)):
+        change = old if new is None else new if old is None else new != old
+        if change is None:
+            continue
+        at = np.flatnonzero(change)  # only the outputs whose side changed are read
+        if at.size and (np.abs(shifted[at] - bound) > delta).any():
+            return False
+    return True
 
 
 def _finite_scale(means: np.ndarray) -> float | None:
@@ -494,9 +499,8 @@ def _settle(col, lower, upper, groups, spec, delta, steps) -> np.ndarray | None:
                 return None
         shifted = col - groups.expand(shifts)[:, 0]
         new_lower, new_upper = shifted <= lb, shifted >= ub
-        # a guess that changes only within rounding of a bound has settled
-        moved = (new_lower != lower) | (new_upper != upper)
-        if not (moved & (np.minimum(np.abs(shifted - lb), np.abs(shifted - ub)) > delta)).any():
+        # a guess that changes only within rounding of the bounds involved has settled
+        if _keeps_guess(shifted, lower, upper, new_lower, new_upper, lb, ub, delta):
             return np.clip(shifted, lb, ub)
         lower, upper = new_lower, new_upper
     return None

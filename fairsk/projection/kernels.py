@@ -511,7 +511,8 @@ def projector_vjp(grad: np.ndarray, tight: np.ndarray, free: np.ndarray | None, 
     grad = grad.astype(np.float64, copy=False)
     g_free = grad if free is None else grad * free
     if groups.n_slots == 0 or not tight.any():
-        return g_free
+        # a copy when g_free is the incoming gradient itself (never hand autograd an alias of it)
+        return g_free.copy() if g_free is grad else g_free
     out = None if grad.shape[1] == 1 else np.empty_like(grad)
     for j in range(grad.shape[1]):
         f = None if free is None else free[:, j].astype(np.float64)
