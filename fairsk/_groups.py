@@ -456,6 +456,16 @@ def _cross_blocks(index: GroupIndex, table: np.ndarray, present, out: np.ndarray
                 out[sa, sb], out[sb, sa] = block, block.T
 
 
+def column_codes(groups: Any, n: int) -> np.ndarray | None:
+    """The codes (n,) of the usual batch's groups, a CPU int64 tensor of shape (n,) or
+    (n, 1), as a NumPy view (no copy); None for anything else (the general checks and
+    encoding then apply). Integer tensors never require grad."""
+    if not (isinstance(groups, Tensor) and groups.dtype == torch.int64 and groups.device.type == "cpu"
+            and n > 0 and groups.shape in ((n,), (n, 1))):
+        return None
+    return groups.numpy().reshape(n)
+
+
 def recode(codes: np.ndarray, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Dense codes ``0..k-1`` of the present values (int64) and their counts (float64).
 

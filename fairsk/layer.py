@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._groups import GroupIndex, encode_groups, recode
+from ._groups import GroupIndex, column_codes, encode_groups, recode
 from .projection import CHECK_ATOL, SOLVERS, Spec, device, float32_margin, get_criterion, project
 from .projection import CRITERIA as _CRITERION_REGISTRY
 from .projection.column import project_column
 from .projection.exact import solve_exact
+from .projection.kernels import max_abs
 
 __all__ = ["FairnessLayer", "CRITERIA", "validate_layer_params"]
 
@@ -194,13 +195,11 @@ def _validated_plain(criterion: str, tolerance: float, solver: str, bounds: tupl
 
 
 def _max_abs(z: Tensor) -> float:
-    """``max |z|`` (NaN when ``z`` holds one): on the host, two reductions of a NumPy
-    view (no temporary); on a device, one of ``|z|`` there."""
+    """``max |z|`` (NaN when ``z`` holds one): on the host, the kernels' reductions of a
+    NumPy view (no temporary at large n); on a device, one of ``|z|`` there."""
     if z.device.type != "cpu":
         return float(z.abs().max())
-    h = z.numpy()
-    high = float(h.max())  # NaN if any is (and then so is the min)
-    return high if high != high else max(high, -float(h.min()))
+    return max_abs(z.numpy())
 
 
 def _as_output_matrix(z: Any) -> Tensor:
@@ -234,10 +233,9 @@ def _one_column_index(groups: Any, n: int) -> GroupIndex | None:
     (n, 1) with small codes, indexed from one ``max`` and one ``bincount`` (a negative
     code makes the bincount refuse); None for anything else, which
     :func:`_as_group_codes` and :func:`encode_groups` check and index."""
-    if not (isinstance(groups, Tensor) and groups.dtype == torch.int64 and groups.device.type == "cpu"
-            and n > 0 and groups.shape in ((n,), (n, 1))):
+    col = column_codes(groups, n)
+    if col is None:
         return None
-    col = groups.detach().numpy().reshape(n)
     top = int(col.max())
     if top >= max(4 * n, 1024):  # sparse or huge codes: the general route's np.unique
         return None

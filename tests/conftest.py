@@ -36,6 +36,15 @@ class Instance:
     bounds: tuple | None
 
 
+def forward_backward(layer, z, groups, y=None, upstream=None):
+    """The layer's output on ``z`` and the gradient of ``sum(out * upstream)`` with
+    respect to ``z`` (taken on a fresh leaf copy of ``z``)."""
+    v = z.detach().clone().requires_grad_(True)
+    out = layer(v, groups, y)
+    (out * upstream).sum().backward()
+    return out.detach(), v.grad
+
+
 def make_instance(seed, n, k, a, c, criterion, tolerance, box, dtype=torch.float64) -> Instance:
     """A random projection problem; groups have uneven shares and shifted means."""
     rng = np.random.default_rng(seed)

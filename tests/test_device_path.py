@@ -15,6 +15,8 @@ from fairsk import FairnessLayer
 from fairsk.metrics import parity_gap, residual_gap
 from fairsk.projection import device
 
+from .conftest import forward_backward
+
 
 @pytest.fixture
 def everywhere(monkeypatch):
@@ -31,10 +33,7 @@ def everywhere(monkeypatch):
 
 
 def _host(z, g, y, crit, tol, w, bounds=None):
-    v = z.detach().clone().requires_grad_(True)
-    out = FairnessLayer(crit, tol, "exact", bounds)(v, g, y)
-    (out * w).sum().backward()
-    return out.detach(), v.grad
+    return forward_backward(FairnessLayer(crit, tol, "exact", bounds), z, g, y, w)
 
 
 def _host_and_device(z, g, y, crit, tol, w, box, atol):

@@ -18,14 +18,7 @@ from hypothesis import strategies as st
 from fairsk import FairnessLayer
 from fairsk.exceptions import InfeasibleProjectionError
 
-from .conftest import make_instance
-
-
-def _run(layer, z, groups, y, upstream):
-    v = z.clone().requires_grad_(True)
-    out = layer(v, groups, y)
-    (out * upstream).sum().backward()
-    return out.detach(), v.grad
+from .conftest import forward_backward, make_instance
 
 
 @given(
@@ -50,8 +43,8 @@ def test_one_attribute_path_equals_the_general_path(seed, n, k, c, criterion, to
     groups = torch.tensor(codes if flat else codes[:, None])
     upstream = torch.tensor(rng.normal(size=z.shape), dtype=dtype)
     layer = FairnessLayer(criterion, tolerance, "exact")
-    one = _run(layer, z, groups, y, upstream)
-    twice = _run(layer, z, torch.tensor(np.stack([codes, codes], 1)), y, upstream)
+    one = forward_backward(layer, z, groups, y, upstream)
+    twice = forward_backward(layer, z, torch.tensor(np.stack([codes, codes], 1)), y, upstream)
     atol = 1e-10 if dtype == torch.float64 else 1e-5
     assert one[0].dtype == dtype and one[0].shape == z.shape
     torch.testing.assert_close(one[0], twice[0], atol=atol, rtol=0)

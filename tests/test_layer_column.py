@@ -20,16 +20,11 @@ import fairsk.projection.column as column
 from fairsk import FairnessLayer
 from fairsk.projection import get_criterion
 
+from .conftest import forward_backward
+
 
 def _general(monkeypatch_context):
     monkeypatch_context.setattr(layer_module, "project_column", lambda *args: None)
-
-
-def _run(layer, z, groups, upstream):
-    v = z.clone().requires_grad_(True)
-    out = layer(v, groups)
-    (out * upstream).sum().backward()
-    return out.detach(), v.grad
 
 
 def _batch(seed, n, k, dtype, box, saturate, gaps, one_dim):
@@ -67,10 +62,10 @@ def test_the_column_route_equals_the_general_route(seed, n, k, dtype, box, toler
     upstream = torch.tensor(np.random.default_rng(seed + 1).normal(size=z.shape), dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        route = _run(layer, z, groups, upstream)
+        route = forward_backward(layer, z, groups, None, upstream)
         with pytest.MonkeyPatch.context() as m:
             _general(m)
-            general = _run(layer, z, groups, upstream)
+            general = forward_backward(layer, z, groups, None, upstream)
     assert route[0].dtype == dtype and route[0].shape == z.shape and route[1].dtype == dtype
     torch.testing.assert_close(route[0], general[0], atol=0, rtol=0)
     torch.testing.assert_close(route[1], general[1], atol=0, rtol=0)

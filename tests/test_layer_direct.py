@@ -18,7 +18,7 @@ import fairsk.layer as layer_module
 from fairsk import FairnessLayer
 from fairsk.projection import SOLVERS, exact
 
-from .conftest import make_instance
+from .conftest import forward_backward, make_instance
 
 
 def _general_exact(z, groups, spec):  # the exact solver without its direct route
@@ -26,13 +26,6 @@ def _general_exact(z, groups, spec):  # the exact solver without its direct rout
 
 
 _general_exact.exact = True
-
-
-def _run(layer, inst, upstream):
-    v = inst.z.clone().requires_grad_(True)
-    out = layer(v, inst.groups, inst.y)
-    (out * upstream).sum().backward()
-    return out.detach(), v.grad
 
 
 @given(
@@ -53,15 +46,15 @@ def test_the_direct_route_equals_the_general_route(seed, n, k, a, c, criterion, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            direct = _run(layer, inst, upstream)
+            direct = forward_backward(layer, inst.z, inst.groups, inst.y, upstream)
         except Exception as err:  # an infeasible box for eer: the same refusal both ways
             with pytest.raises(type(err)), pytest.MonkeyPatch.context() as m:
                 m.setitem(SOLVERS, "exact", _general_exact)
-                _run(layer, inst, upstream)
+                forward_backward(layer, inst.z, inst.groups, inst.y, upstream)
             return
         with pytest.MonkeyPatch.context() as m:
             m.setitem(SOLVERS, "exact", _general_exact)
-            general = _run(layer, inst, upstream)
+            general = forward_backward(layer, inst.z, inst.groups, inst.y, upstream)
     assert direct[0].dtype == dtype and direct[1].dtype == dtype
     torch.testing.assert_close(direct[0], general[0], atol=0, rtol=0)
     torch.testing.assert_close(direct[1], general[1], atol=0, rtol=0)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._groups import recode
+from .._groups import column_codes, recode
 from .certificate import CHECK_ATOL, column_violation, float32_margin
 from .exact import ONE_ATTRIBUTE_BOX_STEPS, settle_column, shift_column
 from .kernels import one_attribute_values
@@ -51,8 +51,8 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
     takes it); ``criterion`` a :class:`~.criteria.Criterion` without targets.
     """
     n = z.shape[0]
-    if not (0 < n <= MAX_ROWS and isinstance(groups, Tensor) and groups.dtype == torch.int64
-            and groups.device.type == "cpu" and groups.shape in ((n,), (n, 1))):
+    codes = column_codes(groups, n) if n <= MAX_ROWS else None
+    if codes is None:
         return None
     col = z.detach().numpy().reshape(n)
     high = float(col.max())
@@ -62,7 +62,6 @@ def project_column(z: Tensor, groups, criterion, tol: float, lb: float | None, u
     scale = max(high, -low)
     if z.dtype == torch.float32 and tol > 0:  # the float32 rule (certificate)
         tol = max(0.0, tol - float32_margin(scale))
-    codes = groups.numpy().reshape(n)  # integer tensors never require grad
     top = int(codes.max())
     if top >= MAX_GROUPS:
         return None
