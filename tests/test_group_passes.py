@@ -1,0 +1,51 @@
+"""The group passes of large batches (torch's kernels) against NumPy's ``bincount``."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fairsk._groups import TORCH_MIN_ROWS, group_counts, group_sums
+
+N = TORCH_MIN_ROWS + 3
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.sampled_from([1, 2, 7, 1000, 20000]),
+       kind=st.sampled_from(["float64", "float32", "bool", "int32", "broadcast", "reversed", "readonly", "strided"]))
+def test_sums_equal_bincount_to_the_bit(seed, k, kind):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, k, N)
+    v = rng.normal(size=2 * N) * 10.0 ** rng.integers(-3, 6)
+    v = {"float64": v[:N], "float32": v[:N].astype(np.float32), "bool": v[:N] > 0,
+         "int32": (v[:N] * 100).astype(np.int32), "broadcast": np.broadcast_to(v[:1], (N,)),
+         "reversed": v[:N][::-1], "readonly": v[:N].copy(), "strided": v[::2]}[kind]
+    if kind == "readonly":
+        v.flags.writeable = False
+    got = group_sums(v, codes, k)
+    want = np.bincount(codes, weights=v, minlength=k)
+    assert got.dtype == np.float64 and got.shape == (k,)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [10, N])
+def test_counts_equal_bincount(n):
+    codes = np.random.default_rng(n).integers(0, 50, n)
+    np.testing.assert_array_equal(group_counts(codes, 60), np.bincount(codes, minlength=60))
+    np.testing.assert_array_equal(group_counts(codes), np.bincount(codes))
+
+
+@pytest.mark.parametrize("n", [10, N])
+def test_negative_codes_raise_value_error(n):
+    codes = np.zeros(n, dtype=np.int64)
+    codes[n // 2] = -1
+    with pytest.raises(ValueError):
+        group_counts(codes, 3)
+
+
+def test_code_out_of_range_is_refused():
+    """Codes are in range by construction; one that is not raises rather than drop mass."""
+    codes = np.zeros(N, dtype=np.int64)
+    codes[5] = 9
+    with pytest.raises(RuntimeError, match="index"):
+        group_sums(np.ones(N), codes, 3)
