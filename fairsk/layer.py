@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._groups import GroupIndex, column_codes, encode_groups, recode
+from ._groups import TORCH_MIN_ROWS, GroupIndex, column_codes, encode_groups, recode
 from .projection import CHECK_ATOL, SOLVERS, Spec, device, float32_margin, get_criterion, project
 from .projection import CRITERIA as _CRITERION_REGISTRY
 from .projection.column import project_column
@@ -253,6 +253,15 @@ def _as_group_codes(groups: Any, n: int) -> tuple[np.ndarray, int]:
     if isinstance(groups, Tensor):
         if groups.is_floating_point() or groups.is_complex():
             raise ValueError(f"groups must hold integer codes, got dtype {groups.dtype}")
+        if (groups.dtype == torch.int64 and groups.device.type == "cpu" and groups.numel() >= TORCH_MIN_ROWS
+                and groups.dim() in (1, 2) and groups.shape[0] == n and (groups.dim() == 1 or groups.shape[1])):
+            # a large CPU int64 tensor: both checks from one torch reduction (torch's
+            # threads share it; NumPy's unsigned max is one thread)
+            low, high = (int(v) for v in torch.aminmax(groups.detach()))
+            if low < 0:
+                raise ValueError("groups must hold non-negative integer codes")
+            arr = groups.detach().numpy()
+            return (arr[:, None] if arr.ndim == 1 else arr), high
         arr = groups.detach().cpu().numpy()
     else:
         arr = np.asarray(groups)

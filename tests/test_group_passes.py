@@ -49,3 +49,21 @@ def test_code_out_of_range_is_refused():
     codes[5] = 9
     with pytest.raises(RuntimeError, match="index"):
         group_sums(np.ones(N), codes, 3)
+
+
+def test_large_group_tensor_checked_as_the_array_is():
+    """A large CPU int64 tensor of codes takes one torch reduction for its checks; it
+    answers and refuses as the same codes given as a NumPy array."""
+    import torch
+
+    from fairsk import FairnessLayer
+
+    rng = np.random.default_rng(3)
+    z = torch.from_numpy(rng.normal(size=(N, 1)))
+    codes = rng.integers(0, 4, (N, 2))
+    layer = FairnessLayer(tolerance=0.01, solver="exact")
+    np.testing.assert_array_equal(layer(z, torch.from_numpy(codes)).numpy(), layer(z, codes).numpy())
+    codes[N // 3, 1] = -2
+    for groups in (codes, torch.from_numpy(codes)):
+        with pytest.raises(ValueError, match="non-negative"):
+            layer(z, groups)
