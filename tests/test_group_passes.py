@@ -67,3 +67,50 @@ def test_large_group_tensor_checked_as_the_array_is():
     for groups in (codes, torch.from_numpy(codes)):
         with pytest.raises(ValueError, match="non-negative"):
             layer(z, groups)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300), attrs=st.integers(1, 3),
+       k=st.sampled_from([1, 2, 5, 90]), box=st.booleans(), criterion=st.sampled_from(["ecp", "eer"]),
+       dtype=st.sampled_from(["float64", "float32"]), as_tensor=st.booleans())
+def test_layer_same_to_the_bit_on_either_kind_of_pass(seed, n, attrs, k, box, criterion, dtype,
+                                                       as_tensor):
+    """Every size through torch's passes (the rows threshold at 0) and through NumPy's:
+    the same outputs and gradients to the bit, and the same refusals."""
+    import torch
+
+    import fairsk._groups as groups_module
+    import fairsk.layer as layer_module
+    from fairsk import FairnessLayer
+
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 1)) * 3
+    codes = rng.integers(0, k, (n, attrs))
+    y = rng.normal(size=n)
+    layer = FairnessLayer(criterion, 0.05, "exact", (-2.0, 2.0) if box else None)
+
+    def run(threshold):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(groups_module, "TORCH_MIN_ROWS", threshold)
+            mp.setattr(layer_module, "TORCH_MIN_ROWS", threshold)
+            return attempt()
+
+    def attempt():
+        zt = torch.tensor(z, dtype=getattr(torch, dtype), requires_grad=True)
+        g = torch.from_numpy(codes) if as_tensor else codes
+        try:
+            out = layer(zt, g, torch.from_numpy(y))
+        except Exception as err:  # the same refusal either way
+            return type(err).__name__
+        out.backward(torch.from_numpy(rng.normal(size=(n, 1))).to(zt.dtype))
+        return out.detach().numpy(), zt.grad.numpy()
+
+    state = rng.bit_generator.state
+    numpy_way = run(1 << 62)
+    rng.bit_generator.state = state
+    torch_way = run(0)
+    if isinstance(numpy_way, str):
+        assert torch_way == numpy_way
+        return
+    np.testing.assert_array_equal(torch_way[0], numpy_way[0])
+    np.testing.assert_array_equal(torch_way[1], numpy_way[1])
