@@ -234,7 +234,7 @@ def group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
             and _torch_readable(codes)):
         v = v.astype(np.float64, copy=False)
         if _torch_readable(v):
-            out = torch.zeros(k, dtype=torch.float64)
+            out = torch.zeros(k, dtype=torch.float64, device="cpu")  # whatever torch's default device
             return out.scatter_add_(0, torch.from_numpy(codes), torch.from_numpy(v)).numpy()
     return np.bincount(codes, weights=v, minlength=k)
 
@@ -252,8 +252,10 @@ def group_counts(codes: np.ndarray, k: int = 0) -> np.ndarray:
 
 def _torch_readable(a: np.ndarray) -> bool:
     """Whether torch can read ``a`` in place: writable (torch has no read-only tensors),
-    native byte order, no negative strides."""
-    return a.flags.writeable and a.dtype.isnative and all(s >= 0 for s in a.strides)
+    native byte order, aligned, strides whole non-negative multiples of the item size
+    (a field of a structured array is not)."""
+    return (a.flags.writeable and a.flags.aligned and a.dtype.isnative
+            and all(s >= 0 and s % a.itemsize == 0 for s in a.strides))
 
 
 @dataclass(frozen=True)

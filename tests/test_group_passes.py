@@ -114,3 +114,36 @@ def test_layer_same_to_the_bit_on_either_kind_of_pass(seed, n, attrs, k, box, cr
         return
     np.testing.assert_array_equal(torch_way[0], numpy_way[0])
     np.testing.assert_array_equal(torch_way[1], numpy_way[1])
+
+
+@pytest.mark.parametrize("n", [TORCH_MIN_ROWS - 1, TORCH_MIN_ROWS])
+def test_groups_from_a_structured_array_field(n):
+    """A field of a structured array (its stride not a multiple of the item size)."""
+    import torch
+
+    from fairsk import FairnessLayer
+
+    rec = np.zeros(n, dtype=[("g", "<i8"), ("w", "<i4")])
+    rec["g"] = np.arange(n) % 3
+    z = torch.linspace(-1, 1, n, dtype=torch.float64)
+    layer = FairnessLayer(tolerance=0.0, solver="exact")
+    np.testing.assert_array_equal(layer(z, rec["g"]).numpy(), layer(z, np.ascontiguousarray(rec["g"])).numpy())
+
+
+@pytest.mark.parametrize("n", [TORCH_MIN_ROWS - 1, TORCH_MIN_ROWS])
+def test_cpu_batch_under_another_default_device(n):
+    """CPU inputs inside ``with torch.device(...)`` (the meta device stands in for an
+    accelerator): the layer's own tensors stay on the CPU with the batch."""
+    import torch
+
+    from fairsk import FairnessLayer
+
+    rng = np.random.default_rng(n)
+    z = torch.from_numpy(rng.normal(size=n))
+    g = torch.from_numpy(rng.integers(0, 3, n))
+    layer = FairnessLayer(tolerance=0.01, solver="exact")
+    want = layer(z, g)
+    with torch.device("meta"):
+        got = layer(z, g)
+    assert got.device.type == "cpu"
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
