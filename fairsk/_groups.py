@@ -230,8 +230,8 @@ TORCH_MIN_ROWS = 1 << 16
 def group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     """Sums (k,) of a column ``v`` (n,) over the groups ``codes`` (n,) in ``0..k-1``:
     one pass, the one every group statistic is made of (float64, as ``bincount``)."""
-    if (v.shape[0] >= TORCH_MIN_ROWS and v.dtype.kind in "fbiu" and codes.dtype == np.int64
-            and _torch_readable(codes)):
+    if (v.ndim == 1 and v.shape == codes.shape and v.shape[0] >= TORCH_MIN_ROWS and v.dtype.kind in "fbiu"
+            and codes.dtype == np.int64 and _torch_readable(codes)):
         v = v.astype(np.float64, copy=False)
         if _torch_readable(v):
             out = torch.zeros(k, dtype=torch.float64, device="cpu")  # whatever torch's default device
@@ -242,11 +242,12 @@ def group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
 def group_counts(codes: np.ndarray, k: int = 0) -> np.ndarray:
     """Counts (int64, at least ``k`` of them) of the non-negative codes (n,), as
     ``np.bincount(codes, minlength=k)``, which raises ``ValueError`` on a negative code."""
-    if codes.shape[0] >= TORCH_MIN_ROWS and codes.dtype == np.int64 and _torch_readable(codes):
+    if codes.ndim == 1 and codes.shape[0] >= TORCH_MIN_ROWS and codes.dtype == np.int64 and k >= 0 \
+            and _torch_readable(codes):
         try:
             return torch.bincount(torch.from_numpy(codes), minlength=k).numpy()
-        except RuntimeError:  # a negative code: NumPy's error
-            raise ValueError("'list' argument must have no negative elements") from None
+        except RuntimeError:  # e.g. a negative code: NumPy's own error below
+            pass
     return np.bincount(codes, minlength=k)
 
 

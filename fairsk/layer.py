@@ -253,7 +253,8 @@ def _as_group_codes(groups: Any, n: int) -> tuple[np.ndarray, int]:
     if isinstance(groups, Tensor):
         if groups.is_floating_point() or groups.is_complex():
             raise ValueError(f"groups must hold integer codes, got dtype {groups.dtype}")
-        if (groups.dtype == torch.int64 and groups.device.type == "cpu" and groups.numel() >= TORCH_MIN_ROWS
+        if (groups.dtype == torch.int64 and groups.device.type == "cpu" and groups.layout == torch.strided
+                and groups.numel() >= TORCH_MIN_ROWS
                 and groups.dim() in (1, 2) and groups.shape[0] == n and (groups.dim() == 1 or groups.shape[1])):
             # a large CPU int64 tensor: both checks from one torch reduction (torch's
             # threads share it; NumPy's unsigned max is one thread)

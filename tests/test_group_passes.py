@@ -147,3 +147,15 @@ def test_cpu_batch_under_another_default_device(n):
         got = layer(z, g)
     assert got.device.type == "cpu"
     np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_mismatched_inputs_raise_numpy_errors_not_lose_values():
+    """Weights longer than the codes are an error (never silently dropped), as NumPy's."""
+    codes = np.zeros(N, dtype=np.int64)
+    with pytest.raises(ValueError):
+        group_sums(np.ones(N + 5), codes, 2)
+    with pytest.raises(ValueError):
+        group_counts(codes, -1)
+    codes[7] = -4
+    with pytest.raises(ValueError, match="negative"):
+        group_counts(codes, 2)
