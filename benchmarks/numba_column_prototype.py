@@ -7,10 +7,10 @@ The usual regressor training batch (one output column, one attribute of at most 
 groups, no box, ECP) projected by two numba kernels (forward with its certificate, and
 the backward), in one autograd node. First the prototype is checked against
 ``FairnessLayer`` on 300 random batches (outputs equal, gradients to 1e-15); then the
-epoch CPU time over the plain net is measured as ``performance.py --sections overhead``
-does (interleaved fits, one torch thread): a trivial autograd node, the layer, the
-prototype. Not part of the library: it covers neither the box, other criteria, nor the
-float32 refusals of the real route (a batch it does not answer goes to the layer).
+epoch CPU time over the plain net is measured by ``performance.py``'s section 6
+(interleaved fits, one torch thread), with the prototype as one more variant. Not part
+of the library: it covers neither the box, other criteria, nor the float32 refusals of
+the real route (a batch it does not answer goes to the layer).
 Results: ``benchmarks/results/numba_column_prototype.txt``.
 """
 
@@ -205,57 +205,23 @@ def check():
 
 
 def overhead():
-    import statistics
+    """performance.py's section 6 for the regressor, with the prototype as one more variant."""
     import warnings
 
-    from performance import _Identity, _timed_class, adult_arrays
+    from performance import overhead_ablation
 
-    import fairsk.layer as layer_module
     from fairsk import FairLayerRegressor
 
-    warnings.simplefilter("ignore")
-    torch.set_num_threads(1)
-    A, y, s = adult_arrays(None)
-    real = layer_module.FairnessLayer.forward
-
-    def proto(self, z, groups, y=None):
+    def prototype(self, z, groups, y, real):
         z2 = z.unsqueeze(1) if z.dim() == 1 else z
         out = project(z2, groups, self.tolerance) if self.bounds is None else None
-        if out is None:
+        if out is None:  # a batch the prototype does not answer: the layer
             return real(self, z, groups, y)
         return out if out.shape == z.shape else out.reshape(z.shape)
 
-    variants = {"trivial autograd node": lambda self, z, groups, y=None: _Identity.apply(z), "layer (exact)": real,
-                "numba prototype": proto}
-    Est = _timed_class(FairLayerRegressor)
-    yt = y.astype(float)
-    nb = -(-len(y) // 128)
-
-    def epoch_cpu(name, n_epochs):
-        est = Est(max_epochs=n_epochs, random_state=0, batch_size=128, solver="exact")
-        if name is None:
-            est.fit(A, yt)
-        else:
-            layer_module.FairnessLayer.forward = variants[name]
-            try:
-                est.fit(A, yt, sensitive_features=s)
-            finally:
-                layer_module.FairnessLayer.forward = real
-        return list(est.net_.history[:, "cpu"])
-
-    names = [None, *variants]
-    for nm in names:
-        epoch_cpu(nm, 1)
-    times = {nm: [] for nm in names}
-    for _ in range(3):
-        for nm in names:
-            times[nm] += epoch_cpu(nm, 2)
-    plain = statistics.median(times[None])
-    print("FairLayerRegressor, batch 128, exact; CPU time per epoch over the plain net (median of 3 fits x 2 epochs):")
-    print(f"plain net {plain * 1e3:.1f} ms/epoch ({plain / nb * 1e6:.0f} us/batch)")
-    for nm in variants:
-        t = statistics.median(times[nm])
-        print(f"  {nm:<25} {(t - plain) / nb * 1e6:6.0f} us/batch  ({t / plain:.2f}x)")
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    overhead_ablation(None, 128, 2, 3, more={"the numba prototype": prototype}, estimators=(FairLayerRegressor,))
 
 
 if __name__ == "__main__":

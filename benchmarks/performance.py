@@ -290,9 +290,11 @@ class _Identity(torch.autograd.Function):
         return grad
 
 
-def overhead_ablation(rows, batch, epochs, repeats):
+def overhead_ablation(rows, batch, epochs, repeats, more=None, estimators=None):
     """Per-batch CPU time over the plain net of: the groups carried (layer = identity),
-    a trivial autograd node in place of the layer, and the layer; interleaved fits."""
+    a trivial autograd node in place of the layer, and the layer; interleaved fits.
+    ``more``: further replacements of ``FairnessLayer.forward`` by name (each given the
+    real forward as its last argument); ``estimators``: the classes to fit (default both)."""
     import fairsk.layer as layer_module
     from fairsk import FairLayerClassifier, FairLayerRegressor
 
@@ -303,12 +305,14 @@ def overhead_ablation(rows, batch, epochs, repeats):
         "groups carried, a trivial autograd node": lambda self, z, groups, y=None: _Identity.apply(z),
         "the layer (exact)": real,
     }
+    for name, forward in (more or {}).items():
+        variants[name] = lambda self, z, groups, y=None, forward=forward: forward(self, z, groups, y, real)
     print(f"\n6. overhead: CPU microseconds per batch over the plain net ({len(y)} Adult rows, batch {batch},")
     print(f"   median of {repeats} fits x {epochs} epochs, interleaved; the layer's forward replaced in the loop)")
     target = {"FairLayerClassifier": y, "FairLayerRegressor": y.astype(float)}
     n_batches = -(-len(y) // batch)
     try:
-        for Base in (FairLayerClassifier, FairLayerRegressor):
+        for Base in estimators or (FairLayerClassifier, FairLayerRegressor):
             Est, yt = _timed_class(Base), target[Base.__name__]
 
             def epoch_cpu(name, n_epochs):
