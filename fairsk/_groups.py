@@ -231,9 +231,9 @@ def group_sums(v: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     """Sums (k,) of a column ``v`` (n,) over the groups ``codes`` (n,) in ``0..k-1``:
     one pass, the one every group statistic is made of (float64, as ``bincount``)."""
     if (v.ndim == 1 and v.shape == codes.shape and v.shape[0] >= TORCH_MIN_ROWS and v.dtype.kind in "fbiu"
-            and codes.dtype == np.int64 and _torch_readable(codes)):
+            and codes.dtype == np.int64 and torch_readable(codes)):
         v = v.astype(np.float64, copy=False)
-        if _torch_readable(v):
+        if torch_readable(v):
             out = torch.zeros(k, dtype=torch.float64, device="cpu")  # whatever torch's default device
             return out.scatter_add_(0, torch.from_numpy(codes), torch.from_numpy(v)).numpy()
     return np.bincount(codes, weights=v, minlength=k)
@@ -243,7 +243,7 @@ def group_counts(codes: np.ndarray, k: int = 0) -> np.ndarray:
     """Counts (int64, at least ``k`` of them) of the non-negative codes (n,), as
     ``np.bincount(codes, minlength=k)``, which raises ``ValueError`` on a negative code."""
     if codes.ndim == 1 and codes.shape[0] >= TORCH_MIN_ROWS and codes.dtype == np.int64 and k >= 0 \
-            and _torch_readable(codes):
+            and torch_readable(codes):
         try:
             return torch.bincount(torch.from_numpy(codes), minlength=k).numpy()
         except RuntimeError:  # e.g. a negative code: NumPy's own error below
@@ -251,7 +251,7 @@ def group_counts(codes: np.ndarray, k: int = 0) -> np.ndarray:
     return np.bincount(codes, minlength=k)
 
 
-def _torch_readable(a: np.ndarray) -> bool:
+def torch_readable(a: np.ndarray) -> bool:
     """Whether torch can read ``a`` in place: writable (torch has no read-only tensors),
     native byte order, aligned, strides whole non-negative multiples of the item size
     (a field of a structured array is not)."""

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._groups import TORCH_MIN_ROWS, GroupIndex, column_codes, encode_groups, recode
+from ._groups import TORCH_MIN_ROWS, GroupIndex, column_codes, encode_groups, recode, torch_readable
 from .projection import CHECK_ATOL, SOLVERS, Spec, device, float32_margin, get_criterion, project
 from .projection import CRITERIA as _CRITERION_REGISTRY
 from .projection.column import project_column
@@ -253,16 +253,6 @@ def _as_group_codes(groups: Any, n: int) -> tuple[np.ndarray, int]:
     if isinstance(groups, Tensor):
         if groups.is_floating_point() or groups.is_complex():
             raise ValueError(f"groups must hold integer codes, got dtype {groups.dtype}")
-        if (groups.dtype == torch.int64 and groups.device.type == "cpu" and groups.layout == torch.strided
-                and groups.numel() >= TORCH_MIN_ROWS
-                and groups.dim() in (1, 2) and groups.shape[0] == n and (groups.dim() == 1 or groups.shape[1])):
-            # a large CPU int64 tensor: both checks from one torch reduction (torch's
-            # threads share it; NumPy's unsigned max is one thread)
-            low, high = (int(v) for v in torch.aminmax(groups.detach()))
-            if low < 0:
-                raise ValueError("groups must hold non-negative integer codes")
-            arr = groups.detach().numpy()
-            return (arr[:, None] if arr.ndim == 1 else arr), high
         arr = groups.detach().cpu().numpy()
     else:
         arr = np.asarray(groups)
@@ -280,9 +270,13 @@ def _as_group_codes(groups: Any, n: int) -> tuple[np.ndarray, int]:
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and int(arr.max()) > np.iinfo(np.int64).max:
         raise ValueError("groups holds codes too large for int64")
     arr = arr.astype(np.int64, copy=False)
-    # one reduction for both checks: read as unsigned, a negative code is above every
-    # non-negative one
-    top = int(arr.view(np.uint64).max())
-    if top > np.iinfo(np.int64).max:
+    # one reduction for both checks: on a large batch torch's aminmax (torch's threads
+    # share it); else read as unsigned, where a negative code is above every valid one
+    if arr.size >= TORCH_MIN_ROWS and torch_readable(arr):
+        low, top = (int(v) for v in torch.aminmax(torch.from_numpy(arr)))
+    else:
+        top = int(arr.view(np.uint64).max())
+        low = -1 if top > np.iinfo(np.int64).max else 0
+    if low < 0:
         raise ValueError("groups must hold non-negative integer codes")
     return arr, top
